@@ -1,0 +1,1 @@
+"""agentlog's front door: the CLI and the embedded development stack."""

@@ -1,0 +1,5 @@
+"""`python -m agentlog` runs the CLI."""
+
+from agentlog.cli import main
+
+main()

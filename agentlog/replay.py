@@ -1,0 +1,113 @@
+"""Replay and rebuild: a session's state from the log or from Postgres; the projection from the log.
+
+Neither ever calls a model or runs a tool: they read recorded events only.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any, Literal
+
+from psycopg.rows import dict_row
+
+from eventstore import codec, store
+from eventstore import log as kafka_log
+from eventstore.errors import DecodeError
+from eventstore.events import Event
+from eventstore.settings import Settings
+from eventstore.state import SessionState, fold
+
+Source = Literal["kafka", "postgres"]
+
+
+async def events_from_kafka(settings: Settings, session_id: str) -> list[Event]:
+    """The session's events in the current log, in log order (undecodable records skipped)."""
+    reader = kafka_log.PartitionReader(settings)
+    partitions = await reader.start()
+    await reader.stop()
+    partition = kafka_log.partition_for(session_id, len(partitions))
+    key = codec.key_for(session_id)
+    found: list[Event] = []
+    async for record in kafka_log.read_partition(settings, partition):
+        if record.key != key:
+            continue
+        try:
+            found.append(codec.decode(record.value, record.headers))
+        except DecodeError:
+            continue
+    return found
+
+
+async def events_from_postgres(settings: Settings, session_id: str) -> list[Event]:
+    """The session's projected events in session order, every log epoch included."""
+    async with await store.connect(settings.database_url) as conn:
+        return await store.session_events(conn, session_id)
+
+
+async def replay(settings: Settings, session_id: str, source: Source) -> SessionState:
+    """Fold a session from one source."""
+    if source == "kafka":
+        found = await events_from_kafka(settings, session_id)
+    else:
+        found = await events_from_postgres(settings, session_id)
+    return fold(session_id, found)
+
+
+async def rebuild(
+    settings: Settings, progress: Callable[[int, int], None] | None = None
+) -> dict[str, Any]:
+    """Drop the derived tables and rebuild them: older log epochs from `events`, then the log.
+
+    The embedded broker forgets its log on restart, so the rows of older epochs are the only
+    copy of those events; they are kept and re-projected first, in session order.
+    """
+    epoch = await kafka_log.log_epoch(settings)
+    reader = kafka_log.PartitionReader(settings)
+    partitions = await reader.start()
+    await reader.stop()
+    records: dict[int, list[Any]] = {}
+    for tp in partitions:
+        records[tp.partition] = [r async for r in kafka_log.read_partition(settings, tp.partition)]
+    total_log = sum(len(v) for v in records.values())
+    async with await store.connect(settings.database_url) as conn:
+        async with conn.transaction():
+            await conn.execute("SELECT pg_advisory_xact_lock(%s)", (store.PROJECTION_LOCK,))
+            async with conn.cursor(row_factory=dict_row) as cur:
+                await cur.execute(
+                    "SELECT * FROM events WHERE log_epoch <> %s ORDER BY session_id, seq", (epoch,)
+                )
+                older = await cur.fetchall()
+            await store.drop_derived(conn)
+            total = len(older) + total_log
+            done = 0
+            for row in older:
+                event = store.event_from_row(row)
+                await store.project_event(conn, event, row["log_epoch"], row["log_partition"],
+                                          row["log_offset"])
+                done += 1
+                if progress and done % 100 == 0:
+                    progress(done, total)
+            result = {"older_epoch_events": len(older), "log_records": total_log,
+                      "applied": 0, "duplicates": 0, "dead_letters": 0}
+            for partition, recs in records.items():
+                for start in range(0, len(recs), 500):
+                    chunk = recs[start:start + 500]
+                    batch = await store.apply_batch(
+                        conn, "projector", epoch, codec.EVENTS_TOPIC, partition,
+                        [_incoming(r) for r in chunk],
+                    )
+                    result["applied"] += batch.applied
+                    result["duplicates"] += batch.duplicates
+                    result["dead_letters"] += batch.dead_letters
+                    done += len(chunk)
+                    if progress:
+                        progress(done, total)
+    return result
+
+
+def _incoming(record: Any) -> store.Incoming:
+    try:
+        event = codec.decode(record.value, record.headers)
+    except DecodeError as exc:
+        return store.Incoming(record.offset, record.key, record.value, record.headers, None, str(exc))
+    return store.Incoming(record.offset, record.key, record.value, record.headers, event)

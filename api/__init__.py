@@ -1,0 +1,1 @@
+"""The HTTP edge: writes user events to the log, reads the projection."""

@@ -1,0 +1,165 @@
+"""Sessions, turns and event pages under /v1."""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import json
+import time
+import uuid
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Header, Path, Query, Request
+from fastapi.responses import JSONResponse
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+from api.problems import Problem
+from eventstore import events as ev
+from eventstore import ids, reads
+from eventstore.log import KafkaLog
+from eventstore.settings import Settings
+
+router = APIRouter(prefix="/v1", tags=["sessions"])
+
+SessionId = Annotated[str, Path(min_length=1, max_length=200, pattern=r"^[A-Za-z0-9._:-]+$")]
+PROBLEM = {"content": {"application/problem+json": {}}}
+
+
+class PostMessage(BaseModel):
+    """A user turn: text or Anthropic content blocks; model and system apply to a new session."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    content: str | list[dict[str, Any]] = Field(description="text, or content blocks")
+    model: str | None = Field(default=None, max_length=200)
+    system: str | None = Field(default=None, max_length=100_000)
+    metadata: dict[str, Any] = Field(default_factory=dict)
+
+    @field_validator("content")
+    @classmethod
+    def _not_empty(cls, value: str | list[dict[str, Any]]) -> str | list[dict[str, Any]]:
+        if isinstance(value, str):
+            if not value.strip():
+                raise ValueError("must not be empty")
+        elif not value or any("type" not in b for b in value):
+            raise ValueError("must be a non-empty list of blocks, each with a 'type'")
+        return value
+
+    def blocks(self) -> list[dict[str, Any]]:
+        """The content as blocks."""
+        if isinstance(self.content, str):
+            return [{"type": "text", "text": self.content}]
+        return self.content
+
+
+class TurnAccepted(BaseModel):
+    session_id: str
+    turn_id: str
+    idempotency_key: str
+    status: str
+
+
+def _deps(request: Request) -> tuple[Any, KafkaLog, Settings]:
+    state = request.app.state
+    return state.pool, state.kafka, state.settings
+
+
+@router.post(
+    "/sessions/{session_id}/messages",
+    status_code=202,
+    responses={200: {"description": "the completed turn (with ?wait)"}, 202: {"model": TurnAccepted},
+               404: PROBLEM, 409: PROBLEM, 413: PROBLEM, 422: PROBLEM, 503: PROBLEM},
+)
+async def post_message(
+    request: Request,
+    session_id: SessionId,
+    body: PostMessage,
+    idempotency_key: Annotated[str | None, Header(max_length=255)] = None,
+    wait: Annotated[float, Query(ge=0, le=300, description="seconds to wait for the turn")] = 0,
+) -> JSONResponse:
+    """Post a user turn; the same Idempotency-Key always answers the same turn."""
+    pool, kafka, settings = _deps(request)
+    key = idempotency_key or str(uuid.uuid4())
+    turn_id = ids.turn_id_for(session_id, key)
+    blocks = body.blocks()
+    async with pool.connection() as conn:
+        cur = await conn.execute(
+            "SELECT s.status, t.user_content FROM sessions s LEFT JOIN turns t"
+            " ON t.turn_id = %s WHERE s.session_id = %s",
+            (turn_id, session_id),
+        )
+        row = await cur.fetchone()
+    if row is not None and row[0] == "deleted":
+        raise Problem(404, "Session not found", f"session {session_id} was deleted")
+    if row is not None and row[1] is not None and row[1] != blocks:
+        raise Problem(422, "Idempotency-Key reused",
+                      "this Idempotency-Key was used with another body", field="Idempotency-Key")
+    appends: list[ev.Event] = []
+    if row is None:
+        appends.append(ev.session_started(
+            session_id, model=body.model or settings.default_model, system=body.system,
+            metadata=body.metadata))
+    request_hash = hashlib.sha256(json.dumps(blocks, sort_keys=True).encode()).hexdigest()
+    appends.append(ev.user_message(session_id, content=blocks, idempotency_key=key,
+                                   request_hash=request_hash))
+    await kafka.append_many(appends)
+    headers = {"Location": f"/v1/sessions/{session_id}/turns/{turn_id}", "Idempotency-Key": key}
+    if wait > 0:
+        done = await _wait_for_turn(pool, session_id, turn_id, wait)
+        if done is not None:
+            return JSONResponse(done, status_code=200, headers=headers)
+    accepted = TurnAccepted(session_id=session_id, turn_id=turn_id, idempotency_key=key, status="accepted")
+    return JSONResponse(accepted.model_dump(), status_code=202, headers=headers)
+
+
+async def _wait_for_turn(pool: Any, session_id: str, turn_id: str, wait: float) -> dict[str, Any] | None:
+    deadline = time.monotonic() + wait
+    delay = 0.02
+    while True:
+        async with pool.connection() as conn:
+            turn = await reads.turn_view(conn, session_id, turn_id)
+        if turn is not None and turn["status"] in ("completed", "failed"):
+            return turn
+        if time.monotonic() + delay > deadline:
+            return None
+        await asyncio.sleep(delay)
+        delay = min(delay * 1.5, 0.25)
+
+
+@router.get("/sessions/{session_id}", responses={404: PROBLEM})
+async def get_session(request: Request, session_id: SessionId) -> dict[str, Any]:
+    """A session: its messages and metadata (model, turns, tokens, cost, times)."""
+    pool, _, _ = _deps(request)
+    async with pool.connection() as conn:
+        view = await reads.session_view(conn, session_id)
+    if view is None:
+        raise Problem(404, "Session not found", f"no session {session_id}")
+    return view
+
+
+@router.get("/sessions/{session_id}/turns/{turn_id}", responses={404: PROBLEM})
+async def get_turn(
+    request: Request, session_id: SessionId, turn_id: Annotated[str, Path(max_length=200)]
+) -> dict[str, Any]:
+    """One turn: status, the assistant's answer, usage and cost."""
+    pool, _, _ = _deps(request)
+    async with pool.connection() as conn:
+        turn = await reads.turn_view(conn, session_id, turn_id)
+    if turn is None:
+        raise Problem(404, "Turn not found", f"no turn {turn_id} in session {session_id}")
+    return turn
+
+
+@router.get("/sessions/{session_id}/events", responses={404: PROBLEM})
+async def get_events(
+    request: Request,
+    session_id: SessionId,
+    after: Annotated[int, Query(ge=0, le=2**62)] = 0,
+    limit: Annotated[int, Query(ge=1, le=1000)] = 100,
+) -> dict[str, Any]:
+    """A session's events after sequence number `after`, oldest first."""
+    pool, _, _ = _deps(request)
+    async with pool.connection() as conn:
+        if not await reads.session_exists(conn, session_id):
+            raise Problem(404, "Session not found", f"no session {session_id}")
+        return await reads.events_page(conn, session_id, after, limit)

@@ -1,0 +1,40 @@
+"""Errors of the event store, one base and a shallow tree; each says whether a retry can help.
+
+    AgentlogError
+    ├── DecodeError        bytes that are not an event we can read (never retriable)
+    ├── AppendTimeout      the broker did not acknowledge in time (retriable)
+    ├── LogError           any other failure of the log adapter (retriable)
+    └── StoreError         a failure of the Postgres store (retriable)
+"""
+
+from __future__ import annotations
+
+
+class AgentlogError(Exception):
+    """Base of every agentlog error."""
+
+    retriable: bool = False
+
+
+class DecodeError(AgentlogError):
+    """Bytes or a stored row that do not decode to a known event."""
+
+    retriable = False
+
+
+class AppendTimeout(AgentlogError):
+    """The broker did not acknowledge an append within the configured timeout."""
+
+    retriable = True
+
+
+class LogError(AgentlogError):
+    """The Kafka adapter failed; the vendor error is chained."""
+
+    retriable = True
+
+
+class StoreError(AgentlogError):
+    """The Postgres store failed; the vendor error is chained."""
+
+    retriable = True

@@ -1,0 +1,259 @@
+"""The Kafka adapter: acknowledged appends keyed by session, partition reads, the log epoch.
+
+aiokafka's unsafe defaults are overridden here and nowhere else (`producer_config`,
+`consumer_config`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord, TopicPartition
+from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+from aiokafka.errors import KafkaError, TopicAlreadyExistsError
+
+from eventstore import codec
+from eventstore.errors import AppendTimeout, LogError
+from eventstore.events import Event
+from eventstore.settings import Settings
+
+
+def producer_config(settings: Settings) -> dict[str, Any]:
+    """Producer options: acks from all replicas, a deliberate request size, idempotence per broker."""
+    return {
+        "bootstrap_servers": settings.kafka_bootstrap,
+        "acks": "all",
+        "enable_idempotence": settings.kafka_idempotence,
+        "max_request_size": settings.kafka_max_request_size,
+        "linger_ms": 0,
+        "request_timeout_ms": int(settings.kafka_append_timeout_s * 1000),
+    }
+
+
+def consumer_config(settings: Settings) -> dict[str, Any]:
+    """Consumer options: no auto-commit (offsets live in Postgres), read from the start."""
+    return {
+        "bootstrap_servers": settings.kafka_bootstrap,
+        "enable_auto_commit": False,
+        "auto_offset_reset": "earliest",
+        "fetch_max_wait_ms": settings.kafka_fetch_max_wait_ms,
+        "max_partition_fetch_bytes": settings.kafka_max_request_size,
+        "isolation_level": "read_uncommitted",
+    }
+
+
+@dataclass(frozen=True)
+class Appended:
+    """Where an acknowledged event landed."""
+
+    partition: int
+    offset: int
+
+
+class KafkaLog:
+    """Appends events (acknowledged or an error, never a hang) and reads partitions."""
+
+    def __init__(self, settings: Settings, topic: str = codec.EVENTS_TOPIC) -> None:
+        self.settings = settings
+        self.topic = topic
+        self._producer: AIOKafkaProducer | None = None
+
+    async def start(self) -> None:
+        """Connect the producer, retrying while the broker comes up (bounded)."""
+        deadline = asyncio.get_running_loop().time() + self.settings.kafka_append_timeout_s * 3
+        while True:
+            producer = AIOKafkaProducer(**producer_config(self.settings))
+            try:
+                await producer.start()
+                self._producer = producer
+                return
+            except KafkaError as exc:
+                await producer.stop()
+                if asyncio.get_running_loop().time() > deadline:
+                    raise LogError(f"cannot reach {self.settings.kafka_bootstrap}: {exc}") from exc
+                await asyncio.sleep(0.2)
+
+    async def stop(self) -> None:
+        """Flush and disconnect."""
+        if self._producer is not None:
+            await self._producer.stop()
+            self._producer = None
+
+    async def append(self, event: Event) -> Appended:
+        """Append one event; returns once the broker acknowledged it."""
+        return (await self.append_many([event]))[0]
+
+    async def append_many(self, events: Sequence[Event]) -> list[Appended]:
+        """Append events in order (one session's events keep their order); all acknowledged."""
+        futures = []
+        for event in events:
+            key, value, headers = codec.encode(event)
+            futures.append(await self._send(self.topic, key, value, headers))
+        return await self._acked(futures)
+
+    async def append_raw(
+        self, key: bytes | None, value: bytes | None, headers: codec.Headers, topic: str | None = None
+    ) -> Appended:
+        """Append bytes as they are (dead letters, tests of poison records)."""
+        fut = await self._send(topic or self.topic, key, value, headers)
+        return (await self._acked([fut]))[0]
+
+    async def _send(
+        self, topic: str, key: bytes | None, value: bytes | None, headers: codec.Headers
+    ) -> asyncio.Future[Any]:
+        if self._producer is None:
+            raise LogError("KafkaLog.start() was not called")
+        try:
+            return await asyncio.wait_for(
+                self._producer.send(topic, value=value, key=key, headers=headers),
+                self.settings.kafka_append_timeout_s,
+            )
+        except TimeoutError as exc:
+            raise AppendTimeout(f"append to {topic} not queued in time") from exc
+        except KafkaError as exc:
+            raise LogError(f"append to {topic} failed: {exc}") from exc
+
+    async def _acked(self, futures: list[asyncio.Future[Any]]) -> list[Appended]:
+        try:
+            metas = await asyncio.wait_for(
+                asyncio.gather(*futures), self.settings.kafka_append_timeout_s
+            )
+        except TimeoutError as exc:
+            raise AppendTimeout(
+                f"broker did not acknowledge within {self.settings.kafka_append_timeout_s}s"
+            ) from exc
+        except KafkaError as exc:
+            raise LogError(f"append failed: {exc}") from exc
+        return [Appended(m.partition, m.offset) for m in metas]
+
+
+async def _admin(settings: Settings) -> AIOKafkaAdminClient:
+    deadline = asyncio.get_running_loop().time() + 30
+    while True:
+        admin = AIOKafkaAdminClient(bootstrap_servers=settings.kafka_bootstrap)
+        try:
+            await admin.start()
+            return admin
+        except KafkaError:
+            await admin.close()
+            if asyncio.get_running_loop().time() > deadline:
+                raise
+            await asyncio.sleep(0.2)
+
+
+async def ensure_topics(settings: Settings) -> None:
+    """Create the events and dead-letter topics if missing (partition count from settings)."""
+    admin = await _admin(settings)
+    try:
+        existing = set(await admin.list_topics())
+        wanted = [
+            NewTopic(name, settings.partitions, 1)
+            for name in (codec.EVENTS_TOPIC, codec.DEAD_LETTER_TOPIC)
+            if name not in existing
+        ]
+        if wanted:
+            try:
+                await admin.create_topics(wanted)
+            except TopicAlreadyExistsError:
+                pass
+    finally:
+        await admin.close()
+
+
+async def log_epoch(settings: Settings) -> str:
+    """The identity of the log: the broker's cluster id (a fresh one per embedded broker start)."""
+    admin = await _admin(settings)
+    try:
+        cluster = await admin.describe_cluster()
+        return str(cluster["cluster_id"])
+    finally:
+        await admin.close()
+
+
+class PartitionReader:
+    """A consumer with every partition of the topic assigned by hand: no group join, offsets ours."""
+
+    def __init__(self, settings: Settings, topic: str = codec.EVENTS_TOPIC) -> None:
+        self.settings = settings
+        self.topic = topic
+        self.consumer = AIOKafkaConsumer(**consumer_config(settings))
+        self.partitions: list[TopicPartition] = []
+
+    async def start(self) -> list[TopicPartition]:
+        """Connect and assign all partitions of the topic."""
+        await self.consumer.start()
+        for _ in range(100):
+            parts = self.consumer.partitions_for_topic(self.topic)
+            if parts:
+                break
+            await self.consumer._client.force_metadata_update()
+            await asyncio.sleep(0.1)
+        else:
+            raise LogError(f"topic {self.topic} has no partitions")
+        self.partitions = [TopicPartition(self.topic, p) for p in sorted(parts)]
+        self.consumer.assign(self.partitions)
+        return self.partitions
+
+    async def stop(self) -> None:
+        """Disconnect."""
+        await self.consumer.stop()
+
+    def seek(self, positions: dict[int, int]) -> None:
+        """Position each partition at its next offset to read (absent: the beginning)."""
+        for tp in self.partitions:
+            self.consumer.seek(tp, positions.get(tp.partition, 0))
+
+    async def end_offsets(self) -> dict[int, int]:
+        """The next offset to be written, per partition."""
+        ends = await self.consumer.end_offsets(self.partitions)
+        return {tp.partition: off for tp, off in ends.items()}
+
+    async def batches(
+        self, max_records: int, timeout_ms: int = 200
+    ) -> AsyncIterator[list[ConsumerRecord[bytes, bytes]]]:
+        """Batches of records, each batch from one partition in offset order; forever."""
+        while True:
+            got = await self.consumer.getmany(timeout_ms=timeout_ms, max_records=max_records)
+            for records in got.values():
+                if records:
+                    yield records
+            if not got:
+                yield []
+
+
+async def read_partition(
+    settings: Settings, partition: int, topic: str = codec.EVENTS_TOPIC
+) -> AsyncIterator[ConsumerRecord[bytes, bytes]]:
+    """Every record of one partition from the beginning to its end as of the call.
+
+    The end is where a fetch comes back empty at or past `end_offsets()`: Tansu can answer
+    `end_offsets()` short of the last batch, so it is a lower bound, not the end.
+    """
+    consumer = AIOKafkaConsumer(**consumer_config(settings))
+    await consumer.start()
+    try:
+        tp = TopicPartition(topic, partition)
+        consumer.assign([tp])
+        end = (await consumer.end_offsets([tp]))[tp]
+        consumer.seek(tp, 0)
+        position = 0
+        while True:
+            got = await consumer.getmany(tp, timeout_ms=300, max_records=1000)
+            records = got.get(tp, [])
+            for record in records:
+                position = record.offset + 1
+                yield record
+            if not records and position >= end:
+                return
+    finally:
+        await consumer.stop()
+
+
+def partition_for(session_id: str, partitions: int) -> int:
+    """The partition aiokafka's default partitioner picks for a session's key."""
+    from aiokafka.partitioner import DefaultPartitioner
+
+    return int(DefaultPartitioner()(codec.key_for(session_id), list(range(partitions)), []))

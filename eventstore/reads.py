@@ -1,0 +1,114 @@
+"""Reads of the projection for the api and the CLI: sessions, turns, event pages."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from psycopg.rows import dict_row
+
+from eventstore.store import AsyncConn
+
+
+def _iso(value: Any) -> str | None:
+    return value.isoformat() if value is not None else None
+
+
+async def session_view(conn: AsyncConn, session_id: str) -> dict[str, Any] | None:
+    """`{id, messages, metadata: {...}}` of a session, or None if unknown."""
+    async with conn.cursor(row_factory=dict_row) as cur:
+        await cur.execute("SELECT * FROM sessions WHERE session_id = %s", (session_id,))
+        row = await cur.fetchone()
+        if row is None:
+            return None
+        await cur.execute(
+            "SELECT role, content, turn_id FROM messages WHERE session_id = %s ORDER BY seq",
+            (session_id,),
+        )
+        messages = [{"role": m["role"], "content": m["content"], "turn_id": m["turn_id"]}
+                    for m in await cur.fetchall()]
+    return {
+        "id": row["session_id"],
+        "messages": messages,
+        "metadata": {
+            "model": row["model"],
+            "status": row["status"],
+            "turn_count": row["turn_count"],
+            "total_tokens": {
+                "input": row["input_tokens"],
+                "output": row["output_tokens"],
+                "cache_read": row["cache_read_tokens"],
+                "cache_write": row["cache_write_tokens"],
+            },
+            "session_cost": str(row["cost_usd"].normalize()) if row["cost_usd"] else "0",
+            "started_at": _iso(row["started_at"]),
+            "last_activity_at": _iso(row["last_activity_at"]),
+            "tenant_id": row["tenant_id"],
+            "user_metadata": row["metadata"],
+        },
+    }
+
+
+async def session_exists(conn: AsyncConn, session_id: str) -> bool:
+    """Whether the projection knows the session."""
+    cur = await conn.execute("SELECT 1 FROM sessions WHERE session_id = %s", (session_id,))
+    return await cur.fetchone() is not None
+
+
+async def turn_view(conn: AsyncConn, session_id: str, turn_id: str) -> dict[str, Any] | None:
+    """A turn with its status, usage, cost and the assistant's messages."""
+    async with conn.cursor(row_factory=dict_row) as cur:
+        await cur.execute(
+            "SELECT * FROM turns WHERE session_id = %s AND turn_id = %s", (session_id, turn_id)
+        )
+        row = await cur.fetchone()
+        if row is None:
+            return None
+        await cur.execute(
+            "SELECT content, stop_reason FROM messages WHERE turn_id = %s AND role = 'assistant'"
+            " ORDER BY seq",
+            (turn_id,),
+        )
+        replies = await cur.fetchall()
+    text = "\n".join(
+        b.get("text", "") for r in replies for b in r["content"] if b.get("type") == "text"
+    )
+    return {
+        "turn_id": row["turn_id"],
+        "session_id": row["session_id"],
+        "status": row["status"],
+        "stop_reason": row["stop_reason"],
+        "error": row["error"],
+        "user_content": row["user_content"],
+        "output_text": text,
+        "messages": [{"role": "assistant", "content": r["content"]} for r in replies],
+        "usage": {"input": row["input_tokens"], "output": row["output_tokens"],
+                  "cache_read": row["cache_read_tokens"], "cache_write": row["cache_write_tokens"]},
+        "cost": str(row["cost_usd"].normalize()) if row["cost_usd"] else "0",
+        "requested_at": _iso(row["requested_at"]),
+        "completed_at": _iso(row["completed_at"]),
+    }
+
+
+async def events_page(conn: AsyncConn, session_id: str, after: int, limit: int) -> dict[str, Any]:
+    """Events of a session after a sequence number: `{data, has_more, first_id, last_id}`."""
+    async with conn.cursor(row_factory=dict_row) as cur:
+        await cur.execute(
+            "SELECT seq, event_id, type, turn_id, step, causation_id, correlation_id, occurred_at,"
+            " schema_version, tenant_id, payload FROM events WHERE session_id = %s AND seq > %s"
+            " ORDER BY seq LIMIT %s",
+            (session_id, after, limit + 1),
+        )
+        rows = await cur.fetchall()
+    has_more = len(rows) > limit
+    data = [
+        {**r, "event_id": str(r["event_id"]),
+         "causation_id": str(r["causation_id"]) if r["causation_id"] else None,
+         "occurred_at": _iso(r["occurred_at"]), "session_id": session_id}
+        for r in rows[:limit]
+    ]
+    return {
+        "data": data,
+        "has_more": has_more,
+        "first_id": data[0]["seq"] if data else None,
+        "last_id": data[-1]["seq"] if data else None,
+    }

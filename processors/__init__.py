@@ -1,0 +1,1 @@
+"""The workers: the reactor decides, effect workers do, the projector writes Postgres."""

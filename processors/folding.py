@@ -1,0 +1,124 @@
+"""The loop shared by the reactor and the effect workers: read every partition, fold, act.
+
+Each partition is read from its beginning so the worker's states are complete; only
+records at or past the worker's stored offset are acted on. Offsets live in Postgres,
+per log epoch, and never pass a record still being acted on.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from typing import Any
+
+from aiokafka import ConsumerRecord
+
+from eventstore import codec, store
+from eventstore.errors import DecodeError
+from eventstore.events import Event
+from eventstore.log import KafkaLog, PartitionReader
+from eventstore.settings import Settings
+from eventstore.state import SessionState
+from processors import failpoints
+from processors.sessions import SessionCache
+
+log = logging.getLogger(__name__)
+
+
+class FoldingWorker:
+    """Base of the workers that keep session states; subclasses implement `act`."""
+
+    consumer = "worker"
+
+    def __init__(self, settings: Settings, kafka: KafkaLog, conn: store.AsyncConn, epoch: str) -> None:
+        self.settings = settings
+        self.kafka = kafka
+        self.conn = conn
+        self.epoch = epoch
+        self.cache = SessionCache(conn, epoch)
+        self.reader = PartitionReader(settings)
+        self.stored: dict[int, int] = {}
+        self.position: dict[int, int] = {}
+        self.caught_up = False
+        self.dead_letters = 0
+
+    async def act(self, event: Event, state: SessionState, partition: int, offset: int) -> None:
+        """Do what this worker does for a new event at or past the stored offset."""
+
+    async def on_caught_up(self) -> None:
+        """Called once, when every partition has been read to its end at start."""
+
+    async def running_sessions(self) -> list[SessionState]:
+        """States of the sessions the projection shows with unfinished turns, older epochs included."""
+        cur = await self.conn.execute("SELECT session_id FROM sessions WHERE status = 'running'")
+        return [await self.cache.get(row[0]) for row in await cur.fetchall()]
+
+    def committable(self, partition: int) -> int:
+        """The offset below which everything of this partition is done."""
+        return self.position.get(partition, 0)
+
+    async def run(self, stop: asyncio.Event) -> None:
+        """Read, fold and act until `stop` is set."""
+        partitions = await self.reader.start()
+        try:
+            self.stored = await store.load_offsets(self.conn, self.consumer, self.epoch, codec.EVENTS_TOPIC)
+            ends = await self.reader.end_offsets()
+            self.reader.seek({})
+            log.info("%s: epoch %s, stored offsets %s, ends %s", self.consumer, self.epoch, self.stored, ends)
+            batches = self.reader.batches(max_records=500, timeout_ms=100)
+            while not stop.is_set():
+                records = await anext(batches)
+                if records:
+                    await self._handle(records)
+                elif not self.caught_up and all(
+                    self.position.get(tp.partition, 0) >= ends.get(tp.partition, 0) for tp in partitions
+                ):
+                    self.caught_up = True
+                    await self.on_caught_up()
+                await self._save_offsets()
+        finally:
+            await self._save_offsets()
+            await self.reader.stop()
+
+    async def _handle(self, records: list[ConsumerRecord[bytes, bytes]]) -> None:
+        for record in records:
+            partition, offset = record.partition, record.offset
+            live = offset >= self.stored.get(partition, 0)
+            try:
+                event = codec.decode(record.value, record.headers)
+            except DecodeError as exc:
+                if live:
+                    await self._dead_letter(record, f"undecodable: {exc}")
+                self.position[partition] = offset + 1
+                continue
+            state, new = await self.cache.apply(event)
+            if live and new:
+                try:
+                    await self.act(event, state, partition, offset)
+                except Exception as exc:  # a reaction that raises must not stop the partition
+                    log.exception("%s: acting on %s failed", self.consumer, event.event_id)
+                    await self._dead_letter(record, f"{type(exc).__name__}: {exc}")
+            self.position[partition] = offset + 1
+            failpoints.hit(f"{self.consumer}.after_record")
+
+    async def _dead_letter(self, record: ConsumerRecord[Any, Any], reason: str) -> None:
+        self.dead_letters += 1
+        incoming = store.Incoming(record.offset, record.key, record.value, record.headers, None, reason)
+        await store.dead_letter(
+            self.conn, self.consumer, self.epoch, record.topic, record.partition, incoming, reason
+        )
+        await self.kafka.append_raw(
+            record.key, record.value,
+            [*record.headers, ("dead-letter-reason", reason.encode()[:1000])],
+            topic=codec.DEAD_LETTER_TOPIC,
+        )
+        log.warning("%s: dead letter at %s/%s: %s", self.consumer, record.partition, record.offset, reason)
+
+    async def _save_offsets(self) -> None:
+        for partition in list(self.position):
+            done = self.committable(partition)
+            if done > self.stored.get(partition, 0):
+                await store.save_offset(
+                    self.conn, self.consumer, self.epoch, codec.EVENTS_TOPIC, partition, done
+                )
+                self.stored[partition] = done

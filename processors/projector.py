@@ -1,0 +1,81 @@
+"""The projector: batches of the log into Postgres, offsets in the same transaction.
+
+On start it seeks every partition to the offset stored for this log epoch; an offset of
+another epoch is never applied, so a fresh log is read from its beginning while the rows
+of older epochs stay as they are.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+
+from aiokafka import ConsumerRecord
+
+from eventstore import codec, store
+from eventstore.errors import DecodeError
+from eventstore.log import KafkaLog, PartitionReader
+from eventstore.settings import Settings
+from processors import failpoints
+
+log = logging.getLogger(__name__)
+
+CONSUMER = "projector"
+
+
+def to_incoming(record: ConsumerRecord[bytes, bytes]) -> store.Incoming:
+    """Decode a record for the store, keeping its bytes and the reason if it does not decode."""
+    try:
+        event = codec.decode(record.value, record.headers)
+    except DecodeError as exc:
+        return store.Incoming(record.offset, record.key, record.value, record.headers, None, str(exc))
+    return store.Incoming(record.offset, record.key, record.value, record.headers, event)
+
+
+class Projector:
+    """Consumes the log in batches and writes the projection exactly once."""
+
+    def __init__(self, settings: Settings, kafka: KafkaLog, conn: store.AsyncConn, epoch: str) -> None:
+        self.settings = settings
+        self.kafka = kafka
+        self.conn = conn
+        self.epoch = epoch
+        self.reader = PartitionReader(settings)
+        self.applied = 0
+        self.dead_letters = 0
+
+    async def run(self, stop: asyncio.Event) -> None:
+        """Project until `stop` is set."""
+        await self.reader.start()
+        try:
+            offsets = await store.load_offsets(self.conn, CONSUMER, self.epoch, codec.EVENTS_TOPIC)
+            self.reader.seek(offsets)
+            log.info("projector: epoch %s, starting at %s", self.epoch, offsets)
+            batches = self.reader.batches(max_records=self.settings.projector_batch, timeout_ms=100)
+            while not stop.is_set():
+                records = await anext(batches)
+                if records:
+                    await self.project(records)
+        finally:
+            await self.reader.stop()
+
+    async def project(self, records: list[ConsumerRecord[bytes, bytes]]) -> store.BatchResult:
+        """Apply one partition's batch in one transaction."""
+        partition = records[0].partition
+        incoming = [to_incoming(r) for r in records]
+        failpoints.hit("projector.before_batch")
+        result = await store.apply_batch(
+            self.conn, CONSUMER, self.epoch, codec.EVENTS_TOPIC, partition, incoming,
+            on_event=lambda: failpoints.hit("projector.mid_batch"),
+        )
+        for item, reason in result.dead:
+            await self.kafka.append_raw(
+                item.key, item.value,
+                [*item.headers, ("dead-letter-reason", reason.encode()[:1000])],
+                topic=codec.DEAD_LETTER_TOPIC,
+            )
+        self.applied += result.applied
+        if result.dead_letters:
+            self.dead_letters += result.dead_letters
+            log.warning("projector: %d dead letter(s) in partition %d", result.dead_letters, partition)
+        return result

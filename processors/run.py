@@ -1,0 +1,52 @@
+"""Entry point of one worker role: wires settings, the log, Postgres and the worker together."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+from typing import Literal
+
+from eventstore import log as kafka_log
+from eventstore import store
+from eventstore.settings import Settings
+from processors import failpoints
+from processors.model.offline import OfflineModel
+from processors.model_worker import ModelWorker
+from processors.projector import Projector
+from processors.reactor_worker import ReactorWorker
+
+Role = Literal["reactor", "model", "projector"]
+ROLES: tuple[Role, ...] = ("reactor", "model", "projector")
+
+
+async def run_role(role: Role, settings: Settings, stop: asyncio.Event | None = None) -> None:
+    """Run one worker role until `stop` is set or SIGTERM/SIGINT arrives."""
+    failpoints.arm(settings.failpoints)
+    stop = stop or asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        try:
+            loop.add_signal_handler(sig, stop.set)
+        except (NotImplementedError, RuntimeError, ValueError):
+            pass
+    await store.migrate(settings.database_url)
+    await kafka_log.ensure_topics(settings)
+    epoch = await kafka_log.log_epoch(settings)
+    kafka = kafka_log.KafkaLog(settings)
+    await kafka.start()
+    conn = await store.connect(settings.database_url)
+    try:
+        worker: ReactorWorker | ModelWorker | Projector
+        if role == "reactor":
+            worker = ReactorWorker(settings, kafka, conn, epoch)
+        elif role == "model":
+            model = OfflineModel(settings.offline_model_latency_ms)
+            worker = ModelWorker(settings, kafka, conn, epoch, model=model)
+        else:
+            worker = Projector(settings, kafka, conn, epoch)
+        logging.getLogger(__name__).info("%s started (epoch %s)", role, epoch)
+        await worker.run(stop)
+    finally:
+        await conn.close()
+        await kafka.stop()
