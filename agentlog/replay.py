@@ -53,9 +53,7 @@ async def replay(settings: Settings, session_id: str, source: Source) -> Session
     return fold(session_id, found)
 
 
-async def rebuild(
-    settings: Settings, progress: Callable[[int, int], None] | None = None
-) -> dict[str, Any]:
+async def rebuild(settings: Settings, progress: Callable[[int, int], None] | None = None) -> dict[str, Any]:
     """Drop the derived tables and rebuild them: older log epochs from `events`, then the log.
 
     The embedded broker forgets its log on restart, so the rows of older epochs are the only
@@ -82,18 +80,28 @@ async def rebuild(
             done = 0
             for row in older:
                 event = store.event_from_row(row)
-                await store.project_event(conn, event, row["log_epoch"], row["log_partition"],
-                                          row["log_offset"])
+                await store.project_event(
+                    conn, event, row["log_epoch"], row["log_partition"], row["log_offset"]
+                )
                 done += 1
                 if progress and done % 100 == 0:
                     progress(done, total)
-            result = {"older_epoch_events": len(older), "log_records": total_log,
-                      "applied": 0, "duplicates": 0, "dead_letters": 0}
+            result = {
+                "older_epoch_events": len(older),
+                "log_records": total_log,
+                "applied": 0,
+                "duplicates": 0,
+                "dead_letters": 0,
+            }
             for partition, recs in records.items():
                 for start in range(0, len(recs), 500):
-                    chunk = recs[start:start + 500]
+                    chunk = recs[start : start + 500]
                     batch = await store.apply_batch(
-                        conn, "projector", epoch, codec.EVENTS_TOPIC, partition,
+                        conn,
+                        "projector",
+                        epoch,
+                        codec.EVENTS_TOPIC,
+                        partition,
                         [_incoming(r) for r in chunk],
                     )
                     result["applied"] += batch.applied

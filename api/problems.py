@@ -34,11 +34,20 @@ class Problem(Exception):
 
 
 def problem_response(
-    request: Request, status: int, title: str, detail: str = "", headers: dict[str, str] | None = None, **extra: Any
+    request: Request,
+    status: int,
+    title: str,
+    detail: str = "",
+    headers: dict[str, str] | None = None,
+    **extra: Any,
 ) -> JSONResponse:
     """A problem+json response."""
-    body: dict[str, Any] = {"type": "about:blank", "title": title, "status": status,
-                            "instance": request.url.path}
+    body: dict[str, Any] = {
+        "type": "about:blank",
+        "title": title,
+        "status": status,
+        "instance": request.url.path,
+    }
     if detail:
         body["detail"] = detail
     body.update(extra)
@@ -55,9 +64,11 @@ def install(app: FastAPI) -> None:
     @app.exception_handler(RequestValidationError)
     async def _invalid(request: Request, exc: RequestValidationError) -> JSONResponse:
         errors = [
-            {"field": ".".join(str(p) for p in e["loc"] if p != "body") or "body",
-             "location": str(e["loc"][0]) if e["loc"] else "body",
-             "message": e["msg"]}
+            {
+                "field": ".".join(str(p) for p in e["loc"][1:]) or str(e["loc"][0] if e["loc"] else "body"),
+                "location": str(e["loc"][0]) if e["loc"] else "body",
+                "message": e["msg"],
+            }
             for e in exc.errors()
         ]
         fields = ", ".join(sorted({e["field"] for e in errors}))
@@ -71,6 +82,7 @@ def install(app: FastAPI) -> None:
     async def _agentlog(request: Request, exc: AgentlogError) -> JSONResponse:
         for kind, (status, title) in STATUS.items():
             if isinstance(exc, kind):
-                return problem_response(request, status, title, str(exc),
-                                        headers={"Retry-After": "1"} if exc.retriable else None)
+                return problem_response(
+                    request, status, title, str(exc), headers={"Retry-After": "1"} if exc.retriable else None
+                )
         return problem_response(request, 500, "Internal error")

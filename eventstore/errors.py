@@ -1,10 +1,10 @@
 """Errors of the event store, one base and a shallow tree; each says whether a retry can help.
 
-    AgentlogError
-    ├── DecodeError        bytes that are not an event we can read (never retriable)
-    ├── AppendTimeout      the broker did not acknowledge in time (retriable)
-    ├── LogError           any other failure of the log adapter (retriable)
-    └── StoreError         a failure of the Postgres store (retriable)
+AgentlogError
+├── DecodeError        bytes that are not an event we can read (never retriable)
+├── AppendTimeout      the broker did not acknowledge in time (retriable)
+├── LogError           any other failure of the log adapter (retriable)
+└── StoreError         a failure of the Postgres store (retriable)
 """
 
 from __future__ import annotations

@@ -118,9 +118,7 @@ class KafkaLog:
 
     async def _acked(self, futures: list[asyncio.Future[Any]]) -> list[Appended]:
         try:
-            metas = await asyncio.wait_for(
-                asyncio.gather(*futures), self.settings.kafka_append_timeout_s
-            )
+            metas = await asyncio.wait_for(asyncio.gather(*futures), self.settings.kafka_append_timeout_s)
         except TimeoutError as exc:
             raise AppendTimeout(
                 f"broker did not acknowledge within {self.settings.kafka_append_timeout_s}s"

@@ -18,7 +18,9 @@ DEFAULT_PRICES: dict[str, tuple[Decimal, Decimal, Decimal, Decimal]] = {
 MILLION = Decimal(1_000_000)
 
 
-def cost_of(model: str, usage: Usage, prices: dict[str, tuple[Decimal, Decimal, Decimal, Decimal]] | None = None) -> Decimal:
+def cost_of(
+    model: str, usage: Usage, prices: dict[str, tuple[Decimal, Decimal, Decimal, Decimal]] | None = None
+) -> Decimal:
     """The cost of one call; a model missing from the table costs nothing."""
     table = DEFAULT_PRICES if prices is None else prices
     pin, pout, pwrite, pread = table.get(model, (Decimal(0),) * 4)

@@ -118,9 +118,7 @@ def project(event: Event) -> Projection:
             assert event.turn_id is not None
             ops = (ModelStep(event.turn_id, event.step or 1),)
         case ev.AssistantMessage(payload=p):
-            ops = (
-                AssistantReply(event.turn_id, p.model, p.content, p.stop_reason, p.usage, p.cost_usd),
-            )
+            ops = (AssistantReply(event.turn_id, p.model, p.content, p.stop_reason, p.usage, p.cost_usd),)
         case ev.ToolRequested(payload=p):
             ops = (ToolRequest(event.turn_id, event.step, p.tool_use_id, p.name, p.input),)
         case ev.ToolResult(payload=p):

@@ -24,8 +24,10 @@ async def session_view(conn: AsyncConn, session_id: str) -> dict[str, Any] | Non
             "SELECT role, content, turn_id FROM messages WHERE session_id = %s ORDER BY seq",
             (session_id,),
         )
-        messages = [{"role": m["role"], "content": m["content"], "turn_id": m["turn_id"]}
-                    for m in await cur.fetchall()]
+        messages = [
+            {"role": m["role"], "content": m["content"], "turn_id": m["turn_id"]}
+            for m in await cur.fetchall()
+        ]
     return {
         "id": row["session_id"],
         "messages": messages,
@@ -57,9 +59,7 @@ async def session_exists(conn: AsyncConn, session_id: str) -> bool:
 async def turn_view(conn: AsyncConn, session_id: str, turn_id: str) -> dict[str, Any] | None:
     """A turn with its status, usage, cost and the assistant's messages."""
     async with conn.cursor(row_factory=dict_row) as cur:
-        await cur.execute(
-            "SELECT * FROM turns WHERE session_id = %s AND turn_id = %s", (session_id, turn_id)
-        )
+        await cur.execute("SELECT * FROM turns WHERE session_id = %s AND turn_id = %s", (session_id, turn_id))
         row = await cur.fetchone()
         if row is None:
             return None
@@ -69,9 +69,7 @@ async def turn_view(conn: AsyncConn, session_id: str, turn_id: str) -> dict[str,
             (turn_id,),
         )
         replies = await cur.fetchall()
-    text = "\n".join(
-        b.get("text", "") for r in replies for b in r["content"] if b.get("type") == "text"
-    )
+    text = "\n".join(b.get("text", "") for r in replies for b in r["content"] if b.get("type") == "text")
     return {
         "turn_id": row["turn_id"],
         "session_id": row["session_id"],
@@ -81,8 +79,12 @@ async def turn_view(conn: AsyncConn, session_id: str, turn_id: str) -> dict[str,
         "user_content": row["user_content"],
         "output_text": text,
         "messages": [{"role": "assistant", "content": r["content"]} for r in replies],
-        "usage": {"input": row["input_tokens"], "output": row["output_tokens"],
-                  "cache_read": row["cache_read_tokens"], "cache_write": row["cache_write_tokens"]},
+        "usage": {
+            "input": row["input_tokens"],
+            "output": row["output_tokens"],
+            "cache_read": row["cache_read_tokens"],
+            "cache_write": row["cache_write_tokens"],
+        },
         "cost": str(row["cost_usd"].normalize()) if row["cost_usd"] else "0",
         "requested_at": _iso(row["requested_at"]),
         "completed_at": _iso(row["completed_at"]),
@@ -101,9 +103,13 @@ async def events_page(conn: AsyncConn, session_id: str, after: int, limit: int) 
         rows = await cur.fetchall()
     has_more = len(rows) > limit
     data = [
-        {**r, "event_id": str(r["event_id"]),
-         "causation_id": str(r["causation_id"]) if r["causation_id"] else None,
-         "occurred_at": _iso(r["occurred_at"]), "session_id": session_id}
+        {
+            **r,
+            "event_id": str(r["event_id"]),
+            "causation_id": str(r["causation_id"]) if r["causation_id"] else None,
+            "occurred_at": _iso(r["occurred_at"]),
+            "session_id": session_id,
+        }
         for r in rows[:limit]
     ]
     return {

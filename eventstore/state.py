@@ -182,12 +182,8 @@ def _apply(state: SessionState, event: Event) -> SessionState:
             return state.model_copy(
                 update={
                     "turns": turns,
-                    "current_turn": None
-                    if state.current_turn == turn.turn_id
-                    else state.current_turn,
-                    "status": "deleted"
-                    if state.status == "deleted"
-                    else ("running" if busy else "idle"),
+                    "current_turn": None if state.current_turn == turn.turn_id else state.current_turn,
+                    "status": "deleted" if state.status == "deleted" else ("running" if busy else "idle"),
                 }
             )
         case ev.SessionDeleted():

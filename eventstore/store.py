@@ -132,8 +132,17 @@ async def dead_letter(
         "INSERT INTO dead_letters (consumer, log_epoch, topic, log_partition, log_offset,"
         " record_key, record_value, headers, reason) VALUES (%s,%s,%s,%s,%s,%s,%s,%s,%s)"
         " ON CONFLICT DO NOTHING",
-        (consumer, epoch, topic, partition, record.offset, record.key, record.value,
-         Jsonb(headers), reason[:4000]),
+        (
+            consumer,
+            epoch,
+            topic,
+            partition,
+            record.offset,
+            record.key,
+            record.value,
+            Jsonb(headers),
+            reason[:4000],
+        ),
     )
 
 
@@ -193,9 +202,7 @@ async def apply_batch(
     return BatchResult(applied, duplicates, skipped, dead)
 
 
-async def project_event(
-    conn: AsyncConn, event: Event, epoch: str, partition: int, offset: int
-) -> bool:
+async def project_event(conn: AsyncConn, event: Event, epoch: str, partition: int, offset: int) -> bool:
     """Insert the event and its derived rows; False if this event id was already projected."""
     await conn.execute(
         "INSERT INTO sessions (session_id, tenant_id, started_at, last_activity_at)"
@@ -210,9 +217,23 @@ async def project_event(
         " SELECT %s, %s, s.last_seq + 1, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s"
         " FROM sessions s WHERE s.session_id = %s"
         " ON CONFLICT (event_id) DO NOTHING RETURNING seq",
-        (event.event_id, event.session_id, event.tenant_id, event.type, event.turn_id,
-         event.step, event.causation_id, event.correlation_id, event.occurred_at,
-         event.schema_version, Jsonb(payload), epoch, partition, offset, event.session_id),
+        (
+            event.event_id,
+            event.session_id,
+            event.tenant_id,
+            event.type,
+            event.turn_id,
+            event.step,
+            event.causation_id,
+            event.correlation_id,
+            event.occurred_at,
+            event.schema_version,
+            Jsonb(payload),
+            epoch,
+            partition,
+            offset,
+            event.session_id,
+        ),
     )
     row = await cur.fetchone()
     if row is None:
@@ -233,11 +254,19 @@ async def project_event(
         " status = CASE WHEN %(deleted)s OR deleted_at IS NOT NULL THEN 'deleted'"
         "   WHEN pending_turns + %(pending)s > 0 THEN 'running' ELSE 'idle' END"
         " WHERE session_id = %(sid)s",
-        {"seq": seq, "at": event.occurred_at, "pending": delta.pending, "turns": delta.turns,
-         "inp": delta.usage.input_tokens, "out": delta.usage.output_tokens,
-         "cr": delta.usage.cache_read_input_tokens,
-         "cw": delta.usage.cache_creation_input_tokens, "cost": delta.cost,
-         "deleted": delta.deleted, "sid": event.session_id},
+        {
+            "seq": seq,
+            "at": event.occurred_at,
+            "pending": delta.pending,
+            "turns": delta.turns,
+            "inp": delta.usage.input_tokens,
+            "out": delta.usage.output_tokens,
+            "cr": delta.usage.cache_read_input_tokens,
+            "cw": delta.usage.cache_creation_input_tokens,
+            "cost": delta.cost,
+            "deleted": delta.deleted,
+            "sid": event.session_id,
+        },
     )
     return True
 
@@ -269,8 +298,7 @@ async def _apply_op(conn: AsyncConn, event: Event, seq: int, op: pj.Op, d: _Sess
                 "INSERT INTO turns (turn_id, session_id, tenant_id, status, idempotency_key,"
                 " user_content, requested_at) VALUES (%s, %s, %s, 'queued', %s, %s, %s)"
                 " ON CONFLICT (turn_id) DO NOTHING RETURNING 1",
-                (op.turn_id, event.session_id, event.tenant_id, op.idempotency_key,
-                 Jsonb(op.content), at),
+                (op.turn_id, event.session_id, event.tenant_id, op.idempotency_key, Jsonb(op.content), at),
             )
             if await cur.fetchone():
                 d.pending += 1
@@ -286,8 +314,7 @@ async def _apply_op(conn: AsyncConn, event: Event, seq: int, op: pj.Op, d: _Sess
                 await conn.execute(
                     "INSERT INTO messages (message_id, session_id, tenant_id, turn_id, seq, role,"
                     " content, created_at) VALUES (%s, %s, %s, %s, %s, 'user', %s, %s)",
-                    (event.event_id, event.session_id, event.tenant_id, op.turn_id, seq,
-                     Jsonb(row[0]), at),
+                    (event.event_id, event.session_id, event.tenant_id, op.turn_id, seq, Jsonb(row[0]), at),
                 )
         case pj.ModelStep():
             await conn.execute(
@@ -300,17 +327,34 @@ async def _apply_op(conn: AsyncConn, event: Event, seq: int, op: pj.Op, d: _Sess
                 "INSERT INTO messages (message_id, session_id, tenant_id, turn_id, seq, role,"
                 " content, model, stop_reason, input_tokens, output_tokens, cost_usd, created_at)"
                 " VALUES (%s, %s, %s, %s, %s, 'assistant', %s, %s, %s, %s, %s, %s, %s)",
-                (event.event_id, event.session_id, event.tenant_id, op.turn_id, seq,
-                 Jsonb(op.content), op.model, op.stop_reason, u.input_tokens, u.output_tokens,
-                 op.cost_usd, at),
+                (
+                    event.event_id,
+                    event.session_id,
+                    event.tenant_id,
+                    op.turn_id,
+                    seq,
+                    Jsonb(op.content),
+                    op.model,
+                    op.stop_reason,
+                    u.input_tokens,
+                    u.output_tokens,
+                    op.cost_usd,
+                    at,
+                ),
             )
             await conn.execute(
                 "UPDATE turns SET input_tokens = input_tokens + %s,"
                 " output_tokens = output_tokens + %s, cache_read_tokens = cache_read_tokens + %s,"
                 " cache_write_tokens = cache_write_tokens + %s, cost_usd = cost_usd + %s"
                 " WHERE turn_id = %s",
-                (u.input_tokens, u.output_tokens, u.cache_read_input_tokens,
-                 u.cache_creation_input_tokens, op.cost_usd, op.turn_id),
+                (
+                    u.input_tokens,
+                    u.output_tokens,
+                    u.cache_read_input_tokens,
+                    u.cache_creation_input_tokens,
+                    op.cost_usd,
+                    op.turn_id,
+                ),
             )
             d.usage = d.usage + u
             d.cost += op.cost_usd
@@ -319,8 +363,16 @@ async def _apply_op(conn: AsyncConn, event: Event, seq: int, op: pj.Op, d: _Sess
                 "INSERT INTO tool_calls (tool_use_id, session_id, tenant_id, turn_id, step, name,"
                 " input, status, requested_at) VALUES (%s, %s, %s, %s, %s, %s, %s, 'requested', %s)"
                 " ON CONFLICT (tool_use_id) DO NOTHING",
-                (op.tool_use_id, event.session_id, event.tenant_id, op.turn_id, op.step, op.name,
-                 Jsonb(op.input), at),
+                (
+                    op.tool_use_id,
+                    event.session_id,
+                    event.tenant_id,
+                    op.turn_id,
+                    op.step,
+                    op.name,
+                    Jsonb(op.input),
+                    at,
+                ),
             )
         case pj.ToolOutcome():
             await conn.execute(
@@ -350,9 +402,22 @@ async def drop_derived(conn: AsyncConn) -> None:
 
 def event_from_row(row: dict[str, Any]) -> Event:
     """An event from its row in `events`."""
-    raw = {k: row[k] for k in (
-        "event_id", "session_id", "tenant_id", "type", "turn_id", "step", "causation_id",
-        "correlation_id", "occurred_at", "schema_version", "payload")}
+    raw = {
+        k: row[k]
+        for k in (
+            "event_id",
+            "session_id",
+            "tenant_id",
+            "type",
+            "turn_id",
+            "step",
+            "causation_id",
+            "correlation_id",
+            "occurred_at",
+            "schema_version",
+            "payload",
+        )
+    }
     raw["event_id"] = str(raw["event_id"])
     raw["causation_id"] = str(raw["causation_id"]) if raw["causation_id"] else None
     raw["occurred_at"] = raw["occurred_at"].isoformat()

@@ -108,7 +108,8 @@ class FoldingWorker:
             self.conn, self.consumer, self.epoch, record.topic, record.partition, incoming, reason
         )
         await self.kafka.append_raw(
-            record.key, record.value,
+            record.key,
+            record.value,
             [*record.headers, ("dead-letter-reason", reason.encode()[:1000])],
             topic=codec.DEAD_LETTER_TOPIC,
         )

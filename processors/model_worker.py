@@ -110,20 +110,30 @@ class ModelWorker(FoldingWorker):
         except Exception as exc:
             result = ev.TurnFailed(
                 event_id=ids.derive(ids.event_key(event.session_id, event.turn_id, "turn_failed")),
-                session_id=event.session_id, tenant_id=event.tenant_id, turn_id=event.turn_id,
-                step=event.step, causation_id=event.event_id, correlation_id=event.correlation_id,
+                session_id=event.session_id,
+                tenant_id=event.tenant_id,
+                turn_id=event.turn_id,
+                step=event.step,
+                causation_id=event.event_id,
+                correlation_id=event.correlation_id,
                 occurred_at=ev.now(),
                 payload=ev.TurnFailedPayload(reason=f"model call failed: {type(exc).__name__}: {exc}"),
             )
         else:
             result = ev.AssistantMessage(
                 event_id=ids.derive(key),
-                session_id=event.session_id, tenant_id=event.tenant_id, turn_id=event.turn_id,
-                step=event.step, causation_id=event.event_id, correlation_id=event.correlation_id,
+                session_id=event.session_id,
+                tenant_id=event.tenant_id,
+                turn_id=event.turn_id,
+                step=event.step,
+                causation_id=event.event_id,
+                correlation_id=event.correlation_id,
                 occurred_at=ev.now(),
                 payload=ev.AssistantMessagePayload(
-                    model=response.model, content=response.content,
-                    stop_reason=response.stop_reason, usage=response.usage,
+                    model=response.model,
+                    content=response.content,
+                    stop_reason=response.stop_reason,
+                    usage=response.usage,
                     cost_usd=cost_of(response.model, response.usage),
                     duration_ms=int((time.monotonic() - started) * 1000),
                 ),

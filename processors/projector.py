@@ -56,6 +56,14 @@ class Projector:
                 records = await anext(batches)
                 if records:
                     await self.project(records)
+            # Drain before stopping: with an in-memory broker, what is not projected now is
+            # gone after its restart.
+            deadline = asyncio.get_running_loop().time() + 10
+            while asyncio.get_running_loop().time() < deadline:
+                records = await anext(batches)
+                if not records:
+                    break
+                await self.project(records)
         finally:
             await self.reader.stop()
 
@@ -65,12 +73,18 @@ class Projector:
         incoming = [to_incoming(r) for r in records]
         failpoints.hit("projector.before_batch")
         result = await store.apply_batch(
-            self.conn, CONSUMER, self.epoch, codec.EVENTS_TOPIC, partition, incoming,
+            self.conn,
+            CONSUMER,
+            self.epoch,
+            codec.EVENTS_TOPIC,
+            partition,
+            incoming,
             on_event=lambda: failpoints.hit("projector.mid_batch"),
         )
         for item, reason in result.dead:
             await self.kafka.append_raw(
-                item.key, item.value,
+                item.key,
+                item.value,
                 [*item.headers, ("dead-letter-reason", reason.encode()[:1000])],
                 topic=codec.DEAD_LETTER_TOPIC,
             )

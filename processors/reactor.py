@@ -11,7 +11,7 @@ from datetime import datetime
 
 from eventstore import events as ev
 from eventstore import ids
-from eventstore.state import SessionState, Turn
+from eventstore.state import SessionState, Turn, evolve
 
 TERMINAL_STOPS = frozenset(
     {"end_turn", "max_tokens", "stop_sequence", "refusal", "model_context_window_exceeded"}
@@ -74,3 +74,20 @@ def react(state: SessionState, at: datetime) -> list[ev.Event]:
     if turn.step == 0:
         return [model_request(state, turn, 1, at)]
     return _finish(state, turn, at)
+
+
+def settle(state: SessionState, at: datetime, limit: int = 16) -> tuple[SessionState, list[ev.Event]]:
+    """React until the state asks for nothing more; returns the state with the reactions folded.
+
+    A reaction can enable another (a turn's completion starts the next queued turn), and the
+    reactor will see its own reactions again only as duplicates, so it settles them at once.
+    """
+    out: list[ev.Event] = []
+    for _ in range(limit):
+        reactions = react(state, at)
+        if not reactions:
+            return state, out
+        for reaction in reactions:
+            state = evolve(state, reaction)
+        out += reactions
+    raise RuntimeError(f"reactor did not settle after {limit} rounds for session {state.session_id}")

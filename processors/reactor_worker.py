@@ -19,24 +19,23 @@ class ReactorWorker(FoldingWorker):
     consumer = "reactor"
 
     async def act(self, event: Event, state: SessionState, partition: int, offset: int) -> None:
-        await self._append(reactor.react(state, ev.now()))
+        await self._settle(state)
 
     async def on_caught_up(self) -> None:
         """Resume the unfinished turns the projection knows of (e.g. from an older log epoch)."""
         resumed = 0
         for state in await self.running_sessions():
-            reactions = reactor.react(state, ev.now())
-            if reactions:
+            if await self._settle(state):
                 resumed += 1
-                await self._append(reactions)
         if resumed:
             log.info("reactor: resumed %d unfinished session(s)", resumed)
 
-    async def _append(self, reactions: list[Event]) -> None:
+    async def _settle(self, state: SessionState) -> int:
+        settled, reactions = reactor.settle(state, ev.now())
         if not reactions:
-            return
+            return 0
         failpoints.hit("reactor.before_append")
         await self.kafka.append_many(reactions)
-        # Fold our own reactions now: the next event of this session must see them.
-        for reaction in reactions:
-            await self.cache.apply(reaction)
+        # Our own reactions are folded now: the next event of this session must see them.
+        self.cache.states[state.session_id] = settled
+        return len(reactions)

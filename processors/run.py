@@ -21,15 +21,13 @@ ROLES: tuple[Role, ...] = ("reactor", "model", "projector")
 
 
 async def run_role(role: Role, settings: Settings, stop: asyncio.Event | None = None) -> None:
-    """Run one worker role until `stop` is set or SIGTERM/SIGINT arrives."""
+    """Run one worker role until `stop` is set (or, without one, until SIGTERM/SIGINT)."""
     failpoints.arm(settings.failpoints)
-    stop = stop or asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        try:
+    if stop is None:
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, stop.set)
-        except (NotImplementedError, RuntimeError, ValueError):
-            pass
     await store.migrate(settings.database_url)
     await kafka_log.ensure_topics(settings)
     epoch = await kafka_log.log_epoch(settings)

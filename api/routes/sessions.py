@@ -67,8 +67,15 @@ def _deps(request: Request) -> tuple[Any, KafkaLog, Settings]:
 @router.post(
     "/sessions/{session_id}/messages",
     status_code=202,
-    responses={200: {"description": "the completed turn (with ?wait)"}, 202: {"model": TurnAccepted},
-               404: PROBLEM, 409: PROBLEM, 413: PROBLEM, 422: PROBLEM, 503: PROBLEM},
+    responses={
+        200: {"description": "the completed turn (with ?wait)"},
+        202: {"model": TurnAccepted},
+        404: PROBLEM,
+        409: PROBLEM,
+        413: PROBLEM,
+        422: PROBLEM,
+        503: PROBLEM,
+    },
 )
 async def post_message(
     request: Request,
@@ -92,16 +99,26 @@ async def post_message(
     if row is not None and row[0] == "deleted":
         raise Problem(404, "Session not found", f"session {session_id} was deleted")
     if row is not None and row[1] is not None and row[1] != blocks:
-        raise Problem(422, "Idempotency-Key reused",
-                      "this Idempotency-Key was used with another body", field="Idempotency-Key")
+        raise Problem(
+            422,
+            "Idempotency-Key reused",
+            "this Idempotency-Key was used with another body",
+            field="Idempotency-Key",
+        )
     appends: list[ev.Event] = []
     if row is None:
-        appends.append(ev.session_started(
-            session_id, model=body.model or settings.default_model, system=body.system,
-            metadata=body.metadata))
+        appends.append(
+            ev.session_started(
+                session_id,
+                model=body.model or settings.default_model,
+                system=body.system,
+                metadata=body.metadata,
+            )
+        )
     request_hash = hashlib.sha256(json.dumps(blocks, sort_keys=True).encode()).hexdigest()
-    appends.append(ev.user_message(session_id, content=blocks, idempotency_key=key,
-                                   request_hash=request_hash))
+    appends.append(
+        ev.user_message(session_id, content=blocks, idempotency_key=key, request_hash=request_hash)
+    )
     await kafka.append_many(appends)
     headers = {"Location": f"/v1/sessions/{session_id}/turns/{turn_id}", "Idempotency-Key": key}
     if wait > 0:

@@ -1,0 +1,140 @@
+"""Real services for tests: one embedded Postgres per test session, a Tansu broker per stack.
+
+A broker starts in milliseconds, so each test that needs a log gets a fresh one (a fresh
+log epoch) and a fresh database on the shared Postgres server.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import subprocess
+import uuid
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import psycopg
+import uvicorn
+
+from agentlog import devstack
+from api.app import create_app
+from eventstore import store
+from eventstore.settings import Settings
+from processors.run import Role, run_role
+
+
+class Broker:
+    """A Tansu broker on a free loopback port, stopped by pid."""
+
+    def __init__(self, log_dir: Path) -> None:
+        self.port = devstack.free_port()
+        self.log_file = open(log_dir / f"broker-{self.port}.log", "ab")
+        self.proc = devstack.start_broker(self.port, self.log_file)
+        devstack.wait_for_port(self.port)
+        self.bootstrap = f"127.0.0.1:{self.port}"
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        self.log_file.close()
+
+
+def create_database(server_uri: str) -> str:
+    """A new empty database on the shared server; returns its URI."""
+    name = "t_" + uuid.uuid4().hex[:12]
+    with psycopg.connect(server_uri, autocommit=True) as conn:
+        conn.execute(f"CREATE DATABASE {name}".encode())
+    return server_uri.replace("/postgres?", f"/{name}?", 1)
+
+
+@dataclass
+class Stack:
+    """A broker, a database and whatever workers a test starts, all in this process."""
+
+    settings: Settings
+    broker: Broker
+    tasks: dict[str, tuple[asyncio.Task[None], asyncio.Event]] = field(default_factory=dict)
+    api_url: str | None = None
+
+    async def start(self, *roles: Role) -> None:
+        """Start worker roles as tasks of this event loop."""
+        for role in roles:
+            stop = asyncio.Event()
+            self.tasks[role] = (asyncio.create_task(run_role(role, self.settings, stop)), stop)
+
+    async def stop_role(self, role: str) -> None:
+        task, stop = self.tasks.pop(role)
+        stop.set()
+        await asyncio.wait_for(task, 30)
+
+    async def start_api(self) -> str:
+        port = devstack.free_port()
+        config = uvicorn.Config(
+            create_app(self.settings), host="127.0.0.1", port=port, log_level="warning", lifespan="on"
+        )
+        server = uvicorn.Server(config)
+        stop = asyncio.Event()
+
+        async def serve() -> None:
+            await server.serve()
+
+        task = asyncio.create_task(serve())
+        while not server.started:
+            if task.done():
+                await task
+            await asyncio.sleep(0.02)
+        self.api_url = f"http://127.0.0.1:{port}"
+        self._server = server
+        self.tasks["api"] = (task, stop)
+        return self.api_url
+
+    async def stop_all(self) -> None:
+        if "api" in self.tasks:
+            self._server.should_exit = True
+            task, _ = self.tasks.pop("api")
+            await asyncio.wait_for(task, 30)
+        for role in list(self.tasks):
+            await self.stop_role(role)
+
+    async def sql(self, query: str, *params: Any) -> list[tuple[Any, ...]]:
+        async with await store.connect(self.settings.database_url) as conn:
+            cur = await conn.execute(query.encode() if not params else query, params or None)  # type: ignore[arg-type]
+            return await cur.fetchall()
+
+
+async def wait_until(predicate: Any, within: float = 30, interval: float = 0.05) -> Any:
+    """Poll an async predicate until it returns something truthy, or fail after `timeout`."""
+    deadline = asyncio.get_running_loop().time() + within
+    while True:
+        value = await predicate()
+        if value:
+            return value
+        if asyncio.get_running_loop().time() > deadline:
+            raise AssertionError(f"condition not met within {within}s (last value {value!r})")
+        await asyncio.sleep(interval)
+
+
+@contextlib.asynccontextmanager
+async def stack_on(server_uri: str, log_dir: Path, **overrides: Any) -> AsyncIterator[Stack]:
+    """A fresh broker and database; every started part is stopped afterwards."""
+    broker = Broker(log_dir)
+    settings = Settings(
+        kafka_bootstrap=broker.bootstrap,
+        database_url=create_database(server_uri),
+        partitions=overrides.pop("partitions", 4),
+        **overrides,
+    )
+    await store.migrate(settings.database_url)
+    stack = Stack(settings, broker)
+    try:
+        yield stack
+    finally:
+        await stack.stop_all()
+        broker.stop()

@@ -1,0 +1,109 @@
+"""The production docker-compose.yml is valid Compose and wires every agentlog role the same way."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+from ruamel.yaml import YAML
+
+ROOT = Path(__file__).resolve().parents[2]
+COMPOSE = ROOT / "docker-compose.yml"
+
+INFRA = {"kafka", "postgres"}
+AGENTLOG_SERVICES = {"migrate", "api", "reactor", "model-worker", "projector"}
+WORKERS = {"reactor": "reactor", "model-worker": "model", "projector": "projector"}
+ROLES = {"reactor", "model", "projector"}
+
+
+def _services() -> dict[str, Any]:
+    data: Any = YAML(typ="safe", pure=True).load(COMPOSE.read_text(encoding="utf-8"))
+    assert isinstance(data, dict)
+    services = data["services"]
+    assert isinstance(services, dict)
+    return services
+
+
+def _command(service: dict[str, Any]) -> list[str]:
+    command = service["command"]
+    if isinstance(command, str):
+        return command.split()
+    assert isinstance(command, list)
+    return [str(part) for part in command]
+
+
+def _environment(service: dict[str, Any]) -> dict[str, str]:
+    env = service.get("environment", {})
+    if isinstance(env, list):
+        return dict(str(item).partition("=")[::2] for item in env)
+    assert isinstance(env, dict)
+    return {str(key): str(value) for key, value in env.items()}
+
+
+def test_compose_file_matches_the_compose_spec() -> None:
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "check_jsonschema",
+            "--builtin-schema",
+            "vendor.compose-spec",
+            "docker-compose.yml",
+        ],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert result.returncode == 0, f"stdout:\n{result.stdout}\nstderr:\n{result.stderr}"
+
+
+def test_every_service_is_present() -> None:
+    assert set(_services()) >= INFRA | AGENTLOG_SERVICES
+
+
+def test_long_running_services_have_a_healthcheck_or_restart_policy() -> None:
+    services = _services()
+    for name, service in services.items():
+        if name == "migrate":
+            continue
+        restarts = service.get("restart") in {"always", "unless-stopped", "on-failure"}
+        assert "healthcheck" in service or restarts, name
+    for name in ("kafka", "postgres", "api"):
+        assert "healthcheck" in services[name], name
+    for name in WORKERS:
+        assert services[name]["restart"] == "unless-stopped", name
+    assert services["migrate"]["restart"] == "no"
+
+
+def test_agentlog_services_share_kafka_and_database_settings() -> None:
+    services = _services()
+    for name in AGENTLOG_SERVICES:
+        env = _environment(services[name])
+        assert env.get("AGENTLOG_KAFKA_BOOTSTRAP") == "kafka:9092", name
+        assert env.get("AGENTLOG_DATABASE_URL", "").startswith("postgresql://"), name
+        assert "@postgres:5432/" in env["AGENTLOG_DATABASE_URL"], name
+
+
+def test_migrate_runs_once_before_the_others() -> None:
+    services = _services()
+    assert _command(services["migrate"]) == ["agentlog", "migrate"]
+    assert services["migrate"]["depends_on"]["postgres"]["condition"] == "service_healthy"
+    for name in AGENTLOG_SERVICES - {"migrate"}:
+        depends = services[name]["depends_on"]
+        assert depends["migrate"]["condition"] == "service_completed_successfully", name
+        assert depends["kafka"]["condition"] == "service_healthy", name
+
+
+def test_worker_commands_name_a_known_role() -> None:
+    services = _services()
+    for name, role in WORKERS.items():
+        command = _command(services[name])
+        assert command[:2] == ["agentlog", "worker"], name
+        assert len(command) == 3, name
+        assert command[2] in ROLES, name
+        assert command[2] == role, name
+    api = _command(services["api"])
+    assert api[:2] == ["agentlog", "api"]

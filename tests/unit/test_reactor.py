@@ -1,0 +1,64 @@
+"""The pure reactor: the simplest turn, one turn at a time, nothing after deletion."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+from eventstore import events as ev
+from eventstore.state import fold
+from processors import reactor
+
+AT = datetime(2026, 1, 1, tzinfo=UTC)
+
+
+def test_user_message_starts_a_turn_and_asks_the_model() -> None:
+    log: list[ev.Event] = [
+        ev.session_started("s", model="m", at=AT),
+        ev.user_message("s", text="hi", idempotency_key="a", at=AT),
+    ]
+    out = reactor.react(fold("s", log), AT)
+    assert [e.type for e in out] == ["turn_started", "model_requested"]
+    assert out[1].step == 1 and out[0].turn_id == out[1].turn_id == log[1].turn_id
+    # Reactions are derived from causes: asked again, the reactor gives the same ids.
+    assert [e.event_id for e in reactor.react(fold("s", log), AT)] == [e.event_id for e in out]
+    # Once folded, the state asks for nothing more until the model answers.
+    assert reactor.react(fold("s", [*log, *out]), AT) == []
+
+
+def test_second_message_waits_for_the_running_turn() -> None:
+    log: list[ev.Event] = [
+        ev.session_started("s", model="m", at=AT),
+        ev.user_message("s", text="one", idempotency_key="a", at=AT),
+    ]
+    log += reactor.react(fold("s", log), AT)
+    second = ev.user_message("s", text="two", idempotency_key="b", at=AT)
+    log.append(second)
+    state = fold("s", log)
+    assert reactor.react(state, AT) == []
+    assert [t.status for t in state.turns] == ["running", "queued"]
+    reply = ev.AssistantMessage(
+        event_id=ev.ids.derive("reply"),
+        session_id="s",
+        turn_id=log[1].turn_id,
+        step=1,
+        occurred_at=AT,
+        payload=ev.AssistantMessagePayload(
+            model="m", content=[{"type": "text", "text": "ok"}], stop_reason="end_turn"
+        ),
+    )
+    log.append(reply)
+    done = reactor.react(fold("s", log), AT)
+    assert [e.type for e in done] == ["turn_completed"]
+    log += done
+    nxt = reactor.react(fold("s", log), AT)
+    assert [e.type for e in nxt] == ["turn_started", "model_requested"]
+    assert nxt[0].turn_id == second.turn_id
+
+
+def test_deleted_session_starts_nothing() -> None:
+    log: list[ev.Event] = [
+        ev.session_started("s", model="m", at=AT),
+        ev.SessionDeleted(event_id=ev.ids.derive("del"), session_id="s", occurred_at=AT),
+        ev.user_message("s", text="late", idempotency_key="z", at=AT),
+    ]
+    assert reactor.react(fold("s", log), AT) == []
