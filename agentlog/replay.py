@@ -22,10 +22,7 @@ Source = Literal["kafka", "postgres"]
 
 async def events_from_kafka(settings: Settings, session_id: str) -> list[Event]:
     """The session's events in the current log, in log order (undecodable records skipped)."""
-    reader = kafka_log.PartitionReader(settings)
-    partitions = await reader.start()
-    await reader.stop()
-    partition = kafka_log.partition_for(session_id, len(partitions))
+    partition = kafka_log.partition_for(session_id, await kafka_log.partition_count(settings))
     key = codec.key_for(session_id)
     found: list[Event] = []
     async for record in kafka_log.read_partition(settings, partition):
@@ -60,12 +57,9 @@ async def rebuild(settings: Settings, progress: Callable[[int, int], None] | Non
     copy of those events; they are kept and re-projected first, in session order.
     """
     epoch = await kafka_log.log_epoch(settings)
-    reader = kafka_log.PartitionReader(settings)
-    partitions = await reader.start()
-    await reader.stop()
     records: dict[int, list[Any]] = {}
-    for tp in partitions:
-        records[tp.partition] = [r async for r in kafka_log.read_partition(settings, tp.partition)]
+    for partition in range(await kafka_log.partition_count(settings)):
+        records[partition] = [r async for r in kafka_log.read_partition(settings, partition)]
     total_log = sum(len(v) for v in records.values())
     async with await store.connect(settings.database_url) as conn:
         async with conn.transaction():

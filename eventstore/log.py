@@ -161,6 +161,16 @@ async def ensure_topics(settings: Settings) -> None:
         await admin.close()
 
 
+async def partition_count(settings: Settings, topic: str = codec.EVENTS_TOPIC) -> int:
+    """How many partitions the topic has."""
+    admin = await _admin(settings)
+    try:
+        described = await admin.describe_topics([topic])
+        return len(described[0]["partitions"])
+    finally:
+        await admin.close()
+
+
 async def log_epoch(settings: Settings) -> str:
     """The identity of the log: the broker's cluster id (a fresh one per embedded broker start)."""
     admin = await _admin(settings)

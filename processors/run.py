@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import signal
+from collections.abc import Callable
 from typing import Literal
 
 from eventstore import log as kafka_log
@@ -20,7 +21,12 @@ Role = Literal["reactor", "model", "projector"]
 ROLES: tuple[Role, ...] = ("reactor", "model", "projector")
 
 
-async def run_role(role: Role, settings: Settings, stop: asyncio.Event | None = None) -> None:
+async def run_role(
+    role: Role,
+    settings: Settings,
+    stop: asyncio.Event | None = None,
+    on_start: Callable[[object], None] | None = None,
+) -> None:
     """Run one worker role until `stop` is set (or, without one, until SIGTERM/SIGINT)."""
     failpoints.arm(settings.failpoints)
     if stop is None:
@@ -44,6 +50,8 @@ async def run_role(role: Role, settings: Settings, stop: asyncio.Event | None = 
         else:
             worker = Projector(settings, kafka, conn, epoch)
         logging.getLogger(__name__).info("%s started (epoch %s)", role, epoch)
+        if on_start is not None:
+            on_start(worker)
         await worker.run(stop)
     finally:
         await conn.close()

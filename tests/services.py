@@ -61,13 +61,19 @@ class Stack:
     settings: Settings
     broker: Broker
     tasks: dict[str, tuple[asyncio.Task[None], asyncio.Event]] = field(default_factory=dict)
+    workers: dict[str, Any] = field(default_factory=dict)
     api_url: str | None = None
 
     async def start(self, *roles: Role) -> None:
         """Start worker roles as tasks of this event loop."""
         for role in roles:
             stop = asyncio.Event()
-            self.tasks[role] = (asyncio.create_task(run_role(role, self.settings, stop)), stop)
+
+            def keep(worker: object, role: str = role) -> None:
+                self.workers[role] = worker
+
+            task = asyncio.create_task(run_role(role, self.settings, stop, on_start=keep))
+            self.tasks[role] = (task, stop)
 
     async def stop_role(self, role: str) -> None:
         task, stop = self.tasks.pop(role)
@@ -119,6 +125,35 @@ async def wait_until(predicate: Any, within: float = 30, interval: float = 0.05)
         if asyncio.get_running_loop().time() > deadline:
             raise AssertionError(f"condition not met within {within}s (last value {value!r})")
         await asyncio.sleep(interval)
+
+
+async def new_epoch(stack: Stack, log_dir: Path) -> Stack:
+    """Stop everything and the broker; the same database with a fresh broker (a new log epoch)."""
+    await stack.stop_all()
+    stack.broker.stop()
+    broker = Broker(log_dir)
+    settings = stack.settings.model_copy(update={"kafka_bootstrap": broker.bootstrap})
+    return Stack(settings, broker)
+
+
+async def projected(stack: Stack, count: int) -> bool:
+    """Whether the projection holds at least `count` events."""
+    return bool((await stack.sql("SELECT count(*) FROM events"))[0][0] >= count)
+
+
+TABLES = {
+    "events": "SELECT event_id, session_id, seq, type, turn_id, step, payload, log_epoch,"
+    " log_partition, log_offset FROM events ORDER BY event_id",
+    "sessions": "SELECT * FROM sessions ORDER BY session_id",
+    "turns": "SELECT * FROM turns ORDER BY turn_id",
+    "messages": "SELECT * FROM messages ORDER BY message_id",
+    "tool_calls": "SELECT * FROM tool_calls ORDER BY tool_use_id",
+}
+
+
+async def snapshot(stack: Stack) -> dict[str, list[tuple[Any, ...]]]:
+    """Every derived row, in a stable order."""
+    return {name: await stack.sql(query) for name, query in TABLES.items()}
 
 
 @contextlib.asynccontextmanager
