@@ -97,8 +97,8 @@ class Sim:
 actions = st.lists(st.sampled_from(["user", "react", "model"]), min_size=1, max_size=40)
 
 
-def run(script: list[str]) -> Sim:
-    sim = Sim()
+def run(script: list[str], sid: str = "s") -> Sim:
+    sim = Sim(sid=sid, reactor_state=empty(sid), model_state=empty(sid))
     n = 0
     for action in script:
         if action == "user":
