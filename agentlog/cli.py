@@ -75,7 +75,7 @@ def worker(role: Annotated[str, typer.Argument(help="reactor | model | projector
     if role not in ROLES:
         raise typer.BadParameter(f"role must be one of {', '.join(ROLES)}", param_hint="ROLE")
     _logging()
-    asyncio.run(run_role(role, _settings()))  # type: ignore[arg-type]
+    asyncio.run(run_role(role, _settings()))
 
 
 @app.command()

@@ -121,9 +121,10 @@ def _apply(state: SessionState, event: Event) -> SessionState:
                 }
             )
         case ev.TurnStarted():
-            turn = state.turn(event.turn_id)
-            if turn is None or turn.status != "queued":
+            queued = state.turn(event.turn_id)
+            if queued is None or queued.status != "queued":
                 return state
+            turn = queued
             started = turn.model_copy(update={"status": "running"})
             return state.model_copy(
                 update={
@@ -135,21 +136,21 @@ def _apply(state: SessionState, event: Event) -> SessionState:
                 }
             )
         case ev.ModelRequested():
-            turn = state.turn(event.turn_id)
-            if turn is None or turn.status != "running":
+            running = state.turn(event.turn_id)
+            if running is None or running.status != "running":
                 return state
-            pending = turn.model_copy(update={"step": event.step or 1, "model_pending": True})
+            pending = running.model_copy(update={"step": event.step or 1, "model_pending": True})
             return state.model_copy(update={"turns": _replace_turn(state, pending)})
         case ev.AssistantMessage(payload=p):
-            turn = state.turn(event.turn_id)
-            if turn is None or turn.status != "running":
+            asked = state.turn(event.turn_id)
+            if asked is None or asked.status != "running":
                 return state
-            answered = turn.model_copy(
+            answered = asked.model_copy(
                 update={
                     "model_pending": False,
                     "stop_reason": p.stop_reason,
-                    "usage": turn.usage + p.usage,
-                    "cost_usd": turn.cost_usd + p.cost_usd,
+                    "usage": asked.usage + p.usage,
+                    "cost_usd": asked.cost_usd + p.cost_usd,
                 }
             )
             return state.model_copy(
@@ -164,9 +165,10 @@ def _apply(state: SessionState, event: Event) -> SessionState:
                 }
             )
         case ev.TurnCompleted() | ev.TurnFailed():
-            turn = state.turn(event.turn_id)
-            if turn is None or turn.status in ("completed", "failed"):
+            open_turn = state.turn(event.turn_id)
+            if open_turn is None or open_turn.status in ("completed", "failed"):
                 return state
+            turn = open_turn
             if isinstance(event, ev.TurnFailed):
                 ended = turn.model_copy(
                     update={

@@ -111,7 +111,7 @@ class Stack:
 
     async def sql(self, query: str, *params: Any) -> list[tuple[Any, ...]]:
         async with await store.connect(self.settings.database_url) as conn:
-            cur = await conn.execute(query.encode() if not params else query, params or None)  # type: ignore[arg-type]
+            cur = await conn.execute(query.encode() if not params else query, params or None)
             return await cur.fetchall()
 
 

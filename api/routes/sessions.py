@@ -22,7 +22,7 @@ from eventstore.settings import Settings
 router = APIRouter(prefix="/v1", tags=["sessions"])
 
 SessionId = Annotated[str, Path(min_length=1, max_length=200, pattern=r"^[A-Za-z0-9._:-]+$")]
-PROBLEM = {"content": {"application/problem+json": {}}}
+PROBLEM: dict[str, Any] = {"content": {"application/problem+json": {}}}
 
 
 class PostMessage(BaseModel):

@@ -121,8 +121,10 @@ async def test_reactor_killed_before_append_still_answers_every_turn(pg_server: 
         assert await stack.sql("SELECT count(*), sum(turn_count) FROM sessions") == [(6, 6)]
         per_turn = await stack.sql(
             "SELECT turn_id, count(*) FILTER (WHERE type = 'turn_started'),"
-            " count(*) FILTER (WHERE type = 'model_requested'), count(*) FILTER (WHERE type = 'assistant_message'),"
-            " count(*) FILTER (WHERE type = 'turn_completed') FROM events WHERE turn_id IS NOT NULL GROUP BY 1"
+            " count(*) FILTER (WHERE type = 'model_requested'),"
+            " count(*) FILTER (WHERE type = 'assistant_message'),"
+            " count(*) FILTER (WHERE type = 'turn_completed')"
+            " FROM events WHERE turn_id IS NOT NULL GROUP BY 1"
         )
         assert len(per_turn) == 6 and all(row[1:] == (1, 1, 1, 1) for row in per_turn)
 

@@ -51,7 +51,8 @@ async def test_replay_from_kafka_postgres_and_reactor_agree_with_duplicates(
             from_pg = await replay(stack.settings, f"r{s}", "postgres")
             assert from_kafka == from_pg
             assert from_pg.turn_count == 2 and from_pg.status == "idle"
-            await wait_until(lambda s=s: _reactor_has(stack, f"r{s}", from_pg.event_count))
+            count = from_pg.event_count
+            await wait_until(lambda s=s, count=count: _reactor_has(stack, f"r{s}", count))
             assert stack.workers["reactor"].cache.states[f"r{s}"] == from_pg
         assert originals == await replay(stack.settings, "r0", "postgres")
 

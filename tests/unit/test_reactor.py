@@ -5,6 +5,7 @@ from __future__ import annotations
 from datetime import UTC, datetime
 
 from eventstore import events as ev
+from eventstore import ids
 from eventstore.state import fold
 from processors import reactor
 
@@ -37,7 +38,7 @@ def test_second_message_waits_for_the_running_turn() -> None:
     assert reactor.react(state, AT) == []
     assert [t.status for t in state.turns] == ["running", "queued"]
     reply = ev.AssistantMessage(
-        event_id=ev.ids.derive("reply"),
+        event_id=ids.derive("reply"),
         session_id="s",
         turn_id=log[1].turn_id,
         step=1,
@@ -58,7 +59,7 @@ def test_second_message_waits_for_the_running_turn() -> None:
 def test_deleted_session_starts_nothing() -> None:
     log: list[ev.Event] = [
         ev.session_started("s", model="m", at=AT),
-        ev.SessionDeleted(event_id=ev.ids.derive("del"), session_id="s", occurred_at=AT),
+        ev.SessionDeleted(event_id=ids.derive("del"), session_id="s", occurred_at=AT),
         ev.user_message("s", text="late", idempotency_key="z", at=AT),
     ]
     assert reactor.react(fold("s", log), AT) == []
