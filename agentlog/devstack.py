@@ -170,7 +170,8 @@ def up(data_dir: Path, env: dict[str, str], partitions: int) -> int:
     bootstrap = env.get("AGENTLOG_KAFKA_BOOTSTRAP")
     if not bootstrap:
         port = free_port()
-        broker = start_broker(port, open(logs / "broker.log", "ab"))
+        with open(logs / "broker.log", "ab") as broker_log:
+            broker = start_broker(port, broker_log)
         wait_for_port(port)
         bootstrap = f"127.0.0.1:{port}"
     api_port = free_port()

@@ -1,0 +1,118 @@
+"""`agentlog up` as a user runs it: one command, stack.json, restarts, clean stop, a second start."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def _start(cwd: Path) -> subprocess.Popen[bytes]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("AGENTLOG_")}
+    with open(cwd / "up.out", "ab") as out:
+        return subprocess.Popen(
+            [sys.executable, "-m", "agentlog", "up", "--partitions", "2"],
+            cwd=cwd,
+            env=env,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+        )
+
+
+def _wait_stack(cwd: Path, proc: subprocess.Popen[bytes], within: float = 90) -> dict[str, Any]:
+    deadline = time.monotonic() + within
+    while time.monotonic() < deadline:
+        assert proc.poll() is None, (cwd / "up.out").read_text()
+        if "ready;" in (cwd / "up.out").read_text(errors="replace").split("stopped")[-1]:
+            return dict(json.loads((cwd / ".agentlog" / "stack.json").read_text()))
+        time.sleep(0.2)
+    raise AssertionError("agentlog up did not become ready:\n" + (cwd / "up.out").read_text())
+
+
+def _post(url: str, body: dict[str, Any], key: str) -> dict[str, Any]:
+    req = urllib.request.Request(
+        url,
+        data=json.dumps(body).encode(),
+        method="POST",
+        headers={"content-type": "application/json", "Idempotency-Key": key},
+    )
+    with urllib.request.urlopen(req, timeout=60) as resp:
+        return dict(json.loads(resp.read()))
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except OSError:
+        return False
+    return True
+
+
+def _stop(proc: subprocess.Popen[bytes]) -> None:
+    proc.send_signal(signal.SIGTERM)
+    try:
+        proc.wait(60)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
+        raise
+
+
+def test_up_answers_restarts_children_and_keeps_sessions_across_a_restart(tmp_path: Path) -> None:
+    proc = _start(tmp_path)
+    try:
+        stack = _wait_stack(tmp_path, proc)
+        assert set(stack) >= {"api_url", "database_url", "kafka_bootstrap", "processes"}
+        names = {p["name"] for p in stack["processes"]}
+        assert names == {"broker", "api", "reactor", "model-worker", "projector"}
+        status = subprocess.run(
+            [sys.executable, "-m", "agentlog", "status", "--json"],
+            cwd=tmp_path,
+            capture_output=True,
+            text=True,
+            check=True,
+        )
+        assert json.loads(status.stdout) == stack
+        api = stack["api_url"]
+        first = _post(f"{api}/v1/sessions/kept/messages?wait=30", {"content": "first words"}, "kept-0")
+        assert first["status"] == "completed"
+
+        # SIGKILL a worker: it is restarted, the restart is logged, and turns still get answered.
+        reactor = next(p["pid"] for p in stack["processes"] if p["name"] == "reactor")
+        os.kill(reactor, signal.SIGKILL)
+        deadline = time.monotonic() + 30
+        while "reactor restarted" not in (tmp_path / "up.out").read_text():
+            assert time.monotonic() < deadline, (tmp_path / "up.out").read_text()
+            time.sleep(0.2)
+        again = _post(f"{api}/v1/sessions/other/messages?wait=30", {"content": "after the kill"}, "o-0")
+        assert again["status"] == "completed"
+        pids = [
+            p["pid"] for p in json.loads((tmp_path / ".agentlog" / "stack.json").read_text())["processes"]
+        ]
+    finally:
+        _stop(proc)
+    assert proc.returncode == 0
+    assert not any(_alive(pid) for pid in pids), "a child outlived agentlog up"
+    assert not (tmp_path / ".agentlog" / "stack.json").exists()
+
+    proc = _start(tmp_path)
+    try:
+        stack = _wait_stack(tmp_path, proc)
+        api = stack["api_url"]
+        with urllib.request.urlopen(f"{api}/v1/sessions/kept", timeout=10) as resp:
+            kept = json.loads(resp.read())
+        assert [m["role"] for m in kept["messages"]] == ["user", "assistant"]
+        second = _post(f"{api}/v1/sessions/kept/messages?wait=30", {"content": "do you remember?"}, "kept-1")
+        assert second["status"] == "completed"
+        assert "turn 2 of our conversation" in second["output_text"]
+    finally:
+        _stop(proc)
+    assert proc.returncode == 0
