@@ -22,7 +22,7 @@ from rich.console import Console
 from rich.table import Table
 
 from agentlog import devstack
-from agentlog.replay import replay
+from agentlog.replay import Source, replay
 from eventstore import events as ev
 from eventstore.log import KafkaLog
 from tests.services import projected, stack_on, wait_until
@@ -41,7 +41,7 @@ async def main(n_events: int) -> None:
             # One long session of user messages (no workers running): the projection alone.
             kafka = KafkaLog(stack.settings)
             await kafka.start()
-            batch = [ev.session_started("long", model="agentlog-offline-1")]
+            batch: list[ev.Event] = [ev.session_started("long", model="agentlog-offline-1")]
             batch += [
                 ev.user_message("long", text=f"message {i}", idempotency_key=str(i))
                 for i in range(n_events - 1)
@@ -56,9 +56,10 @@ async def main(n_events: int) -> None:
             rows.append(
                 ("projection", f"{n_events / took:,.0f} events/s", f"{n_events} events in {took:.2f}s")
             )
-            for source in ("postgres", "kafka"):
+            sources: tuple[Source, ...] = ("postgres", "kafka")
+            for source in sources:
                 t0 = time.perf_counter()
-                state = await replay(stack.settings, "long", source)  # type: ignore[arg-type]
+                state = await replay(stack.settings, "long", source)
                 took = time.perf_counter() - t0
                 rows.append(
                     (
