@@ -27,7 +27,8 @@ async def test_model_calls_of_one_partition_run_at_once(pg_server: str, log_dir:
             await wait_until(lambda: _check(stack, 6), within=20, interval=0.01)
             await wait_until(
                 lambda: stack.sql(
-                    "SELECT 1 FROM sessions HAVING count(*) FILTER (WHERE turn_count = 1 AND status = 'idle') = 6"
+                    "SELECT 1 FROM sessions"
+                    " HAVING count(*) FILTER (WHERE turn_count = 1 AND status = 'idle') = 6"
                 ),
                 within=30,
             )
