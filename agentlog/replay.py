@@ -16,6 +16,7 @@ from eventstore.errors import DecodeError
 from eventstore.events import Event
 from eventstore.settings import Settings
 from eventstore.state import SessionState, fold
+from processors.projector import to_incoming
 
 Source = Literal["kafka", "postgres"]
 
@@ -96,7 +97,7 @@ async def rebuild(settings: Settings, progress: Callable[[int, int], None] | Non
                         epoch,
                         codec.EVENTS_TOPIC,
                         partition,
-                        [_incoming(r) for r in chunk],
+                        [to_incoming(r) for r in chunk],
                     )
                     result["applied"] += batch.applied
                     result["duplicates"] += batch.duplicates
@@ -105,11 +106,3 @@ async def rebuild(settings: Settings, progress: Callable[[int, int], None] | Non
                     if progress:
                         progress(done, total)
     return result
-
-
-def _incoming(record: Any) -> store.Incoming:
-    try:
-        event = codec.decode(record.value, record.headers)
-    except DecodeError as exc:
-        return store.Incoming(record.offset, record.key, record.value, record.headers, None, str(exc))
-    return store.Incoming(record.offset, record.key, record.value, record.headers, event)
