@@ -9,7 +9,8 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from decimal import Decimal
 from importlib import resources
 from typing import Any
 
@@ -20,7 +21,7 @@ from psycopg.types.json import Jsonb
 from eventstore import codec
 from eventstore import projection as pj
 from eventstore.errors import DecodeError
-from eventstore.events import Event
+from eventstore.events import Event, Usage
 
 MIGRATION_LOCK = 7_402_001
 PROJECTION_LOCK = 7_402_002
@@ -271,17 +272,15 @@ async def project_event(conn: AsyncConn, event: Event, epoch: str, partition: in
     return True
 
 
+@dataclass
 class _SessionDelta:
-    def __init__(self) -> None:
-        from decimal import Decimal
+    """What one event adds to its session's aggregate row."""
 
-        from eventstore.events import Usage
-
-        self.pending = 0
-        self.turns = 0
-        self.usage = Usage()
-        self.cost = Decimal(0)
-        self.deleted = False
+    pending: int = 0
+    turns: int = 0
+    usage: Usage = field(default_factory=Usage)
+    cost: Decimal = Decimal(0)
+    deleted: bool = False
 
 
 async def _apply_op(conn: AsyncConn, event: Event, seq: int, op: pj.Op, d: _SessionDelta) -> None:

@@ -12,12 +12,11 @@ import logging
 import time
 
 from eventstore import events as ev
-from eventstore import ids
 from eventstore.events import Event
-from eventstore.pricing import cost_of
 from eventstore.state import SessionState
 from processors import failpoints, reactor
 from processors.folding import FoldingWorker
+from processors.model import results
 from processors.model.port import ModelClient, ModelRequest
 
 log = logging.getLogger(__name__)
@@ -103,40 +102,13 @@ class ModelWorker(FoldingWorker):
             messages=[m.as_api() for m in state.messages],
         )
         started = time.monotonic()
-        key = ids.event_key(event.session_id, event.turn_id, event.step, "assistant_message", 0)
         result: Event
         try:
             response = await self.model.complete(request)
         except Exception as exc:
-            result = ev.TurnFailed(
-                event_id=ids.derive(ids.event_key(event.session_id, event.turn_id, "turn_failed")),
-                session_id=event.session_id,
-                tenant_id=event.tenant_id,
-                turn_id=event.turn_id,
-                step=event.step,
-                causation_id=event.event_id,
-                correlation_id=event.correlation_id,
-                occurred_at=ev.now(),
-                payload=ev.TurnFailedPayload(reason=f"model call failed: {type(exc).__name__}: {exc}"),
-            )
+            result = results.failed(event, f"model call failed: {type(exc).__name__}: {exc}", ev.now())
         else:
-            result = ev.AssistantMessage(
-                event_id=ids.derive(key),
-                session_id=event.session_id,
-                tenant_id=event.tenant_id,
-                turn_id=event.turn_id,
-                step=event.step,
-                causation_id=event.event_id,
-                correlation_id=event.correlation_id,
-                occurred_at=ev.now(),
-                payload=ev.AssistantMessagePayload(
-                    model=response.model,
-                    content=response.content,
-                    stop_reason=response.stop_reason,
-                    usage=response.usage,
-                    cost_usd=cost_of(response.model, response.usage),
-                    duration_ms=int((time.monotonic() - started) * 1000),
-                ),
-            )
+            took = int((time.monotonic() - started) * 1000)
+            result = results.answered(event, response, ev.now(), took)
         failpoints.hit("model-worker.before_append")
         await self.kafka.append(result)

@@ -10,10 +10,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from eventstore import events as ev
-from eventstore import ids
-from eventstore.pricing import cost_of
 from eventstore.state import SessionState, empty, evolve, fold
 from processors import reactor
+from processors.model import results
 from processors.model.offline import answer
 from processors.model.port import ModelRequest
 
@@ -64,24 +63,7 @@ class Sim:
                         model=event.payload.model, messages=[m.as_api() for m in self.model_state.messages]
                     )
                 )
-                self.log.append(
-                    ev.AssistantMessage(
-                        event_id=ids.derive(
-                            ids.event_key(self.sid, event.turn_id, event.step, "assistant_message", 0)
-                        ),
-                        session_id=self.sid,
-                        turn_id=event.turn_id,
-                        step=event.step,
-                        occurred_at=self.at(),
-                        payload=ev.AssistantMessagePayload(
-                            model=response.model,
-                            content=response.content,
-                            stop_reason=response.stop_reason,
-                            usage=response.usage,
-                            cost_usd=cost_of(response.model, response.usage),
-                        ),
-                    )
-                )
+                self.log.append(results.answered(event, response, self.at()))
                 return
 
     def drain(self) -> None:

@@ -1,0 +1,51 @@
+"""The events a model call produces, pure: the answer or the failure, with ids derived from the request."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from eventstore import events as ev
+from eventstore import ids
+from eventstore.pricing import cost_of
+from processors.model.port import ModelResponse
+
+
+def _caused_by(request: ev.ModelRequested, at: datetime) -> dict[str, Any]:
+    return {
+        "session_id": request.session_id,
+        "tenant_id": request.tenant_id,
+        "turn_id": request.turn_id,
+        "step": request.step,
+        "causation_id": request.event_id,
+        "correlation_id": request.correlation_id,
+        "occurred_at": at,
+    }
+
+
+def answered(
+    request: ev.ModelRequested, response: ModelResponse, at: datetime, duration_ms: int = 0
+) -> ev.AssistantMessage:
+    """The assistant message answering a model request, priced from its usage."""
+    key = ids.event_key(request.session_id, request.turn_id, request.step, "assistant_message", 0)
+    return ev.AssistantMessage(
+        event_id=ids.derive(key),
+        **_caused_by(request, at),
+        payload=ev.AssistantMessagePayload(
+            model=response.model,
+            content=response.content,
+            stop_reason=response.stop_reason,
+            usage=response.usage,
+            cost_usd=cost_of(response.model, response.usage),
+            duration_ms=duration_ms,
+        ),
+    )
+
+
+def failed(request: ev.ModelRequested, reason: str, at: datetime) -> ev.TurnFailed:
+    """The turn failure a model call that cannot succeed ends in."""
+    return ev.TurnFailed(
+        event_id=ids.derive(ids.event_key(request.session_id, request.turn_id, "turn_failed")),
+        **_caused_by(request, at),
+        payload=ev.TurnFailedPayload(reason=reason),
+    )
