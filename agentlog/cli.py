@@ -68,7 +68,7 @@ def _alive(pid: int) -> bool:
 
 
 @app.command()
-def worker(role: Annotated[str, typer.Argument(help="reactor | model | projector")]) -> None:
+def worker(role: Annotated[str, typer.Argument(help="reactor | model | tools | projector")]) -> None:
     """Run one worker role in the foreground."""
     from processors.run import ROLES, run_role
 

@@ -188,6 +188,7 @@ def up(data_dir: Path, env: dict[str, str], partitions: int) -> int:
         Child("projector", [*me, "worker", "projector"], logs / "projector.log"),
         Child("reactor", [*me, "worker", "reactor"], logs / "reactor.log"),
         Child("model-worker", [*me, "worker", "model"], logs / "model-worker.log"),
+        Child("tool-worker", [*me, "worker", "tools"], logs / "tool-worker.log"),
         Child("api", [*me, "api", "--host", "127.0.0.1", "--port", str(api_port)], logs / "api.log"),
     ]
     for child in stack.children:

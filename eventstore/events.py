@@ -53,10 +53,25 @@ class _Payload(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
 
 
+TurnPolicy = Literal["enqueue", "reject", "interrupt"]
+
+
 class SessionStartedPayload(_Payload):
+    """A session's settings, fixed at its start."""
+
     model: str
     system: str | None = None
     metadata: dict[str, Any] = Field(default_factory=dict)
+    # What a user message does while a turn runs: queue it, refuse it, or end the running turn.
+    policy: TurnPolicy = "enqueue"
+    # Model calls per turn before it fails; tokens per session before its turns fail.
+    max_steps: int = Field(default=25, ge=1)
+    token_budget: int | None = Field(default=None, ge=1)
+    # Tool names the model may use; None allows every registered tool.
+    tools: list[str] | None = None
+    # Idle seconds before the session expires; None keeps it forever.
+    ttl_s: int | None = Field(default=None, ge=1)
+    max_tokens: int = Field(default=4096, ge=1)
 
 
 class UserMessagePayload(_Payload):
@@ -72,6 +87,8 @@ class TurnStartedPayload(_Payload):
 class ModelRequestedPayload(_Payload):
     model: str
     attempt: int = 1
+    # The tool_result blocks of the previous step, sent as the user message before this call.
+    tool_results: list[Block] = Field(default_factory=list)
 
 
 class AssistantMessagePayload(_Payload):
@@ -111,10 +128,17 @@ class SubagentCompletedPayload(_Payload):
 
 class TurnCompletedPayload(_Payload):
     stop_reason: StopReason | None
+    # Error results closing tool_use blocks that will never run (the transcript stays valid).
+    tool_results: list[Block] = Field(default_factory=list)
 
 
 class TurnFailedPayload(_Payload):
     reason: str
+    tool_results: list[Block] = Field(default_factory=list)
+
+
+class SessionExpiredPayload(_Payload):
+    idle_s: int
 
 
 class SessionDeletedPayload(_Payload):
@@ -192,6 +216,11 @@ class TurnFailed(_Envelope):
     payload: TurnFailedPayload
 
 
+class SessionExpired(_Envelope):
+    type: Literal["session_expired"] = "session_expired"
+    payload: SessionExpiredPayload
+
+
 class SessionDeleted(_Envelope):
     type: Literal["session_deleted"] = "session_deleted"
     payload: SessionDeletedPayload = SessionDeletedPayload()
@@ -209,6 +238,7 @@ Event = Annotated[
     | SubagentCompleted
     | TurnCompleted
     | TurnFailed
+    | SessionExpired
     | SessionDeleted,
     Field(discriminator="type"),
 ]
@@ -227,6 +257,7 @@ EVENT_TYPES: tuple[str, ...] = (
     "subagent_completed",
     "turn_completed",
     "turn_failed",
+    "session_expired",
     "session_deleted",
 )
 
@@ -244,14 +275,18 @@ def session_started(
     system: str | None = None,
     metadata: dict[str, Any] | None = None,
     at: datetime | None = None,
+    **settings: Any,
 ) -> SessionStarted:
-    """The first event of a session; its id depends on the session alone."""
+    """The first event of a session; its id depends on the session alone.
+
+    `settings` are the other fields of SessionStartedPayload (policy, max_steps, ...).
+    """
     return SessionStarted(
         event_id=ids.derive(ids.event_key(session_id, "session_started")),
         session_id=session_id,
         tenant_id=tenant_id,
         occurred_at=at or now(),
-        payload=SessionStartedPayload(model=model, system=system, metadata=metadata or {}),
+        payload=SessionStartedPayload(model=model, system=system, metadata=metadata or {}, **settings),
     )
 
 
@@ -277,5 +312,43 @@ def user_message(
         occurred_at=at or now(),
         payload=UserMessagePayload(
             content=blocks, idempotency_key=idempotency_key, request_hash=request_hash
+        ),
+    )
+
+
+def tool_result_block(tool_use_id: str, content: list[Block] | str, is_error: bool) -> Block:
+    """The tool_result content block that answers a tool_use block."""
+    block: Block = {"type": "tool_result", "tool_use_id": tool_use_id, "content": content}
+    if is_error:
+        block["is_error"] = True
+    return block
+
+
+def tool_result(
+    session_id: str,
+    *,
+    turn_id: str | None,
+    step: int | None,
+    tool_use_id: str,
+    content: list[Block] | str,
+    is_error: bool = False,
+    tenant_id: str = "default",
+    causation_id: uuid.UUID | None = None,
+    duration_ms: int = 0,
+    at: datetime | None = None,
+) -> ToolResult:
+    """The one result of a tool call. Its id depends on the call alone, so whoever answers
+    first (the executor, or the reactor closing an interrupted turn) is the answer."""
+    return ToolResult(
+        event_id=ids.derive(ids.event_key(session_id, turn_id, step, "tool_result", tool_use_id)),
+        session_id=session_id,
+        tenant_id=tenant_id,
+        turn_id=turn_id,
+        step=step,
+        causation_id=causation_id,
+        correlation_id=turn_id,
+        occurred_at=at or now(),
+        payload=ToolResultPayload(
+            tool_use_id=tool_use_id, content=content, is_error=is_error, duration_ms=duration_ms
         ),
     )

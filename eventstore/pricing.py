@@ -7,7 +7,9 @@ from decimal import Decimal
 from eventstore.events import Usage
 
 # USD per million tokens: input, output, cache write, cache read.
-DEFAULT_PRICES: dict[str, tuple[Decimal, Decimal, Decimal, Decimal]] = {
+Prices = dict[str, tuple[Decimal, Decimal, Decimal, Decimal]]
+
+DEFAULT_PRICES: Prices = {
     "claude-opus-4-5": (Decimal(5), Decimal(25), Decimal("6.25"), Decimal("0.50")),
     "claude-sonnet-4-5": (Decimal(3), Decimal(15), Decimal("3.75"), Decimal("0.30")),
     "claude-haiku-4-5": (Decimal(1), Decimal(5), Decimal("1.25"), Decimal("0.10")),
@@ -18,12 +20,18 @@ DEFAULT_PRICES: dict[str, tuple[Decimal, Decimal, Decimal, Decimal]] = {
 MILLION = Decimal(1_000_000)
 
 
-def cost_of(
-    model: str, usage: Usage, prices: dict[str, tuple[Decimal, Decimal, Decimal, Decimal]] | None = None
-) -> Decimal:
+def price_of(model: str, table: Prices) -> tuple[Decimal, Decimal, Decimal, Decimal]:
+    """A model's prices; a dated name (claude-opus-4-5-20251101) falls back to its alias."""
+    if model in table:
+        return table[model]
+    aliases = [name for name in table if model.startswith(name + "-")]
+    return table[max(aliases, key=len)] if aliases else (Decimal(0),) * 4
+
+
+def cost_of(model: str, usage: Usage, prices: Prices | None = None) -> Decimal:
     """The cost of one call; a model missing from the table costs nothing."""
     table = DEFAULT_PRICES if prices is None else prices
-    pin, pout, pwrite, pread = table.get(model, (Decimal(0),) * 4)
+    pin, pout, pwrite, pread = price_of(model, table)
     total = (
         usage.input_tokens * pin
         + usage.output_tokens * pout

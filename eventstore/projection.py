@@ -20,6 +20,10 @@ class SessionStart:
     model: str
     system: str | None
     metadata: dict[str, Any]
+    policy: str
+    max_steps: int
+    token_budget: int | None
+    ttl_s: int | None
 
 
 @dataclass(frozen=True)
@@ -38,6 +42,7 @@ class TurnStart:
 class ModelStep:
     turn_id: str
     step: int
+    tool_results: list[Block]
 
 
 @dataclass(frozen=True)
@@ -73,6 +78,12 @@ class TurnEnd:
     status: str
     stop_reason: str | None
     error: str | None
+    tool_results: list[Block]
+
+
+@dataclass(frozen=True)
+class SessionExpire:
+    pass
 
 
 @dataclass(frozen=True)
@@ -89,6 +100,7 @@ Op = (
     | ToolRequest
     | ToolOutcome
     | TurnEnd
+    | SessionExpire
     | SessionDelete
 )
 
@@ -107,16 +119,18 @@ def project(event: Event) -> Projection:
     ops: tuple[Op, ...]
     match event:
         case ev.SessionStarted(payload=p):
-            ops = (SessionStart(p.model, p.system, p.metadata),)
+            ops = (
+                SessionStart(p.model, p.system, p.metadata, p.policy, p.max_steps, p.token_budget, p.ttl_s),
+            )
         case ev.UserMessage(payload=p):
             assert event.turn_id is not None
             ops = (TurnRequest(event.turn_id, p.idempotency_key, p.content),)
         case ev.TurnStarted():
             assert event.turn_id is not None
             ops = (TurnStart(event.turn_id),)
-        case ev.ModelRequested():
+        case ev.ModelRequested(payload=p):
             assert event.turn_id is not None
-            ops = (ModelStep(event.turn_id, event.step or 1),)
+            ops = (ModelStep(event.turn_id, event.step or 1, p.tool_results),)
         case ev.AssistantMessage(payload=p):
             ops = (AssistantReply(event.turn_id, p.model, p.content, p.stop_reason, p.usage, p.cost_usd),)
         case ev.ToolRequested(payload=p):
@@ -125,10 +139,12 @@ def project(event: Event) -> Projection:
             ops = (ToolOutcome(p.tool_use_id, p.content, p.is_error, p.duration_ms),)
         case ev.TurnCompleted(payload=p):
             assert event.turn_id is not None
-            ops = (TurnEnd(event.turn_id, "completed", p.stop_reason, None),)
+            ops = (TurnEnd(event.turn_id, "completed", p.stop_reason, None, p.tool_results),)
         case ev.TurnFailed(payload=p):
             assert event.turn_id is not None
-            ops = (TurnEnd(event.turn_id, "failed", None, p.reason),)
+            ops = (TurnEnd(event.turn_id, "failed", None, p.reason, p.tool_results),)
+        case ev.SessionExpired():
+            ops = (SessionExpire(),)
         case ev.SessionDeleted():
             ops = (SessionDelete(),)
         case _:

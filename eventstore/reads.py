@@ -50,6 +50,12 @@ async def session_view(conn: AsyncConn, session_id: str) -> dict[str, Any] | Non
     }
 
 
+async def session_deleted(conn: AsyncConn, session_id: str) -> bool:
+    """Whether the session was deleted (its rows are gone; a tombstone remains)."""
+    cur = await conn.execute("SELECT 1 FROM deleted_sessions WHERE session_id = %s", (session_id,))
+    return await cur.fetchone() is not None
+
+
 async def session_exists(conn: AsyncConn, session_id: str) -> bool:
     """Whether the projection knows the session."""
     cur = await conn.execute("SELECT 1 FROM sessions WHERE session_id = %s", (session_id,))
@@ -64,21 +70,24 @@ async def turn_view(conn: AsyncConn, session_id: str, turn_id: str) -> dict[str,
         if row is None:
             return None
         await cur.execute(
-            "SELECT content, stop_reason FROM messages WHERE turn_id = %s AND role = 'assistant'"
-            " ORDER BY seq",
-            (turn_id,),
+            "SELECT role, content, stop_reason FROM messages WHERE session_id = %s AND turn_id = %s"
+            " ORDER BY seq OFFSET 1",
+            (session_id, turn_id),
         )
         replies = await cur.fetchall()
-    text = "\n".join(b.get("text", "") for r in replies for b in r["content"] if b.get("type") == "text")
+    answers = [r for r in replies if r["role"] == "assistant"]
+    last = answers[-1]["content"] if answers else []
+    text = "\n".join(b.get("text", "") for b in last if b.get("type") == "text")
     return {
         "turn_id": row["turn_id"],
         "session_id": row["session_id"],
         "status": row["status"],
         "stop_reason": row["stop_reason"],
         "error": row["error"],
+        "steps": row["steps"],
         "user_content": row["user_content"],
         "output_text": text,
-        "messages": [{"role": "assistant", "content": r["content"]} for r in replies],
+        "messages": [{"role": r["role"], "content": r["content"]} for r in replies],
         "usage": {
             "input": row["input_tokens"],
             "output": row["output_tokens"],

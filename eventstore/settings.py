@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+from decimal import Decimal
 from pathlib import Path
 
-from pydantic import Field
+from pydantic import AliasChoices, Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -24,6 +25,29 @@ class Settings(BaseSettings):
     default_model: str = "agentlog-offline-1"
     offline_model_latency_ms: int = Field(default=0, ge=0)
     model_concurrency: int = Field(default=256, ge=1)
+    tool_concurrency: int = Field(default=64, ge=1)
+    tool_timeout_s: float = Field(default=60.0, gt=0)
+    drain_timeout_s: float = Field(default=5.0, ge=0)
+    # Session defaults (a session may set its own when it starts).
+    max_steps: int = Field(default=25, ge=1)
+    session_ttl_s: int | None = Field(default=None, ge=1)
+    max_tokens: int = Field(default=4096, ge=1)
+    expiry_check_s: float = Field(default=5.0, gt=0)
+    # Claude through the anthropic SDK: models not named agentlog-offline-* go there.
+    anthropic_api_key: str | None = Field(
+        default=None, validation_alias=AliasChoices("ANTHROPIC_API_KEY", "anthropic_api_key")
+    )
+    anthropic_base_url: str | None = Field(
+        default=None, validation_alias=AliasChoices("ANTHROPIC_BASE_URL", "anthropic_base_url")
+    )
+    model_timeout_s: float = Field(default=600.0, gt=0)
+    model_stream: bool = True
+    model_max_attempts: int = Field(default=4, ge=1)
+    model_retry_base_s: float = Field(default=0.5, ge=0)
+    model_retry_deadline_s: float = Field(default=300.0, gt=0)
+    # Extra or overriding prices, USD per million tokens:
+    # {"model": [input, output, cache_write, cache_read]}.
+    prices: dict[str, tuple[Decimal, Decimal, Decimal, Decimal]] = Field(default_factory=dict)
     projector_batch: int = Field(default=500, ge=1)
     api_host: str = "127.0.0.1"
     api_port: int = 0

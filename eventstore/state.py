@@ -14,9 +14,11 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict
 
 from eventstore import events as ev
-from eventstore.events import Block, Event, StopReason, Usage
+from eventstore.events import Block, Event, StopReason, TurnPolicy, Usage
 
 TurnStatus = Literal["queued", "running", "completed", "failed"]
+SessionStatus = Literal["new", "idle", "running", "expired", "deleted"]
+CLOSED: frozenset[str] = frozenset({"expired", "deleted"})
 
 
 class Message(BaseModel):
@@ -33,7 +35,12 @@ class Message(BaseModel):
 
 
 class Turn(BaseModel):
-    """A user turn: queued until it starts, then running until it completes or fails."""
+    """A user turn: queued until it starts, then running until it completes or fails.
+
+    Within a step: the model is asked (`model_pending`), answers (`stop_reason`, and the
+    `tool_uses` blocks it asked for), the reactor requests each tool (`requested`), and the
+    results come back (`results`, tool_result blocks in arrival order).
+    """
 
     model_config = ConfigDict(frozen=True)
 
@@ -46,6 +53,20 @@ class Turn(BaseModel):
     error: str | None = None
     usage: Usage = Usage()
     cost_usd: Decimal = Decimal(0)
+    tool_uses: tuple[Block, ...] = ()
+    requested: frozenset[str] = frozenset()
+    results: tuple[Block, ...] = ()
+    # Set when a newer message interrupts this turn (policy `interrupt`).
+    interrupted: bool = False
+    # Why this turn must fail without starting (policy `reject`, a closed session).
+    refused: str | None = None
+
+    def result_for(self, tool_use_id: str) -> Block | None:
+        """The tool_result block answering this tool_use id, if it has come."""
+        for block in self.results:
+            if block.get("tool_use_id") == tool_use_id:
+                return block
+        return None
 
 
 class SessionState(BaseModel):
@@ -58,7 +79,13 @@ class SessionState(BaseModel):
     model: str | None = None
     system: str | None = None
     metadata: dict[str, Any] = {}
-    status: Literal["new", "idle", "running", "deleted"] = "new"
+    policy: TurnPolicy = "enqueue"
+    max_steps: int = 25
+    token_budget: int | None = None
+    tools: tuple[str, ...] | None = None
+    ttl_s: int | None = None
+    max_tokens: int = 4096
+    status: SessionStatus = "new"
     messages: tuple[Message, ...] = ()
     turns: tuple[Turn, ...] = ()
     current_turn: str | None = None
@@ -81,6 +108,11 @@ class SessionState(BaseModel):
         """Turns waiting to start, oldest first."""
         return tuple(t for t in self.turns if t.status == "queued")
 
+    def tokens_used(self) -> int:
+        """Every token the session's model calls were billed for, cached ones included."""
+        u = self.usage
+        return u.input_tokens + u.output_tokens + u.cache_creation_input_tokens + u.cache_read_input_tokens
+
     def public(self) -> dict[str, Any]:
         """A JSON-ready view, without the bookkeeping of seen ids."""
         return self.model_dump(mode="json", exclude={"seen"})
@@ -95,6 +127,26 @@ def _replace_turn(state: SessionState, turn: Turn) -> tuple[Turn, ...]:
     return tuple(turn if t.turn_id == turn.turn_id else t for t in state.turns)
 
 
+def _ended_status(state: SessionState, turns: tuple[Turn, ...]) -> SessionStatus:
+    if state.status in CLOSED:
+        return state.status
+    return "running" if any(t.status in ("queued", "running") for t in turns) else "idle"
+
+
+def _with_results(messages: tuple[Message, ...], results: list[Block]) -> tuple[Message, ...]:
+    """All tool results of a step go back in one user message."""
+    return (*messages, Message(role="user", content=tuple(results))) if results else messages
+
+
+def _refusal(state: SessionState) -> str | None:
+    if state.status in CLOSED:
+        return f"session {state.status}"
+    busy = state.current_turn is not None or bool(state.queued())
+    if state.policy == "reject" and busy:
+        return "rejected: a turn is already running (policy reject)"
+    return None
+
+
 def _apply(state: SessionState, event: Event) -> SessionState:
     """One branch per event type; the event is known to be new."""
     match event:
@@ -104,6 +156,12 @@ def _apply(state: SessionState, event: Event) -> SessionState:
                     "model": p.model,
                     "system": p.system,
                     "metadata": p.metadata,
+                    "policy": p.policy,
+                    "max_steps": p.max_steps,
+                    "token_budget": p.token_budget,
+                    "tools": tuple(p.tools) if p.tools is not None else None,
+                    "ttl_s": p.ttl_s,
+                    "max_tokens": p.max_tokens,
                     "tenant_id": event.tenant_id,
                     "status": "idle" if state.status == "new" else state.status,
                     "started_at": state.started_at or event.occurred_at,
@@ -111,46 +169,82 @@ def _apply(state: SessionState, event: Event) -> SessionState:
             )
         case ev.UserMessage(payload=p):
             assert event.turn_id is not None
-            turn = Turn(turn_id=event.turn_id, status="queued", user_content=tuple(p.content))
+            if state.turn(event.turn_id) is not None:
+                return state
+            refused = _refusal(state)
+            turn = Turn(
+                turn_id=event.turn_id, status="queued", user_content=tuple(p.content), refused=refused
+            )
+            turns = state.turns
+            current = state.turn(state.current_turn)
+            if state.policy == "interrupt" and current is not None and refused is None:
+                turns = _replace_turn(state, current.model_copy(update={"interrupted": True}))
             return state.model_copy(
                 update={
-                    "turns": (*state.turns, turn),
+                    "turns": (*turns, turn),
                     "tenant_id": event.tenant_id,
-                    "status": "running" if state.status != "deleted" else "deleted",
+                    "status": state.status if state.status in CLOSED else "running",
                     "started_at": state.started_at or event.occurred_at,
                 }
             )
         case ev.TurnStarted():
             queued = state.turn(event.turn_id)
-            if queued is None or queued.status != "queued":
+            if queued is None or queued.status != "queued" or queued.refused or state.current_turn:
                 return state
-            turn = queued
-            started = turn.model_copy(update={"status": "running"})
+            started = queued.model_copy(update={"status": "running"})
             return state.model_copy(
                 update={
                     "turns": _replace_turn(state, started),
-                    "current_turn": turn.turn_id,
-                    "messages": (*state.messages, Message(role="user", content=turn.user_content)),
+                    "current_turn": queued.turn_id,
+                    "messages": (*state.messages, Message(role="user", content=queued.user_content)),
                     "turn_count": state.turn_count + 1,
                     "status": "running",
                 }
             )
-        case ev.ModelRequested():
+        case ev.ModelRequested(payload=p):
             running = state.turn(event.turn_id)
-            if running is None or running.status != "running":
+            step = event.step or 1
+            if running is None or running.status != "running" or step <= running.step:
                 return state
-            pending = running.model_copy(update={"step": event.step or 1, "model_pending": True})
-            return state.model_copy(update={"turns": _replace_turn(state, pending)})
+            pending = running.model_copy(
+                update={
+                    "step": step,
+                    "model_pending": True,
+                    "stop_reason": None,
+                    "tool_uses": (),
+                    "requested": frozenset(),
+                    "results": (),
+                }
+            )
+            return state.model_copy(
+                update={
+                    "turns": _replace_turn(state, pending),
+                    "messages": _with_results(state.messages, p.tool_results),
+                }
+            )
         case ev.AssistantMessage(payload=p):
             asked = state.turn(event.turn_id)
-            if asked is None or asked.status != "running":
+            if asked is None:
                 return state
+            billed = {"usage": state.usage + p.usage, "cost_usd": state.cost_usd + p.cost_usd}
+            turn_billed = {"usage": asked.usage + p.usage, "cost_usd": asked.cost_usd + p.cost_usd}
+            accepting = (
+                asked.status == "running"
+                and asked.model_pending
+                and not asked.interrupted
+                and state.status not in CLOSED
+                and (event.step is None or event.step == asked.step)
+            )
+            if not accepting:
+                # A late answer (the turn was interrupted or ended): paid for, not in the transcript.
+                late = asked.model_copy(update=turn_billed)
+                return state.model_copy(update={"turns": _replace_turn(state, late), **billed})
             answered = asked.model_copy(
                 update={
                     "model_pending": False,
                     "stop_reason": p.stop_reason,
-                    "usage": asked.usage + p.usage,
-                    "cost_usd": asked.cost_usd + p.cost_usd,
+                    "tool_uses": tuple(b for b in p.content if b.get("type") == "tool_use"),
+                    **turn_billed,
                 }
             )
             return state.model_copy(
@@ -160,38 +254,61 @@ def _apply(state: SessionState, event: Event) -> SessionState:
                         *state.messages,
                         Message(role="assistant", content=tuple(p.content)),
                     ),
-                    "usage": state.usage + p.usage,
-                    "cost_usd": state.cost_usd + p.cost_usd,
+                    **billed,
                 }
             )
+        case ev.ToolRequested(payload=p):
+            asking = state.turn(event.turn_id)
+            if asking is None or asking.status != "running" or event.step != asking.step:
+                return state
+            if p.tool_use_id not in {b.get("id") for b in asking.tool_uses}:
+                return state
+            requested = asking.model_copy(update={"requested": asking.requested | {p.tool_use_id}})
+            return state.model_copy(update={"turns": _replace_turn(state, requested)})
+        case ev.ToolResult(payload=p):
+            waiting = state.turn(event.turn_id)
+            if waiting is None or waiting.status != "running" or event.step != waiting.step:
+                return state
+            if p.tool_use_id not in waiting.requested or waiting.result_for(p.tool_use_id) is not None:
+                return state
+            block = ev.tool_result_block(p.tool_use_id, p.content, p.is_error)
+            answered = waiting.model_copy(update={"results": (*waiting.results, block)})
+            return state.model_copy(update={"turns": _replace_turn(state, answered)})
         case ev.TurnCompleted() | ev.TurnFailed():
             open_turn = state.turn(event.turn_id)
             if open_turn is None or open_turn.status in ("completed", "failed"):
                 return state
-            turn = open_turn
-            if isinstance(event, ev.TurnFailed):
-                ended = turn.model_copy(
-                    update={
-                        "status": "failed",
-                        "model_pending": False,
-                        "error": event.payload.reason,
-                    }
-                )
-            else:
-                ended = turn.model_copy(update={"status": "completed", "model_pending": False})
-            turns = tuple(ended if t.turn_id == turn.turn_id else t for t in state.turns)
-            busy = any(t.status in ("queued", "running") for t in turns)
+            ended = open_turn.model_copy(
+                update={
+                    "status": "failed" if isinstance(event, ev.TurnFailed) else "completed",
+                    "model_pending": False,
+                    "error": event.payload.reason if isinstance(event, ev.TurnFailed) else None,
+                    "stop_reason": event.payload.stop_reason
+                    if isinstance(event, ev.TurnCompleted)
+                    else open_turn.stop_reason,
+                    "tool_uses": (),
+                    "requested": frozenset(),
+                    "results": (),
+                }
+            )
+            turns = _replace_turn(state, ended)
+            was_current = state.current_turn == open_turn.turn_id
             return state.model_copy(
                 update={
                     "turns": turns,
-                    "current_turn": None if state.current_turn == turn.turn_id else state.current_turn,
-                    "status": "deleted" if state.status == "deleted" else ("running" if busy else "idle"),
+                    "current_turn": None if was_current else state.current_turn,
+                    "messages": _with_results(state.messages, event.payload.tool_results)
+                    if was_current
+                    else state.messages,
+                    "status": _ended_status(state, turns),
                 }
             )
+        case ev.SessionExpired():
+            return state.model_copy(update={"status": "expired"})
         case ev.SessionDeleted():
             return state.model_copy(update={"status": "deleted"})
         case _:
-            # Tool and sub-agent events are folded by the turns issue; counted here.
+            # Sub-agent events are folded by the sub-agents issue.
             return state
 
 

@@ -21,12 +21,14 @@ from psycopg.types.json import Jsonb
 from eventstore import codec
 from eventstore import projection as pj
 from eventstore.errors import DecodeError
-from eventstore.events import Event, Usage
+from eventstore.events import Event, SessionDeleted, Usage
 
 MIGRATION_LOCK = 7_402_001
 PROJECTION_LOCK = 7_402_002
 
-DERIVED_TABLES = ("events", "sessions", "turns", "messages", "tool_calls")
+DERIVED_TABLES = ("events", "sessions", "turns", "messages", "tool_calls", "deleted_sessions")
+# Every table holding a session's rows: a deletion empties them all, the ledger included.
+SESSION_TABLES = ("events", "turns", "messages", "tool_calls", "effects", "sessions")
 
 AsyncConn = psycopg.AsyncConnection[Any]
 
@@ -203,8 +205,26 @@ async def apply_batch(
     return BatchResult(applied, duplicates, skipped, dead)
 
 
+async def _delete_session(conn: AsyncConn, event: Event) -> None:
+    """Remove every row of a session, the ledger's too, and keep a tombstone."""
+    for table in SESSION_TABLES:
+        await conn.execute(f"DELETE FROM {table} WHERE session_id = %s".encode(), (event.session_id,))
+    await conn.execute(
+        "INSERT INTO deleted_sessions (session_id, tenant_id, deleted_at) VALUES (%s, %s, %s)"
+        " ON CONFLICT DO NOTHING",
+        (event.session_id, event.tenant_id, event.occurred_at),
+    )
+
+
 async def project_event(conn: AsyncConn, event: Event, epoch: str, partition: int, offset: int) -> bool:
-    """Insert the event and its derived rows; False if this event id was already projected."""
+    """Insert the event and its derived rows; False if this event id was already projected
+    (or its session was deleted)."""
+    cur = await conn.execute("SELECT 1 FROM deleted_sessions WHERE session_id = %s", (event.session_id,))
+    if await cur.fetchone() is not None:
+        return False
+    if isinstance(event, SessionDeleted):
+        await _delete_session(conn, event)
+        return True
     await conn.execute(
         "INSERT INTO sessions (session_id, tenant_id, started_at, last_activity_at)"
         " VALUES (%s, %s, %s, %s) ON CONFLICT (session_id) DO NOTHING",
@@ -251,8 +271,8 @@ async def project_event(conn: AsyncConn, event: Event, epoch: str, partition: in
         " input_tokens = input_tokens + %(inp)s, output_tokens = output_tokens + %(out)s,"
         " cache_read_tokens = cache_read_tokens + %(cr)s,"
         " cache_write_tokens = cache_write_tokens + %(cw)s, cost_usd = cost_usd + %(cost)s,"
-        " deleted_at = CASE WHEN %(deleted)s THEN COALESCE(deleted_at, %(at)s) ELSE deleted_at END,"
-        " status = CASE WHEN %(deleted)s OR deleted_at IS NOT NULL THEN 'deleted'"
+        " expired_at = CASE WHEN %(expired)s THEN COALESCE(expired_at, %(at)s) ELSE expired_at END,"
+        " status = CASE WHEN %(expired)s OR expired_at IS NOT NULL THEN 'expired'"
         "   WHEN pending_turns + %(pending)s > 0 THEN 'running' ELSE 'idle' END"
         " WHERE session_id = %(sid)s",
         {
@@ -265,7 +285,7 @@ async def project_event(conn: AsyncConn, event: Event, epoch: str, partition: in
             "cr": delta.usage.cache_read_input_tokens,
             "cw": delta.usage.cache_creation_input_tokens,
             "cost": delta.cost,
-            "deleted": delta.deleted,
+            "expired": delta.expired,
             "sid": event.session_id,
         },
     )
@@ -280,7 +300,25 @@ class _SessionDelta:
     turns: int = 0
     usage: Usage = field(default_factory=Usage)
     cost: Decimal = Decimal(0)
-    deleted: bool = False
+    expired: bool = False
+
+
+async def _tool_results_message(conn: AsyncConn, event: Event, seq: int, results: list[Any]) -> None:
+    """All tool results of a step, as the one user message the model is sent."""
+    if results:
+        await conn.execute(
+            "INSERT INTO messages (message_id, session_id, tenant_id, turn_id, seq, role,"
+            " content, created_at) VALUES (%s, %s, %s, %s, %s, 'user', %s, %s)",
+            (
+                event.event_id,
+                event.session_id,
+                event.tenant_id,
+                event.turn_id,
+                seq,
+                Jsonb(results),
+                event.occurred_at,
+            ),
+        )
 
 
 async def _apply_op(conn: AsyncConn, event: Event, seq: int, op: pj.Op, d: _SessionDelta) -> None:
@@ -288,9 +326,19 @@ async def _apply_op(conn: AsyncConn, event: Event, seq: int, op: pj.Op, d: _Sess
     match op:
         case pj.SessionStart():
             await conn.execute(
-                "UPDATE sessions SET model = %s, system_prompt = %s, metadata = %s,"
-                " tenant_id = %s WHERE session_id = %s",
-                (op.model, op.system, Jsonb(op.metadata), event.tenant_id, event.session_id),
+                "UPDATE sessions SET model = %s, system_prompt = %s, metadata = %s, tenant_id = %s,"
+                " policy = %s, max_steps = %s, token_budget = %s, ttl_s = %s WHERE session_id = %s",
+                (
+                    op.model,
+                    op.system,
+                    Jsonb(op.metadata),
+                    event.tenant_id,
+                    op.policy,
+                    op.max_steps,
+                    op.token_budget,
+                    op.ttl_s,
+                    event.session_id,
+                ),
             )
         case pj.TurnRequest():
             cur = await conn.execute(
@@ -301,6 +349,12 @@ async def _apply_op(conn: AsyncConn, event: Event, seq: int, op: pj.Op, d: _Sess
             )
             if await cur.fetchone():
                 d.pending += 1
+                await conn.execute(
+                    "UPDATE turns t SET interrupted = true FROM sessions s"
+                    " WHERE s.session_id = t.session_id AND s.policy = 'interrupt'"
+                    " AND t.session_id = %s AND t.status = 'running'",
+                    (event.session_id,),
+                )
         case pj.TurnStart():
             cur = await conn.execute(
                 "UPDATE turns SET status = 'running', started_at = %s"
@@ -316,16 +370,23 @@ async def _apply_op(conn: AsyncConn, event: Event, seq: int, op: pj.Op, d: _Sess
                     (event.event_id, event.session_id, event.tenant_id, op.turn_id, seq, Jsonb(row[0]), at),
                 )
         case pj.ModelStep():
-            await conn.execute(
-                "UPDATE turns SET steps = GREATEST(steps, %s) WHERE turn_id = %s",
+            cur = await conn.execute(
+                "UPDATE turns SET steps = GREATEST(steps, %s) WHERE turn_id = %s AND status = 'running'"
+                " RETURNING 1",
                 (op.step, op.turn_id),
             )
+            if await cur.fetchone():
+                await _tool_results_message(conn, event, seq, op.tool_results)
         case pj.AssistantReply():
             u = op.usage
+            # Only an answer the turn still waits for joins the transcript; a late one is billed.
             await conn.execute(
                 "INSERT INTO messages (message_id, session_id, tenant_id, turn_id, seq, role,"
-                " content, model, stop_reason, input_tokens, output_tokens, cost_usd, created_at)"
-                " VALUES (%s, %s, %s, %s, %s, 'assistant', %s, %s, %s, %s, %s, %s, %s)",
+                " content, model, stop_reason, input_tokens, output_tokens, cache_read_tokens,"
+                " cache_write_tokens, cost_usd, created_at)"
+                " SELECT %s, %s, %s, %s, %s, 'assistant', %s, %s, %s, %s, %s, %s, %s, %s, %s"
+                " WHERE EXISTS (SELECT 1 FROM turns WHERE turn_id = %s AND status = 'running'"
+                " AND NOT interrupted)",
                 (
                     event.event_id,
                     event.session_id,
@@ -337,8 +398,11 @@ async def _apply_op(conn: AsyncConn, event: Event, seq: int, op: pj.Op, d: _Sess
                     op.stop_reason,
                     u.input_tokens,
                     u.output_tokens,
+                    u.cache_read_input_tokens,
+                    u.cache_creation_input_tokens,
                     op.cost_usd,
                     at,
+                    op.turn_id,
                 ),
             )
             await conn.execute(
@@ -361,7 +425,7 @@ async def _apply_op(conn: AsyncConn, event: Event, seq: int, op: pj.Op, d: _Sess
             await conn.execute(
                 "INSERT INTO tool_calls (tool_use_id, session_id, tenant_id, turn_id, step, name,"
                 " input, status, requested_at) VALUES (%s, %s, %s, %s, %s, %s, %s, 'requested', %s)"
-                " ON CONFLICT (tool_use_id) DO NOTHING",
+                " ON CONFLICT (session_id, tool_use_id) DO NOTHING",
                 (
                     op.tool_use_id,
                     event.session_id,
@@ -377,8 +441,16 @@ async def _apply_op(conn: AsyncConn, event: Event, seq: int, op: pj.Op, d: _Sess
             await conn.execute(
                 "UPDATE tool_calls SET status = CASE WHEN %s THEN 'error' ELSE 'ok' END,"
                 " result = %s, is_error = %s, completed_at = %s, duration_ms = %s"
-                " WHERE tool_use_id = %s AND completed_at IS NULL",
-                (op.is_error, Jsonb(op.content), op.is_error, at, op.duration_ms, op.tool_use_id),
+                " WHERE session_id = %s AND tool_use_id = %s AND completed_at IS NULL",
+                (
+                    op.is_error,
+                    Jsonb(op.content),
+                    op.is_error,
+                    at,
+                    op.duration_ms,
+                    event.session_id,
+                    op.tool_use_id,
+                ),
             )
         case pj.TurnEnd():
             cur = await conn.execute(
@@ -388,8 +460,11 @@ async def _apply_op(conn: AsyncConn, event: Event, seq: int, op: pj.Op, d: _Sess
             )
             if await cur.fetchone():
                 d.pending -= 1
+                await _tool_results_message(conn, event, seq, op.tool_results)
+        case pj.SessionExpire():
+            d.expired = True
         case pj.SessionDelete():
-            d.deleted = True
+            pass  # handled before any row is written
 
 
 async def drop_derived(conn: AsyncConn) -> None:

@@ -41,6 +41,18 @@ class FoldingWorker:
         self.position: dict[int, int] = {}
         self.caught_up = False
         self.dead_letters = 0
+        # Set by a task that failed in a way that must stop the worker (it is restarted).
+        self.fatal: BaseException | None = None
+        self.tick_s = 1.0
+
+    def observe(self, event: Event) -> None:
+        """Called for every decoded record, before folding, duplicates and replays included."""
+
+    async def on_tick(self) -> None:
+        """Called about every `tick_s` seconds once caught up (timers: expiry, deadlines)."""
+
+    async def drain(self) -> None:
+        """Finish work in flight before a clean stop."""
 
     async def act(self, event: Event, state: SessionState, partition: int, offset: int) -> None:
         """Do what this worker does for a new event at or past the stored offset."""
@@ -66,7 +78,14 @@ class FoldingWorker:
             self.reader.seek({})
             log.info("%s: epoch %s, stored offsets %s, ends %s", self.consumer, self.epoch, self.stored, ends)
             batches = self.reader.batches(max_records=500, timeout_ms=100)
+            loop = asyncio.get_running_loop()
+            next_tick = 0.0
             while not stop.is_set():
+                if self.fatal is not None:
+                    raise RuntimeError(f"{self.consumer} stopped: {self.fatal}") from self.fatal
+                if self.caught_up and loop.time() >= next_tick:
+                    next_tick = loop.time() + self.tick_s
+                    await self.on_tick()
                 records = await anext(batches)
                 if records:
                     await self._handle(records)
@@ -76,6 +95,7 @@ class FoldingWorker:
                     self.caught_up = True
                     await self.on_caught_up()
                 await self._save_offsets()
+            await self.drain()
         finally:
             await self._save_offsets()
             await self.reader.stop()
@@ -91,6 +111,7 @@ class FoldingWorker:
                     await self._dead_letter(record, f"undecodable: {exc}")
                 self.position[partition] = offset + 1
                 continue
+            self.observe(event)
             state, new = await self.cache.apply(event)
             if live and new:
                 try:

@@ -1,114 +1,86 @@
 """The model worker: serves model requests with many in flight, appends assistant messages.
 
 Requests of different sessions run concurrently; a session has one request at a time (the
-reactor asks for the next step only after the result). Offsets never pass a request still
-in flight, so a crash redelivers it.
+reactor asks for the next step only after the result). Each call's outcome is recorded in
+the ledger under session/turn/step before it is appended, so a redelivered request
+re-emits the recorded answer and calls nothing.
 """
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import time
+from typing import Any
 
 from eventstore import events as ev
+from eventstore import ledger
 from eventstore.events import Event
 from eventstore.state import SessionState
-from processors import failpoints, reactor
-from processors.folding import FoldingWorker
+from processors import reactor
+from processors.effects import EffectWorker
 from processors.model import results
-from processors.model.port import ModelClient, ModelRequest
+from processors.model.port import ModelClient, ModelError, ModelRequest
+from processors.tools.registry import Registry, default_registry
 
 log = logging.getLogger(__name__)
 
 
-class ModelWorker(FoldingWorker):
+class ModelWorker(EffectWorker[ev.ModelRequested]):
     """Effect worker for `model_requested`."""
 
     consumer = "model-worker"
+    kind = "model"
 
-    def __init__(self, *args: object, model: ModelClient, **kwargs: object) -> None:
-        super().__init__(*args, **kwargs)  # type: ignore[arg-type]
+    def __init__(self, *args: Any, model: ModelClient, tools: Registry | None = None, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
         self.model = model
-        self.limit = asyncio.Semaphore(self.settings.model_concurrency)
-        self.in_flight: dict[int, set[int]] = {}
-        self.deferred: list[tuple[ev.ModelRequested, int, int]] = []
-        self.tasks: set[asyncio.Task[None]] = set()
-        self.serving: set[tuple[str, str | None, int | None]] = set()
+        self.tools = tools or default_registry()
+        self.calls = 0
 
-    async def act(self, event: Event, state: SessionState, partition: int, offset: int) -> None:
-        if not isinstance(event, ev.ModelRequested):
-            return
-        self.in_flight.setdefault(partition, set()).add(offset)
-        if self.caught_up:
-            self._spawn(event, partition, offset)
-        else:
-            # Decide after catch-up: its answer may already be further on in the log.
-            self.deferred.append((event, partition, offset))
+    def request(self, event: Event) -> ev.ModelRequested | None:
+        return event if isinstance(event, ev.ModelRequested) else None
 
-    async def on_caught_up(self) -> None:
-        deferred, self.deferred = self.deferred, []
-        for event, partition, offset in deferred:
-            self._spawn(event, partition, offset)
-        # Requests whose log is gone (an older epoch) are found through the projection.
-        for state in await self.running_sessions():
-            turn = state.turn(state.current_turn)
-            if turn is not None and turn.model_pending:
-                request = reactor.model_request(state, turn, turn.step, ev.now())
-                self._spawn(request, None, None)
+    def key(self, request: ev.ModelRequested) -> str:
+        return ledger.model_key(request.session_id, request.turn_id, request.step)
 
-    def committable(self, partition: int) -> int:
-        pending = self.in_flight.get(partition)
-        return min(pending) if pending else self.position.get(partition, 0)
+    def pending(self, request: ev.ModelRequested, state: SessionState) -> bool:
+        turn = state.turn(request.turn_id)
+        return (
+            turn is not None
+            and turn.status == "running"
+            and turn.model_pending
+            and turn.step == request.step
+            and state.status not in ("expired", "deleted")
+        )
 
-    def _spawn(self, event: ev.ModelRequested, partition: int | None, offset: int | None) -> None:
-        key = (event.session_id, event.turn_id, event.step)
-        if key in self.serving:
-            if partition is not None and offset is not None:
-                self.in_flight[partition].discard(offset)
-            return
-        self.serving.add(key)
-        task = asyncio.create_task(self._serve(event, partition, offset))
-        self.tasks.add(task)
-        task.add_done_callback(self.tasks.discard)
+    def unanswered(self, state: SessionState) -> list[ev.ModelRequested]:
+        turn = state.turn(state.current_turn)
+        if turn is None or not turn.model_pending:
+            return []
+        return [reactor.model_request(state, turn, turn.step, ev.now())]
 
-    def _still_pending(self, event: ev.ModelRequested) -> SessionState | None:
-        state = self.cache.states.get(event.session_id)
-        if state is None:
-            return None
-        turn = state.turn(event.turn_id)
-        if turn is None or turn.status != "running" or not turn.model_pending or turn.step != event.step:
-            return None
-        return state
-
-    async def _serve(self, event: ev.ModelRequested, partition: int | None, offset: int | None) -> None:
-        try:
-            state = self._still_pending(event)
-            if state is None:
-                return
-            async with self.limit:
-                await self._call(event, state)
-        except Exception:
-            log.exception("model request %s failed", event.event_id)
-        finally:
-            self.serving.discard((event.session_id, event.turn_id, event.step))
-            if partition is not None and offset is not None:
-                self.in_flight[partition].discard(offset)
-
-    async def _call(self, event: ev.ModelRequested, state: SessionState) -> None:
-        request = ModelRequest(
-            model=event.payload.model,
+    def model_request(self, request: ev.ModelRequested, state: SessionState) -> ModelRequest:
+        """The Messages API request of a step: the conversation so far and the session's tools."""
+        return ModelRequest(
+            model=request.payload.model,
             system=state.system,
             messages=[m.as_api() for m in state.messages],
+            tools=self.tools.definitions(state.tools),
+            max_tokens=state.max_tokens,
+            key=self.key(request),
         )
+
+    async def perform(self, request: ev.ModelRequested, state: SessionState) -> tuple[Event, int]:
         started = time.monotonic()
-        result: Event
+        self.calls += 1
         try:
-            response = await self.model.complete(request)
-        except Exception as exc:
-            result = results.failed(event, f"model call failed: {type(exc).__name__}: {exc}", ev.now())
-        else:
-            took = int((time.monotonic() - started) * 1000)
-            result = results.answered(event, response, ev.now(), took)
-        failpoints.hit("model-worker.before_append")
-        await self.kafka.append(result)
+            response = await self.model.complete(self.model_request(request, state))
+        except ModelError as exc:
+            return results.failed(request, f"model call failed: {exc.reason}", ev.now()), 1
+        except Exception as exc:  # an adapter bug must end the turn, not hang it
+            log.exception("model adapter raised")
+            return results.failed(request, f"model call failed: {type(exc).__name__}: {exc}", ev.now()), 1
+        took = int((time.monotonic() - started) * 1000)
+        return results.answered(
+            request, response, ev.now(), took, self.settings.prices or None
+        ), response.attempts

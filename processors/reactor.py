@@ -8,75 +8,198 @@ every reaction has a deterministic id, so a reaction appended twice is one event
 from __future__ import annotations
 
 from datetime import datetime
+from typing import Any
 
 from eventstore import events as ev
 from eventstore import ids
-from eventstore.state import SessionState, Turn, evolve
+from eventstore.events import Block
+from eventstore.state import CLOSED, SessionState, Turn, evolve
 
 TERMINAL_STOPS = frozenset(
     {"end_turn", "max_tokens", "stop_sequence", "refusal", "model_context_window_exceeded"}
 )
 
 
-def model_request(state: SessionState, turn: Turn, step: int, at: datetime) -> ev.ModelRequested:
+def _envelope(state: SessionState, turn: Turn, at: datetime, step: int | None = None) -> dict[str, Any]:
+    return {
+        "session_id": state.session_id,
+        "tenant_id": state.tenant_id,
+        "turn_id": turn.turn_id,
+        "step": step,
+        "correlation_id": turn.turn_id,
+        "occurred_at": at,
+    }
+
+
+def model_request(
+    state: SessionState, turn: Turn, step: int, at: datetime, tool_results: list[Block] | None = None
+) -> ev.ModelRequested:
+    """The model call of a turn's step; its id, and so its ledger key, is session/turn/step."""
     return ev.ModelRequested(
         event_id=ids.derive(ids.event_key(state.session_id, turn.turn_id, step, "model_requested", 0)),
-        session_id=state.session_id,
-        tenant_id=state.tenant_id,
-        turn_id=turn.turn_id,
-        step=step,
-        correlation_id=turn.turn_id,
-        occurred_at=at,
-        payload=ev.ModelRequestedPayload(model=state.model or "agentlog-offline-1"),
+        **_envelope(state, turn, at, step),
+        payload=ev.ModelRequestedPayload(
+            model=state.model or "agentlog-offline-1", tool_results=tool_results or []
+        ),
     )
 
 
-def _start_next(state: SessionState, at: datetime) -> list[ev.Event]:
-    queued = state.queued()
-    if state.current_turn is not None or not queued or state.status == "deleted":
-        return []
-    turn = queued[0]
-    started = ev.TurnStarted(
-        event_id=ids.derive(ids.event_key(state.session_id, turn.turn_id, "turn_started")),
-        session_id=state.session_id,
-        tenant_id=state.tenant_id,
-        turn_id=turn.turn_id,
-        correlation_id=turn.turn_id,
-        occurred_at=at,
+def _closing_results(turn: Turn, reason: str) -> list[Block]:
+    """A result for every tool_use of the step: the real one if it came, else an error saying why."""
+    out = []
+    for block in turn.tool_uses:
+        tool_use_id = str(block.get("id"))
+        got = turn.result_for(tool_use_id)
+        out.append(got if got is not None else ev.tool_result_block(tool_use_id, reason, True))
+    return out
+
+
+def _fail(state: SessionState, turn: Turn, reason: str, at: datetime) -> list[ev.Event]:
+    """End a turn as failed; requested tools that never answered get an error result."""
+    out: list[ev.Event] = [
+        ev.tool_result(
+            state.session_id,
+            turn_id=turn.turn_id,
+            step=turn.step,
+            tool_use_id=tool_use_id,
+            content=f"not run: {reason}",
+            is_error=True,
+            tenant_id=state.tenant_id,
+            at=at,
+        )
+        for tool_use_id in sorted(turn.requested)
+        if turn.result_for(tool_use_id) is None
+    ]
+    out.append(
+        ev.TurnFailed(
+            event_id=ids.derive(ids.event_key(state.session_id, turn.turn_id, "turn_failed")),
+            **_envelope(state, turn, at, turn.step or None),
+            payload=ev.TurnFailedPayload(
+                reason=reason, tool_results=_closing_results(turn, f"not run: {reason}")
+            ),
+        )
     )
-    return [started, model_request(state, turn.model_copy(update={"status": "running"}), 1, at)]
+    return out
 
 
-def _finish(state: SessionState, turn: Turn, at: datetime) -> list[ev.Event]:
-    if turn.model_pending or turn.stop_reason not in TERMINAL_STOPS:
-        return []
+def _complete(state: SessionState, turn: Turn, at: datetime) -> list[ev.Event]:
     return [
         ev.TurnCompleted(
             event_id=ids.derive(ids.event_key(state.session_id, turn.turn_id, "turn_completed")),
-            session_id=state.session_id,
-            tenant_id=state.tenant_id,
-            turn_id=turn.turn_id,
-            step=turn.step,
-            correlation_id=turn.turn_id,
-            occurred_at=at,
-            payload=ev.TurnCompletedPayload(stop_reason=turn.stop_reason),
+            **_envelope(state, turn, at, turn.step),
+            payload=ev.TurnCompletedPayload(
+                stop_reason=turn.stop_reason,
+                tool_results=_closing_results(
+                    turn, f"not run: the model stopped with {turn.stop_reason} before asking for tools"
+                ),
+            ),
         )
     ]
 
 
+def _next_call(
+    state: SessionState, turn: Turn, step: int, tool_results: list[Block], at: datetime
+) -> list[ev.Event]:
+    """The next model call of a turn, unless a limit ends the turn first."""
+    if step > state.max_steps:
+        return _fail(state, turn, f"step limit reached: {state.max_steps} model calls in this turn", at)
+    if state.token_budget is not None and state.tokens_used() >= state.token_budget:
+        reason = f"token budget exhausted: {state.tokens_used()} of {state.token_budget} tokens used"
+        return _fail(state, turn, reason, at)
+    return [model_request(state, turn, step, at, tool_results)]
+
+
+def _start_next(state: SessionState, at: datetime) -> list[ev.Event]:
+    queued = state.queued()
+    if state.current_turn is not None or not queued:
+        return []
+    turn = queued[0]
+    started = ev.TurnStarted(
+        event_id=ids.derive(ids.event_key(state.session_id, turn.turn_id, "turn_started")),
+        **_envelope(state, turn, at),
+    )
+    running = turn.model_copy(update={"status": "running"})
+    return [started, *_next_call(state, running, 1, [], at)]
+
+
+def tool_request(state: SessionState, turn: Turn, index: int, block: Block, at: datetime) -> ev.ToolRequested:
+    """The request to run the `index`th tool_use block of a turn's current step."""
+    tool_input = block.get("input")
+    return ev.ToolRequested(
+        event_id=ids.derive(
+            ids.event_key(state.session_id, turn.turn_id, turn.step, "tool_requested", index)
+        ),
+        **_envelope(state, turn, at, turn.step),
+        payload=ev.ToolRequestedPayload(
+            tool_use_id=str(block.get("id")),
+            name=str(block.get("name")),
+            input=tool_input if isinstance(tool_input, dict) else {},
+        ),
+    )
+
+
+def _tool_requests(state: SessionState, turn: Turn, at: datetime) -> list[ev.Event]:
+    return [
+        tool_request(state, turn, index, block, at)
+        for index, block in enumerate(turn.tool_uses)
+        if block.get("id") not in turn.requested
+    ]
+
+
+def _continue(state: SessionState, turn: Turn, at: datetime) -> list[ev.Event]:
+    """What follows a running turn whose model has answered."""
+    if turn.stop_reason == "tool_use":
+        if not turn.tool_uses:
+            return _fail(state, turn, "the model stopped for tool_use but sent no tool_use block", at)
+        missing = _tool_requests(state, turn, at)
+        if missing:
+            return missing
+        if len(turn.results) < len(turn.tool_uses):
+            return []  # waiting on tools
+        return _next_call(state, turn, turn.step + 1, _closing_results(turn, "no result"), at)
+    if turn.stop_reason == "pause_turn":
+        # A paused long-running turn: send the conversation again to let the model continue.
+        return _next_call(state, turn, turn.step + 1, [], at)
+    return _complete(state, turn, at)
+
+
 def react(state: SessionState, at: datetime) -> list[ev.Event]:
     """The events that must follow this state now (empty when it waits on an effect)."""
-    if state.current_turn is None:
+    closed = state.status in CLOSED
+    for turn in state.turns:
+        if turn.status == "queued" and (turn.refused or closed):
+            return _fail(state, turn, turn.refused or f"session {state.status}", at)
+    current = state.turn(state.current_turn)
+    if current is None:
         return _start_next(state, at)
-    turn = state.turn(state.current_turn)
-    if turn is None:
+    if closed:
+        return _fail(state, current, f"session {state.status}", at)
+    if current.interrupted:
+        return _fail(state, current, "interrupted by a newer user message (policy interrupt)", at)
+    if current.model_pending:
         return []
-    if turn.step == 0:
-        return [model_request(state, turn, 1, at)]
-    return _finish(state, turn, at)
+    if current.step == 0:
+        return _next_call(state, current, 1, [], at)
+    return _continue(state, current, at)
 
 
-def settle(state: SessionState, at: datetime, limit: int = 16) -> tuple[SessionState, list[ev.Event]]:
+def expiry(state: SessionState, at: datetime) -> ev.SessionExpired | None:
+    """The expiry of an idle session past its TTL, if it is due at `at`."""
+    if state.ttl_s is None or state.status != "idle" or state.last_activity_at is None:
+        return None
+    idle = (at - state.last_activity_at).total_seconds()
+    if idle < state.ttl_s:
+        return None
+    return ev.SessionExpired(
+        event_id=ids.derive(ids.event_key(state.session_id, "session_expired")),
+        session_id=state.session_id,
+        tenant_id=state.tenant_id,
+        occurred_at=at,
+        payload=ev.SessionExpiredPayload(idle_s=int(idle)),
+    )
+
+
+def settle(state: SessionState, at: datetime, limit: int = 64) -> tuple[SessionState, list[ev.Event]]:
     """React until the state asks for nothing more; returns the state with the reactions folded.
 
     A reaction can enable another (a turn's completion starts the next queued turn), and the

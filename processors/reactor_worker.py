@@ -1,12 +1,19 @@
-"""The reactor worker: folds every session and appends what `react` decides, in log order."""
+"""The reactor worker: folds every session and appends what `react` decides, in log order.
+
+Its cache holds exactly the fold of the log. Reactions it appended but has not yet read
+back are kept aside (`unseen`) and folded over the cached state before deciding, so it
+never asks twice for the same thing, and the cache never runs ahead of the log: if
+another writer's event lands first, the log's order is the truth.
+"""
 
 from __future__ import annotations
 
 import logging
+import uuid
 
 from eventstore import events as ev
 from eventstore.events import Event
-from eventstore.state import SessionState
+from eventstore.state import SessionState, fold
 from processors import failpoints, reactor
 from processors.folding import FoldingWorker
 
@@ -18,7 +25,24 @@ class ReactorWorker(FoldingWorker):
 
     consumer = "reactor"
 
+    def __init__(self, *args: object, **kwargs: object) -> None:
+        super().__init__(*args, **kwargs)  # type: ignore[arg-type]
+        self.unseen: dict[str, dict[uuid.UUID, Event]] = {}
+        self.tick_s = self.settings.expiry_check_s
+        self.expired = 0
+
+    def observe(self, event: Event) -> None:
+        mine = self.unseen.get(event.session_id)
+        if mine is not None and mine.pop(event.event_id, None) is not None and not mine:
+            del self.unseen[event.session_id]
+
+    def _ahead(self, state: SessionState) -> SessionState:
+        """The state with our own appended-but-unread reactions folded in."""
+        mine = self.unseen.get(state.session_id)
+        return fold(state.session_id, mine.values(), state) if mine else state
+
     async def act(self, event: Event, state: SessionState, partition: int, offset: int) -> None:
+        failpoints.hit("reactor.after_consume")
         await self._settle(state)
 
     async def on_caught_up(self) -> None:
@@ -30,12 +54,26 @@ class ReactorWorker(FoldingWorker):
         if resumed:
             log.info("reactor: resumed %d unfinished session(s)", resumed)
 
+    async def on_tick(self) -> None:
+        """Expire the idle sessions past their TTL."""
+        at = ev.now()
+        due = [e for s in list(self.cache.states.values()) if (e := reactor.expiry(self._ahead(s), at))]
+        for expiry in due:
+            await self._append([expiry])
+            self.expired += 1
+        if due:
+            log.info("reactor: expired %d idle session(s)", len(due))
+
     async def _settle(self, state: SessionState) -> int:
-        settled, reactions = reactor.settle(state, ev.now())
-        if not reactions:
-            return 0
+        _, reactions = reactor.settle(self._ahead(state), ev.now())
+        if reactions:
+            await self._append(reactions)
+        return len(reactions)
+
+    async def _append(self, reactions: list[Event]) -> None:
         failpoints.hit("reactor.before_append")
         await self.kafka.append_many(reactions)
-        # Our own reactions are folded now: the next event of this session must see them.
-        self.cache.states[state.session_id] = settled
-        return len(reactions)
+        failpoints.hit("reactor.after_append")
+        mine = self.unseen.setdefault(reactions[0].session_id, {})
+        for reaction in reactions:
+            mine[reaction.event_id] = reaction

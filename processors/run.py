@@ -12,13 +12,15 @@ from eventstore import log as kafka_log
 from eventstore import store
 from eventstore.settings import Settings
 from processors import failpoints
-from processors.model.offline import OfflineModel
+from processors.model import router
 from processors.model_worker import ModelWorker
 from processors.projector import Projector
 from processors.reactor_worker import ReactorWorker
+from processors.tool_worker import ToolWorker
+from processors.tools.registry import Registry
 
-Role = Literal["reactor", "model", "projector"]
-ROLES: tuple[Role, ...] = ("reactor", "model", "projector")
+Role = Literal["reactor", "model", "tools", "projector"]
+ROLES: tuple[Role, ...] = ("reactor", "model", "tools", "projector")
 
 
 async def run_role(
@@ -26,6 +28,7 @@ async def run_role(
     settings: Settings,
     stop: asyncio.Event | None = None,
     on_start: Callable[[object], None] | None = None,
+    tools: Registry | None = None,
 ) -> None:
     """Run one worker role until `stop` is set (or, without one, until SIGTERM/SIGINT)."""
     failpoints.arm(settings.failpoints)
@@ -41,12 +44,18 @@ async def run_role(
     await kafka.start()
     conn = await store.connect(settings.database_url)
     try:
-        worker: ReactorWorker | ModelWorker | Projector
+        worker: ReactorWorker | ModelWorker | ToolWorker | Projector
         if role == "reactor":
             worker = ReactorWorker(settings, kafka, conn, epoch)
         elif role == "model":
-            model = OfflineModel(settings.offline_model_latency_ms)
-            worker = ModelWorker(settings, kafka, conn, epoch, model=model)
+            model = router.from_settings(settings)
+            worker = ModelWorker(
+                settings, kafka, conn, epoch, model=model, tools=tools, concurrency=settings.model_concurrency
+            )
+        elif role == "tools":
+            worker = ToolWorker(
+                settings, kafka, conn, epoch, tools=tools, concurrency=settings.tool_concurrency
+            )
         else:
             worker = Projector(settings, kafka, conn, epoch)
         logging.getLogger(__name__).info("%s started (epoch %s)", role, epoch)

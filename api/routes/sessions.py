@@ -16,6 +16,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 from api.problems import Problem
 from eventstore import events as ev
 from eventstore import ids, reads
+from eventstore.events import TurnPolicy
 from eventstore.log import KafkaLog
 from eventstore.settings import Settings
 
@@ -34,6 +35,14 @@ class PostMessage(BaseModel):
     model: str | None = Field(default=None, max_length=200)
     system: str | None = Field(default=None, max_length=100_000)
     metadata: dict[str, Any] = Field(default_factory=dict)
+    policy: TurnPolicy | None = Field(
+        default=None, description="for a new session: what a message does while a turn runs"
+    )
+    max_steps: int | None = Field(default=None, ge=1, le=1000, description="model calls per turn")
+    token_budget: int | None = Field(default=None, ge=1, description="tokens per session")
+    tools: list[str] | None = Field(default=None, max_length=100, description="tool names allowed")
+    ttl_seconds: int | None = Field(default=None, ge=1, description="idle seconds before expiry")
+    max_tokens: int | None = Field(default=None, ge=1, le=128_000, description="per model call")
 
     @field_validator("content")
     @classmethod
@@ -72,6 +81,7 @@ def _deps(request: Request) -> tuple[Any, KafkaLog, Settings]:
         202: {"model": TurnAccepted},
         404: PROBLEM,
         409: PROBLEM,
+        410: PROBLEM,
         413: PROBLEM,
         422: PROBLEM,
         503: PROBLEM,
@@ -90,14 +100,22 @@ async def post_message(
     turn_id = ids.turn_id_for(session_id, key)
     blocks = body.blocks()
     async with pool.connection() as conn:
+        if await reads.session_deleted(conn, session_id):
+            raise Problem(404, "Session not found", f"session {session_id} was deleted")
         cur = await conn.execute(
-            "SELECT s.status, t.user_content FROM sessions s LEFT JOIN turns t"
+            "SELECT s.status, t.user_content, s.policy FROM sessions s LEFT JOIN turns t"
             " ON t.turn_id = %s WHERE s.session_id = %s",
             (turn_id, session_id),
         )
         row = await cur.fetchone()
-    if row is not None and row[0] == "deleted":
-        raise Problem(404, "Session not found", f"session {session_id} was deleted")
+    if row is not None and row[1] is None and row[0] == "expired":
+        raise Problem(410, "Session expired", f"session {session_id} expired after its idle TTL")
+    if row is not None and row[1] is None and row[0] == "running" and row[2] == "reject":
+        raise Problem(
+            409,
+            "Turn in progress",
+            f"session {session_id} is running a turn and its policy is reject; retry when it ends",
+        )
     if row is not None and row[1] is not None and row[1] != blocks:
         raise Problem(
             422,
@@ -113,6 +131,12 @@ async def post_message(
                 model=body.model or settings.default_model,
                 system=body.system,
                 metadata=body.metadata,
+                policy=body.policy or "enqueue",
+                max_steps=body.max_steps or settings.max_steps,
+                token_budget=body.token_budget,
+                tools=body.tools,
+                ttl_s=body.ttl_seconds or settings.session_ttl_s,
+                max_tokens=body.max_tokens or settings.max_tokens,
             )
         )
     request_hash = hashlib.sha256(json.dumps(blocks, sort_keys=True).encode()).hexdigest()
@@ -180,3 +204,25 @@ async def get_events(
         if not await reads.session_exists(conn, session_id):
             raise Problem(404, "Session not found", f"no session {session_id}")
         return await reads.events_page(conn, session_id, after, limit)
+
+
+@router.delete("/sessions/{session_id}", status_code=202, responses={404: PROBLEM})
+async def delete_session(request: Request, session_id: SessionId) -> JSONResponse:
+    """Delete a session: its rows leave every table and the ledger; later posts answer 404."""
+    pool, kafka, _ = _deps(request)
+    async with pool.connection() as conn:
+        if await reads.session_deleted(conn, session_id):
+            return JSONResponse({"session_id": session_id, "status": "deleted"}, status_code=202)
+        cur = await conn.execute("SELECT tenant_id FROM sessions WHERE session_id = %s", (session_id,))
+        row = await cur.fetchone()
+    if row is None:
+        raise Problem(404, "Session not found", f"no session {session_id}")
+    await kafka.append(
+        ev.SessionDeleted(
+            event_id=ids.derive(ids.event_key(session_id, "session_deleted")),
+            session_id=session_id,
+            tenant_id=row[0],
+            occurred_at=ev.now(),
+        )
+    )
+    return JSONResponse({"session_id": session_id, "status": "deleting"}, status_code=202)

@@ -1,7 +1,10 @@
 """The built-in offline model: deterministic (same conversation, same answer), no network.
 
-It stands in for Claude when no ANTHROPIC_API_KEY is set, and reports plausible usage so
-that token and cost paths run; a latency setting lets benchmarks mimic a real model.
+It stands in for Claude when no ANTHROPIC_API_KEY is set. A user message line
+`call <ToolName> <JSON input>` makes it ask for that tool (several lines: parallel calls);
+once the results are in, it answers quoting the first line of each. Otherwise it answers
+from the conversation. Its usage is plausible (a cached prefix, a cache write of the new
+message), so token and cost paths run; a latency setting lets benchmarks mimic a model.
 """
 
 from __future__ import annotations
@@ -10,12 +13,15 @@ import asyncio
 import hashlib
 import json
 import math
+import re
 from typing import Any
 
-from eventstore.events import Usage
+from eventstore.events import Block, StopReason, Usage
 from processors.model.port import ModelRequest, ModelResponse
 
 OFFLINE_MODEL = "agentlog-offline-1"
+
+CALL_LINE = re.compile(r"^\s*call\s+(?P<name>[A-Za-z0-9_-]{1,64})(?:\s+(?P<input>.*?))?\s*$")
 
 
 def _text_of(content: Any) -> str:
@@ -28,23 +34,74 @@ def _tokens(text: str) -> int:
     return max(1, math.ceil(len(text) / 4))
 
 
+def _first_line(content: Any) -> str:
+    text = _text_of(content).strip() if not isinstance(content, str) else content.strip()
+    line = text.splitlines()[0] if text else "(empty)"
+    return line if len(line) <= 200 else line[:200] + "…"
+
+
+def _calls(text: str, digest: str) -> tuple[list[Block], list[str]]:
+    """tool_use blocks for the `call` lines of a message, and the errors of malformed ones."""
+    blocks: list[Block] = []
+    errors: list[str] = []
+    for number, line in enumerate(text.splitlines(), 1):
+        match = CALL_LINE.match(line)
+        if match is None:
+            continue
+        raw = match.group("input") or "{}"
+        try:
+            value = json.loads(raw)
+        except json.JSONDecodeError as exc:
+            errors.append(f"line {number}: input is not JSON ({exc.msg})")
+            continue
+        if not isinstance(value, dict):
+            errors.append(f"line {number}: input must be a JSON object")
+            continue
+        tool_id = "toolu_off_" + hashlib.sha256(f"{digest}/{len(blocks)}".encode()).hexdigest()[:20]
+        blocks.append({"type": "tool_use", "id": tool_id, "name": match.group("name"), "input": value})
+    return blocks, errors
+
+
+def _reply(request: ModelRequest, digest: str) -> tuple[list[Block], StopReason]:
+    last = request.messages[-1] if request.messages else {"role": "user", "content": []}
+    content = last["content"]
+    blocks = content if isinstance(content, list) else []
+    results = [b for b in blocks if isinstance(b, dict) and b.get("type") == "tool_result"]
+    if results:
+        quoted = "; ".join(
+            f"{b.get('tool_use_id')}{' (error)' * bool(b.get('is_error'))}: {_first_line(b.get('content'))}"
+            for b in results
+        )
+        return [{"type": "text", "text": f"Tool results: {quoted}"}], "end_turn"
+    said = _text_of(content).strip()
+    calls, errors = _calls(said, digest)
+    if calls:
+        text = f"Calling {', '.join(b['name'] for b in calls)}."
+        return [{"type": "text", "text": text}, *calls], "tool_use"
+    if errors:
+        return [{"type": "text", "text": "I could not read your call: " + "; ".join(errors)}], "end_turn"
+    turns = sum(1 for m in request.messages if m["role"] == "user")
+    quoted = said if len(said) <= 200 else said[:200] + "…"
+    text = f'You said: "{quoted}". This is turn {turns} of our conversation. [offline {digest}]'
+    return [{"type": "text", "text": text}], "end_turn"
+
+
 def answer(request: ModelRequest) -> ModelResponse:
     """The offline model's reply to a conversation: a pure function of the request."""
-    said = _text_of(request.messages[-1]["content"]).strip() if request.messages else ""
-    turns = sum(1 for m in request.messages if m["role"] == "user")
-    digest = hashlib.sha256(
-        json.dumps([request.system, request.messages], sort_keys=True).encode()
-    ).hexdigest()[:8]
-    quoted = said if len(said) <= 200 else said[:200] + "…"
-    reply = f'You said: "{quoted}". This is turn {turns} of our conversation. [offline {digest}]'
-    prompt = (request.system or "") + json.dumps(request.messages)
-    usage = Usage(input_tokens=_tokens(prompt), output_tokens=_tokens(reply))
-    return ModelResponse(
-        model=request.model,
-        content=[{"type": "text", "text": reply}],
-        stop_reason="end_turn",
-        usage=usage,
+    conversation = json.dumps([request.system, request.messages], sort_keys=True)
+    digest = hashlib.sha256(conversation.encode()).hexdigest()[:8]
+    content, stop_reason = _reply(request, digest)
+    # As if a cache breakpoint sat on the last message: the prefix is read from the cache,
+    # the new message is written to it, a few tokens are plain input.
+    prefix = (request.system or "") + json.dumps(request.messages[:-1]) + json.dumps(request.tools)
+    last = json.dumps(request.messages[-1:])
+    usage = Usage(
+        input_tokens=4,
+        output_tokens=_tokens(json.dumps(content)),
+        cache_read_input_tokens=_tokens(prefix) if len(request.messages) > 1 else 0,
+        cache_creation_input_tokens=_tokens(last),
     )
+    return ModelResponse(model=request.model, content=content, stop_reason=stop_reason, usage=usage)
 
 
 class OfflineModel:

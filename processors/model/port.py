@@ -1,4 +1,4 @@
-"""The ModelClient port: one request in, one assembled assistant message out."""
+"""The ModelClient port: one request in, one assembled assistant message out (or a ModelError)."""
 
 from __future__ import annotations
 
@@ -10,26 +10,55 @@ from eventstore.events import Block, StopReason, Usage
 
 @dataclass(frozen=True)
 class ModelRequest:
-    """What a model call needs: the model, the system prompt, the conversation."""
+    """What a model call needs: the model, the system prompt, the conversation, the tools.
+
+    `key` is the call's deterministic ledger key (session/turn/step); adapters may use it
+    for logging or request metadata, never for behaviour.
+    """
 
     model: str
     messages: list[dict[str, Any]]
     system: str | None = None
     tools: list[dict[str, Any]] = field(default_factory=list)
+    max_tokens: int = 4096
+    key: str = ""
 
 
 @dataclass(frozen=True)
 class ModelResponse:
-    """The assembled assistant message and its usage."""
+    """The assembled assistant message and its usage; content blocks verbatim."""
 
     model: str
     content: list[Block]
     stop_reason: StopReason | None
     usage: Usage
+    attempts: int = 1
+
+
+class ModelError(Exception):
+    """A model call that did not produce a message.
+
+    `retryable` errors (429, 500, 529, timeouts, a cut connection) may succeed if sent
+    again; the others (400, 401, 403, 404, 413) never will, and end the turn with `reason`.
+    """
+
+    def __init__(
+        self,
+        reason: str,
+        *,
+        retryable: bool,
+        status: int | None = None,
+        retry_after_s: float | None = None,
+    ) -> None:
+        super().__init__(reason)
+        self.reason = reason
+        self.retryable = retryable
+        self.status = status
+        self.retry_after_s = retry_after_s
 
 
 class ModelClient(Protocol):
-    """Anything that answers a ModelRequest."""
+    """Anything that answers a ModelRequest, raising ModelError when it cannot."""
 
     async def complete(self, request: ModelRequest) -> ModelResponse:
         """Answer one request."""

@@ -7,7 +7,7 @@ from typing import Any
 
 from eventstore import events as ev
 from eventstore import ids
-from eventstore.pricing import cost_of
+from eventstore.pricing import DEFAULT_PRICES, Prices, cost_of
 from processors.model.port import ModelResponse
 
 
@@ -24,9 +24,14 @@ def _caused_by(request: ev.ModelRequested, at: datetime) -> dict[str, Any]:
 
 
 def answered(
-    request: ev.ModelRequested, response: ModelResponse, at: datetime, duration_ms: int = 0
+    request: ev.ModelRequested,
+    response: ModelResponse,
+    at: datetime,
+    duration_ms: int = 0,
+    prices: Prices | None = None,
 ) -> ev.AssistantMessage:
-    """The assistant message answering a model request, priced from its usage."""
+    """The assistant message answering a model request, priced from its usage (the default
+    price table, with `prices` overriding or adding models)."""
     key = ids.event_key(request.session_id, request.turn_id, request.step, "assistant_message", 0)
     return ev.AssistantMessage(
         event_id=ids.derive(key),
@@ -36,7 +41,7 @@ def answered(
             content=response.content,
             stop_reason=response.stop_reason,
             usage=response.usage,
-            cost_usd=cost_of(response.model, response.usage),
+            cost_usd=cost_of(response.model, response.usage, {**DEFAULT_PRICES, **(prices or {})}),
             duration_ms=duration_ms,
         ),
     )

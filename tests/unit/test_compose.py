@@ -13,9 +13,9 @@ ROOT = Path(__file__).resolve().parents[2]
 COMPOSE = ROOT / "docker-compose.yml"
 
 INFRA = {"kafka", "postgres"}
-AGENTLOG_SERVICES = {"migrate", "api", "reactor", "model-worker", "projector"}
-WORKERS = {"reactor": "reactor", "model-worker": "model", "projector": "projector"}
-ROLES = {"reactor", "model", "projector"}
+AGENTLOG_SERVICES = {"migrate", "api", "reactor", "model-worker", "tool-worker", "projector"}
+WORKERS = {"reactor": "reactor", "model-worker": "model", "tool-worker": "tools", "projector": "projector"}
+ROLES = {"reactor", "model", "tools", "projector"}
 
 
 def _services() -> dict[str, Any]:

@@ -56,10 +56,13 @@ def test_second_message_waits_for_the_running_turn() -> None:
     assert nxt[0].turn_id == second.turn_id
 
 
-def test_deleted_session_starts_nothing() -> None:
+def test_deleted_session_starts_nothing_and_fails_a_late_message() -> None:
     log: list[ev.Event] = [
         ev.session_started("s", model="m", at=AT),
         ev.SessionDeleted(event_id=ids.derive("del"), session_id="s", occurred_at=AT),
         ev.user_message("s", text="late", idempotency_key="z", at=AT),
     ]
-    assert reactor.react(fold("s", log), AT) == []
+    out = reactor.react(fold("s", log), AT)
+    assert [e.type for e in out] == ["turn_failed"]
+    assert isinstance(out[0], ev.TurnFailed) and out[0].payload.reason == "session deleted"
+    assert reactor.react(fold("s", [*log, *out]), AT) == []

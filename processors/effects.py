@@ -1,0 +1,144 @@
+"""The effect workers' common loop: many requests in flight, the ledger before any effect.
+
+A request is served at most once at a time per key; its outcome is looked up in the
+ledger first (recorded: re-emit it, do nothing), then produced, recorded, and appended.
+Offsets never pass a request still in flight, so a crash redelivers it, and the ledger
+absorbs the redelivery. A failure to record or append is fatal to the worker (it exits
+and is restarted) rather than silently dropping a request.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from typing import Generic, TypeVar
+
+from eventstore import ledger
+from eventstore.events import Event
+from eventstore.state import SessionState
+from processors import failpoints
+from processors.folding import FoldingWorker
+
+log = logging.getLogger(__name__)
+
+R = TypeVar("R", bound=Event)
+
+
+class EffectWorker(FoldingWorker, Generic[R]):
+    """Base of the model and tool workers. Subclasses say what they serve and how."""
+
+    kind = "effect"
+
+    def __init__(self, *args: object, concurrency: int = 256, **kwargs: object) -> None:
+        super().__init__(*args, **kwargs)  # type: ignore[arg-type]
+        self.limit = asyncio.Semaphore(concurrency)
+        self.in_flight: dict[int, set[int]] = {}
+        self.deferred: list[tuple[R, int, int]] = []
+        self.tasks: set[asyncio.Task[None]] = set()
+        self.serving: set[str] = set()
+        self.performed = 0
+        self.reemitted = 0
+
+    # What a subclass defines.
+
+    def request(self, event: Event) -> R | None:
+        """The event as a request this worker serves, or None."""
+        raise NotImplementedError
+
+    def key(self, request: R) -> str:
+        """The request's ledger key."""
+        raise NotImplementedError
+
+    def pending(self, request: R, state: SessionState) -> bool:
+        """Whether the session still waits for this request's outcome."""
+        raise NotImplementedError
+
+    def unanswered(self, state: SessionState) -> list[R]:
+        """Requests of a session that wait for an outcome (to resume them after a restart)."""
+        raise NotImplementedError
+
+    async def perform(self, request: R, state: SessionState) -> tuple[Event, int]:
+        """Do the effect; returns its outcome event and the attempts it took. Must not raise
+        for failures of the effect itself: those are outcomes too."""
+        raise NotImplementedError
+
+    # The loop.
+
+    async def act(self, event: Event, state: SessionState, partition: int, offset: int) -> None:
+        request = self.request(event)
+        if request is None:
+            return
+        failpoints.hit(f"{self.consumer}.after_consume")
+        self.in_flight.setdefault(partition, set()).add(offset)
+        if self.caught_up:
+            self._spawn(request, partition, offset)
+        else:
+            # Decide after catch-up: its outcome may already be further on in the log.
+            self.deferred.append((request, partition, offset))
+
+    async def on_caught_up(self) -> None:
+        deferred, self.deferred = self.deferred, []
+        for request, partition, offset in deferred:
+            self._spawn(request, partition, offset)
+        # Requests whose log is gone (an older epoch) are found through the projection.
+        for state in await self.running_sessions():
+            for request in self.unanswered(state):
+                self._spawn(request, None, None)
+
+    def committable(self, partition: int) -> int:
+        pending = self.in_flight.get(partition)
+        return min(pending) if pending else self.position.get(partition, 0)
+
+    def _spawn(self, request: R, partition: int | None, offset: int | None) -> None:
+        key = self.key(request)
+        if key in self.serving:
+            self._release(partition, offset)
+            return
+        self.serving.add(key)
+        task = asyncio.create_task(self._serve(request, key, partition, offset))
+        self.tasks.add(task)
+        task.add_done_callback(self.tasks.discard)
+
+    def _release(self, partition: int | None, offset: int | None) -> None:
+        if partition is not None and offset is not None:
+            self.in_flight[partition].discard(offset)
+
+    async def _serve(self, request: R, key: str, partition: int | None, offset: int | None) -> None:
+        try:
+            state = self.cache.states.get(request.session_id)
+            if state is not None and self.pending(request, state):
+                async with self.limit:
+                    await self._effect(request, key, state)
+        except Exception as exc:
+            # The outcome could not be recorded or appended: keep the offset where it is
+            # and stop, so that a restart serves this request again.
+            log.exception("%s: serving %s failed", self.consumer, key)
+            self.fatal = exc
+        else:
+            self._release(partition, offset)
+        finally:
+            self.serving.discard(key)
+
+    async def _effect(self, request: R, key: str, state: SessionState) -> None:
+        outcome = await ledger.recorded(self.conn, key)
+        if outcome is not None:
+            self.reemitted += 1
+        else:
+            failpoints.hit(f"{self.consumer}.before_call")
+            produced, attempts = await self.perform(request, state)
+            failpoints.hit(f"{self.consumer}.after_call")
+            outcome = await ledger.record(self.conn, key, self.kind, request, produced, attempts)
+            self.performed += 1
+            failpoints.hit(f"{self.consumer}.after_ledger")
+        await self.kafka.append(outcome)
+        failpoints.hit(f"{self.consumer}.after_append")
+
+    async def drain(self) -> None:
+        """On a clean stop, give requests in flight a moment, then cancel the rest: their
+        offsets were never committed, so the next start serves them again."""
+        if self.tasks:
+            await asyncio.wait(set(self.tasks), timeout=self.settings.drain_timeout_s)
+        for task in list(self.tasks):
+            task.cancel()
+        if self.tasks:
+            await asyncio.wait(set(self.tasks), timeout=5)

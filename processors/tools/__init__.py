@@ -1,0 +1,1 @@
+"""Tools the model can call, and the registry the tool worker runs them from."""

@@ -1,0 +1,270 @@
+"""The full reactor, pure: tool steps, every stop reason, policies, limits, expiry."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import pytest
+
+from eventstore import events as ev
+from eventstore.events import Usage
+from eventstore.state import SessionState, fold
+from processors import reactor
+from processors.model import results
+from processors.model.port import ModelResponse
+from tests.unit.test_fold import assert_transcript_valid
+
+AT = datetime(2026, 1, 1, tzinfo=UTC)
+
+
+class Session:
+    """A log driven by hand: settle the reactor, answer the model, answer tools."""
+
+    def __init__(self, **settings: Any) -> None:
+        self.log: list[ev.Event] = [ev.session_started("s", model="m", at=AT, **settings)]
+        self.n = 0
+
+    @property
+    def state(self) -> SessionState:
+        return fold("s", self.log)
+
+    def settle(self) -> list[ev.Event]:
+        _, out = reactor.settle(self.state, AT)
+        self.log += out
+        return out
+
+    def user(self, text: str = "hi") -> ev.UserMessage:
+        self.n += 1
+        message = ev.user_message("s", text=text, idempotency_key=f"k{self.n}", at=AT)
+        self.log.append(message)
+        return message
+
+    def last_request(self) -> ev.ModelRequested:
+        return next(e for e in reversed(self.log) if isinstance(e, ev.ModelRequested))
+
+    def model(self, *content: dict[str, Any], stop: Any = "end_turn", usage: Usage | None = None) -> None:
+        response = ModelResponse(model="m", content=list(content), stop_reason=stop, usage=usage or Usage())
+        self.log.append(results.answered(self.last_request(), response, AT))
+
+    def tool(self, request: ev.ToolRequested, text: str, is_error: bool = False) -> ev.ToolResult:
+        result = ev.tool_result(
+            "s",
+            turn_id=request.turn_id,
+            step=request.step,
+            tool_use_id=request.payload.tool_use_id,
+            content=text,
+            is_error=is_error,
+        )
+        self.log.append(result)
+        return result
+
+
+def use(n: int) -> dict[str, Any]:
+    return {"type": "tool_use", "id": f"toolu_{n}", "name": "Echo", "input": {"text": str(n)}}
+
+
+def text(value: str) -> dict[str, Any]:
+    return {"type": "text", "text": value}
+
+
+def test_parallel_tool_uses_become_requests_and_their_results_go_back_in_one_message() -> None:
+    s = Session()
+    s.user()
+    s.settle()
+    s.model(text("using tools"), use(1), use(2), use(3), stop="tool_use")
+    requests = s.settle()
+    assert [e.type for e in requests] == ["tool_requested"] * 3
+    assert [r.payload.tool_use_id for r in requests if isinstance(r, ev.ToolRequested)] == [
+        "toolu_1",
+        "toolu_2",
+        "toolu_3",
+    ]
+    assert s.settle() == []  # asked once
+    # Results arrive in any order; the reactor waits for all of them.
+    tool_requests = [r for r in requests if isinstance(r, ev.ToolRequested)]
+    s.tool(tool_requests[2], "three")
+    s.tool(tool_requests[0], "one")
+    assert s.settle() == []
+    s.tool(tool_requests[1], "two")
+    (following,) = s.settle()
+    assert isinstance(following, ev.ModelRequested) and following.step == 2
+    # One user message, results in the order of the tool_use blocks.
+    assert [b["tool_use_id"] for b in following.payload.tool_results] == ["toolu_1", "toolu_2", "toolu_3"]
+    assert [b["content"] for b in following.payload.tool_results] == ["one", "two", "three"]
+    assert [m.role for m in s.state.messages] == ["user", "assistant", "user"]
+    s.model(text("done"))
+    (completed,) = s.settle()
+    assert isinstance(completed, ev.TurnCompleted) and completed.payload.stop_reason == "end_turn"
+    assert_transcript_valid(s.state.messages)
+
+
+def test_a_duplicate_or_stray_tool_result_changes_nothing() -> None:
+    s = Session()
+    s.user()
+    s.settle()
+    s.model(use(1), use(2), stop="tool_use")
+    first, second = [r for r in s.settle() if isinstance(r, ev.ToolRequested)]
+    s.tool(first, "one")
+    before = s.state
+    # The same result again (same id), and a different answer to the same call: both ignored.
+    s.log.append(s.log[-1])
+    s.tool(first, "one, again")
+    assert s.state.turn(before.current_turn) == before.turn(before.current_turn)
+    s.tool(second, "two")
+    (following,) = s.settle()
+    assert isinstance(following, ev.ModelRequested)
+    assert [b["content"] for b in following.payload.tool_results] == ["one", "two"]
+
+
+@pytest.mark.parametrize(
+    "stop", ["end_turn", "max_tokens", "stop_sequence", "refusal", "model_context_window_exceeded", None]
+)
+def test_terminal_stop_reasons_end_the_turn_with_that_reason(stop: Any) -> None:
+    s = Session()
+    s.user()
+    s.settle()
+    s.model(text("partial"), stop=stop)
+    (completed,) = s.settle()
+    assert isinstance(completed, ev.TurnCompleted) and completed.payload.stop_reason == stop
+    assert s.state.turns[0].status == "completed" and s.state.turns[0].stop_reason == stop
+
+
+def test_max_tokens_inside_a_tool_use_closes_it_with_an_error_result() -> None:
+    s = Session()
+    s.user()
+    s.settle()
+    s.model(text("let me"), use(1), stop="max_tokens")
+    (completed,) = s.settle()
+    assert isinstance(completed, ev.TurnCompleted)
+    (closing,) = completed.payload.tool_results
+    assert closing["tool_use_id"] == "toolu_1" and closing["is_error"] is True
+    assert "max_tokens" in closing["content"]
+    assert_transcript_valid(s.state.messages)
+    # The next turn's conversation is valid for the API.
+    s.user("again")
+    s.settle()
+    assert [m.role for m in s.state.messages] == ["user", "assistant", "user", "user"]
+
+
+def test_pause_turn_sends_the_conversation_again() -> None:
+    s = Session()
+    s.user()
+    s.settle()
+    s.model(
+        {"type": "server_tool_use", "id": "srvtoolu_1", "name": "web_search", "input": {}}, stop="pause_turn"
+    )
+    (again,) = s.settle()
+    assert isinstance(again, ev.ModelRequested) and again.step == 2 and again.payload.tool_results == []
+    assert s.state.messages[-1].role == "assistant"  # the paused content goes back as it was
+    s.model(text("finished"))
+    assert [e.type for e in s.settle()] == ["turn_completed"]
+
+
+def test_tool_use_stop_without_a_tool_use_block_fails_clearly() -> None:
+    s = Session()
+    s.user()
+    s.settle()
+    s.model(text("hmm"), stop="tool_use")
+    (failed,) = s.settle()
+    assert isinstance(failed, ev.TurnFailed) and "no tool_use block" in failed.payload.reason
+
+
+def test_step_limit_fails_the_turn_and_closes_its_tool_calls() -> None:
+    s = Session(max_steps=2)
+    s.user()
+    s.settle()
+    for step in (1, 2):
+        s.model(use(step), stop="tool_use")
+        (request,) = s.settle()
+        assert isinstance(request, ev.ToolRequested)
+        s.tool(request, f"r{step}")
+        out = s.settle()
+    (failed,) = out
+    assert isinstance(failed, ev.TurnFailed)
+    assert failed.payload.reason == "step limit reached: 2 model calls in this turn"
+    assert [b["content"] for b in failed.payload.tool_results] == ["r2"]
+    assert_transcript_valid(s.state.messages)
+
+
+def test_token_budget_fails_the_turn_and_later_turns() -> None:
+    s = Session(token_budget=100)
+    s.user()
+    s.settle()
+    s.model(use(1), stop="tool_use", usage=Usage(input_tokens=80, output_tokens=30))
+    (request,) = s.settle()
+    assert isinstance(request, ev.ToolRequested)
+    s.tool(request, "r")
+    (failed,) = s.settle()
+    assert isinstance(failed, ev.TurnFailed)
+    assert failed.payload.reason == "token budget exhausted: 110 of 100 tokens used"
+    s.user("more")
+    out = s.settle()
+    assert [e.type for e in out] == ["turn_started", "turn_failed"]
+
+
+def test_policy_reject_fails_a_message_that_arrives_while_a_turn_runs() -> None:
+    s = Session(policy="reject")
+    s.user()
+    s.settle()
+    late = s.user("me too")
+    (rejected,) = s.settle()
+    assert isinstance(rejected, ev.TurnFailed) and rejected.turn_id == late.turn_id
+    assert "policy reject" in rejected.payload.reason
+    s.model(text("first answered"))
+    assert [e.type for e in s.settle()] == ["turn_completed"]
+    assert [t.status for t in s.state.turns] == ["completed", "failed"]
+
+
+def test_policy_interrupt_ends_the_running_turn_and_answers_its_tool_calls() -> None:
+    s = Session(policy="interrupt")
+    s.user()
+    s.settle()
+    s.model(use(1), use(2), stop="tool_use")
+    first, second = [r for r in s.settle() if isinstance(r, ev.ToolRequested)]
+    s.tool(first, "one")
+    newer = s.user("stop, do this instead")
+    out = s.settle()
+    assert [e.type for e in out] == ["tool_result", "turn_failed", "turn_started", "model_requested"]
+    cancelled = out[0]
+    assert isinstance(cancelled, ev.ToolResult) and cancelled.payload.is_error
+    assert cancelled.payload.tool_use_id == "toolu_2"
+    assert out[2].turn_id == newer.turn_id
+    # The executor's late result is the same event id: a duplicate that changes nothing.
+    late = s.tool(second, "two, too late")
+    assert late.event_id == cancelled.event_id
+    assert fold("s", s.log) == fold("s", s.log[:-1])
+    assert_transcript_valid(s.state.messages)
+    s.model(text("ok"))
+    s.settle()
+    assert [t.status for t in s.state.turns] == ["failed", "completed"]
+
+
+def test_policy_interrupt_while_the_model_runs_ignores_its_late_answer() -> None:
+    s = Session(policy="interrupt")
+    s.user()
+    s.settle()
+    old_request = s.last_request()
+    s.user("newer")
+    assert [e.type for e in s.settle()] == ["turn_failed", "turn_started", "model_requested"]
+    late = results.answered(old_request, ModelResponse("m", [text("late")], "end_turn", Usage()), AT)
+    s.log.append(late)
+    assert all(m.content != (text("late"),) for m in s.state.messages)
+
+
+def test_an_idle_session_expires_after_its_ttl_only() -> None:
+    s = Session(ttl_s=60)
+    s.user()
+    s.settle()
+    assert reactor.expiry(s.state, AT + timedelta(hours=1)) is None  # running: never
+    s.model(text("answer"))
+    s.settle()
+    assert reactor.expiry(s.state, AT + timedelta(seconds=59)) is None
+    expired = reactor.expiry(s.state, AT + timedelta(seconds=61))
+    assert expired is not None and expired.payload.idle_s == 61
+    s.log.append(expired)
+    assert s.state.status == "expired"
+    s.user("anyone?")
+    (failed,) = s.settle()
+    assert isinstance(failed, ev.TurnFailed) and failed.payload.reason == "session expired"
+    assert reactor.expiry(Session().state, AT + timedelta(days=999)) is None  # no TTL: kept
