@@ -43,6 +43,7 @@ async def run_role(
     kafka = kafka_log.KafkaLog(settings)
     await kafka.start()
     conn = await store.connect(settings.database_url)
+    model: router.ModelRouter | None = None
     try:
         worker: ReactorWorker | ModelWorker | ToolWorker | Projector
         if role == "reactor":
@@ -63,5 +64,7 @@ async def run_role(
             on_start(worker)
         await worker.run(stop)
     finally:
+        if model is not None:
+            await model.aclose()
         await conn.close()
         await kafka.stop()

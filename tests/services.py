@@ -23,6 +23,7 @@ from api.app import create_app
 from eventstore import store
 from eventstore.settings import Settings
 from processors.run import Role, run_role
+from processors.tools.registry import Registry
 
 
 class Broker:
@@ -64,19 +65,20 @@ class Stack:
     workers: dict[str, Any] = field(default_factory=dict)
     api_url: str | None = None
 
-    async def start(self, *roles: Role) -> None:
-        """Start worker roles as tasks of this event loop."""
+    async def start(self, *roles: Role, tools: Registry | None = None) -> None:
+        """Start worker roles as tasks of this event loop (with a tool registry of the test's)."""
         for role in roles:
             stop = asyncio.Event()
 
             def keep(worker: object, role: str = role) -> None:
                 self.workers[role] = worker
 
-            task = asyncio.create_task(run_role(role, self.settings, stop, on_start=keep))
+            task = asyncio.create_task(run_role(role, self.settings, stop, on_start=keep, tools=tools))
             self.tasks[role] = (task, stop)
 
     async def stop_role(self, role: str) -> None:
         task, stop = self.tasks.pop(role)
+        self.workers.pop(role, None)
         stop.set()
         await asyncio.wait_for(task, 30)
 
@@ -112,7 +114,7 @@ class Stack:
     async def sql(self, query: str, *params: Any) -> list[tuple[Any, ...]]:
         async with await store.connect(self.settings.database_url) as conn:
             cur = await conn.execute(query.encode() if not params else query, params or None)
-            return await cur.fetchall()
+            return await cur.fetchall() if cur.description is not None else []
 
 
 async def wait_until(predicate: Any, within: float = 30, interval: float = 0.05) -> Any:
@@ -147,7 +149,8 @@ TABLES = {
     "sessions": "SELECT * FROM sessions ORDER BY session_id",
     "turns": "SELECT * FROM turns ORDER BY turn_id",
     "messages": "SELECT * FROM messages ORDER BY message_id",
-    "tool_calls": "SELECT * FROM tool_calls ORDER BY tool_use_id",
+    "tool_calls": "SELECT * FROM tool_calls ORDER BY session_id, tool_use_id",
+    "deleted_sessions": "SELECT * FROM deleted_sessions ORDER BY session_id",
 }
 
 

@@ -25,6 +25,12 @@ class ModelRouter:
             )
         return await self.claude.complete(request)
 
+    async def aclose(self) -> None:
+        """Close the HTTP client of the Claude adapter, if there is one."""
+        close = getattr(self.claude, "aclose", None)
+        if close is not None:
+            await close()
+
 
 def from_settings(settings: Settings) -> ModelRouter:
     """The router a model worker runs with."""

@@ -21,8 +21,11 @@ from tests.unit.test_fold import run
 ROOT = Path(__file__).resolve().parents[2]
 
 
-def _worker(role: str, settings: Settings, log_dir: Path, failpoints: str = "") -> subprocess.Popen[bytes]:
+def _worker(
+    role: str, settings: Settings, log_dir: Path, failpoints: str = "", extra: dict[str, str] | None = None
+) -> subprocess.Popen[bytes]:
     env = {
+        **(extra or {}),
         **os.environ,
         "AGENTLOG_KAFKA_BOOTSTRAP": settings.kafka_bootstrap,
         "AGENTLOG_DATABASE_URL": settings.database_url,
