@@ -176,8 +176,8 @@ async def test_three_parallel_tool_calls_through_the_sdk_make_the_exact_request_
     in_sql = await stack.sql(
         "SELECT s.cost_usd, sum(m.input_tokens * 5 + m.output_tokens * 25 + m.cache_write_tokens * 6.25"
         " + m.cache_read_tokens * 0.50) / 1000000, sum(m.cost_usd)"
-        " FROM sessions s JOIN messages m USING (session_id)"
-        " WHERE s.session_id = 'sdk' AND m.role = 'assistant' GROUP BY s.cost_usd"
+        " FROM sessions s JOIN model_calls m USING (session_id)"
+        " WHERE s.session_id = 'sdk' GROUP BY s.cost_usd"
     )
     assert in_sql == [(expected, expected, expected)]
     assert expected > 0
@@ -262,6 +262,13 @@ async def test_policy_reject_answers_409_and_interrupt_ends_the_running_turn(
         "SELECT content->0->>'text' FROM messages WHERE session_id = 'int' AND role = 'assistant'"
     )
     assert ("slow answer",) not in texts
+    # ... and the session's cost is still every call's: the model_calls view has them all.
+    costs = await stack.sql(
+        "SELECT s.cost_usd, (SELECT sum(cost_usd) FROM model_calls WHERE session_id = 'int'),"
+        " (SELECT count(*) FROM model_calls WHERE session_id = 'int')"
+        " FROM sessions s WHERE session_id = 'int'"
+    )
+    assert costs[0][0] == costs[0][1] and costs[0][2] == 2
 
 
 async def _late_answer_billed(stack: Stack) -> bool:
