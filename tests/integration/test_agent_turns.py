@@ -13,11 +13,12 @@ from typing import Any
 import httpx
 import pytest
 
+from agentlog.replay import rebuild, replay
 from eventstore.events import Usage
 from eventstore.pricing import cost_of
 from processors.tools.registry import Echo, Registry, ToolOutput
 from tests.fakes import anthropic as fake
-from tests.services import Stack, stack_on, wait_until
+from tests.services import Stack, snapshot, stack_on, wait_until
 
 MODEL = "claude-opus-4-8"
 PRICES = {MODEL: (Decimal(5), Decimal(25), Decimal("6.25"), Decimal("0.50"))}
@@ -183,6 +184,15 @@ async def test_three_parallel_tool_calls_through_the_sdk_make_the_exact_request_
     assert expected > 0
     ledger = await stack.sql("SELECT effect_key, kind FROM effects WHERE session_id = 'sdk' ORDER BY 1")
     assert [k for _, k in ledger].count("model") == 2 and [k for _, k in ledger].count("tool") == 3
+    # Invariant 8: replaying and rebuilding read the record only; nothing is called or run.
+    runs = stack.workers["tools"].runs
+    before = await snapshot(stack)
+    for source in ("kafka", "postgres"):
+        state = await replay(stack.settings, "sdk", source)  # type: ignore[arg-type]
+        assert [m.role for m in state.messages] == ["user", "assistant", "user", "assistant"]
+    await rebuild(stack.settings)
+    assert await snapshot(stack) == before
+    assert claude.calls == 2 and stack.workers["tools"].runs == runs
 
 
 async def test_retryable_errors_are_retried_and_a_bad_request_fails_the_turn(

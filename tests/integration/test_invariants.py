@@ -89,17 +89,22 @@ async def _reactor_has(stack: object, session: str, count: int) -> bool:
 
 async def test_rebuild_gives_the_same_rows(pg_server: str, log_dir: Path) -> None:
     async with stack_on(pg_server, log_dir) as stack:
-        await stack.start("projector", "reactor", "model")
+        await stack.start("projector", "reactor", "model", "tools")
         url = await stack.start_api()
         async with httpx.AsyncClient(base_url=url) as client:
             for s in range(3):
                 for t in range(2):
                     await _turn(client, f"b{s}", f"hello {t}", f"b{s}-{t}")
+            # A tool turn: two model calls, a tool request and its result.
+            await _turn(client, "bt", 'call Echo {"text": "x"}\ncall Echo {"text": "y"}', "bt-0")
+            await client.delete("/v1/sessions/b2")
+        await wait_until(lambda: stack.sql("SELECT 1 FROM deleted_sessions"))
         await wait_until(lambda: _partition_consumed(stack, "projector"))
         before = await snapshot(stack)
-        assert len(before["events"]) == 3 * (1 + 2 * 5)
+        assert len(before["events"]) == 2 * (1 + 2 * 5) + 12  # b2 deleted; bt: start, user, 10 more
+        assert len(before["tool_calls"]) == 2 and len(before["deleted_sessions"]) == 1
         result = await rebuild(stack.settings)
-        assert result["applied"] == len(before["events"]) and result["dead_letters"] == 0
+        assert result["dead_letters"] == 0
         assert await snapshot(stack) == before
 
 
@@ -138,6 +143,12 @@ async def test_new_log_epoch_keeps_sessions_and_resumes_unfinished_turns(
         url = await first.start_api()
         async with httpx.AsyncClient(base_url=url) as client:
             await _turn(client, "old", "remember me", "old-0")
+            # No tool worker yet: this turn waits on its tool call when the broker goes away.
+            r = await client.post(
+                "/v1/sessions/tooled/messages", json={"content": 'call Echo {"text": "later"}'}
+            )
+            assert r.status_code == 202
+            await wait_until(lambda: first.sql("SELECT 1 FROM tool_calls WHERE status = 'requested'"))
             await first.stop_role("model")
             r = await client.post(
                 "/v1/sessions/pending/messages",
@@ -153,13 +164,21 @@ async def test_new_log_epoch_keeps_sessions_and_resumes_unfinished_turns(
         old_epoch = (await first.sql("SELECT DISTINCT log_epoch FROM events"))[0][0]
         second = await new_epoch(first, log_dir)
         try:
-            await second.start("projector", "reactor", "model")
+            await second.start("projector", "reactor", "model", "tools")
             url = await second.start_api()
             await wait_until(
                 lambda: second.sql(
                     "SELECT 1 FROM turns WHERE session_id = 'pending' AND status = 'completed'"
                 )
             )
+            await wait_until(
+                lambda: second.sql("SELECT 1 FROM turns WHERE session_id = 'tooled' AND status = 'completed'")
+            )
+            tooled = await second.sql(
+                "SELECT t.steps, c.status, c.result FROM turns t JOIN tool_calls c USING (session_id)"
+                " WHERE session_id = 'tooled'"
+            )
+            assert tooled == [(2, "ok", "later")]
             async with httpx.AsyncClient(base_url=url) as client:
                 answer = await _turn(client, "old", "and now?", "old-1")
                 assert "turn 2 of our conversation" in str(answer["output_text"])
