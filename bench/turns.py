@@ -45,7 +45,9 @@ def _pct(samples: list[float], q: float) -> float:
     return ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))]
 
 
-async def _run(stack: Stack, sessions: int, serial: int, tools: bool, model_s: float) -> list[tuple[str, str]]:
+async def _run(
+    stack: Stack, sessions: int, serial: int, tools: bool, model_s: float
+) -> list[tuple[str, str]]:
     url = await stack.start_api()
     limits = httpx.Limits(max_connections=sessions + 10, max_keepalive_connections=sessions + 10)
     async with httpx.AsyncClient(base_url=url, timeout=180, limits=limits) as client:
@@ -62,7 +64,10 @@ async def _run(stack: Stack, sessions: int, serial: int, tools: bool, model_s: f
         ("sessions posted at once", f"{sessions}"),
         ("model time per turn", f"{model_s * 1000:.0f} ms" + (" (2 steps)" if tools else "")),
         ("wall time, all at once", f"{wall:.2f} s"),
-        ("turn latency p50 / p95 / p99", " / ".join(f"{_pct(concurrent, q):.2f} s" for q in (0.5, 0.95, 0.99))),
+        (
+            "turn latency p50 / p95 / p99",
+            " / ".join(f"{_pct(concurrent, q):.2f} s" for q in (0.5, 0.95, 0.99)),
+        ),
         (
             "overhead over model time p50 / p95",
             " / ".join(f"{_pct(overhead, q) * 1000:.0f} ms" for q in (0.5, 0.95)),
@@ -91,7 +96,9 @@ async def main(sessions: int, latency_ms: int, serial: int, tools: bool) -> None
                 rows = await _run(stack, sessions, serial, tools, model_s)
         finally:
             server.cleanup()
-    table = Table(title=f"agentlog turns ({'tool' if tools else 'plain'} turns, offline model at {latency_ms} ms)")
+    table = Table(
+        title=f"agentlog turns ({'tool' if tools else 'plain'} turns, offline model at {latency_ms} ms)"
+    )
     table.add_column("measure")
     table.add_column("result", justify="right")
     for row in rows:
@@ -100,7 +107,9 @@ async def main(sessions: int, latency_ms: int, serial: int, tools: bool) -> None
 
 
 if __name__ == "__main__":
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--sessions", type=int, default=100)
     parser.add_argument("--latency-ms", type=int, default=1000)
     parser.add_argument("--serial", type=int, default=10, help="turns run one after another, to scale")

@@ -188,7 +188,7 @@ async def test_three_parallel_tool_calls_through_the_sdk_make_the_exact_request_
     runs = stack.workers["tools"].runs
     before = await snapshot(stack)
     for source in ("kafka", "postgres"):
-        state = await replay(stack.settings, "sdk", source)  # type: ignore[arg-type]
+        state = await replay(stack.settings, "sdk", source)
         assert [m.role for m in state.messages] == ["user", "assistant", "user", "assistant"]
     await rebuild(stack.settings)
     assert await snapshot(stack) == before
