@@ -11,10 +11,11 @@ import asyncio
 import logging
 from typing import Any
 
+import psycopg
 from aiokafka import ConsumerRecord
 
 from eventstore import codec, store
-from eventstore.errors import DecodeError
+from eventstore.errors import AppendTimeout, DecodeError, LogError
 from eventstore.events import Event
 from eventstore.log import KafkaLog, PartitionReader
 from eventstore.settings import Settings
@@ -23,6 +24,10 @@ from processors import failpoints
 from processors.sessions import SessionCache
 
 log = logging.getLogger(__name__)
+
+# Failures of the log or the database: the worker stops (and is restarted) instead of
+# dead-lettering an event that did nothing wrong.
+UNAVAILABLE = (AppendTimeout, LogError, psycopg.OperationalError)
 
 
 class FoldingWorker:
@@ -116,6 +121,9 @@ class FoldingWorker:
             if live and new:
                 try:
                     await self.act(event, state, partition, offset)
+                except UNAVAILABLE:
+                    # Not the event's fault: stop before passing it, so a restart acts on it again.
+                    raise
                 except Exception as exc:  # a reaction that raises must not stop the partition
                     log.exception("%s: acting on %s failed", self.consumer, event.event_id)
                     await self._dead_letter(record, f"{type(exc).__name__}: {exc}")
