@@ -61,6 +61,16 @@ class Turn(BaseModel):
     # Why this turn must fail without starting (policy `reject`, a closed session).
     refused: str | None = None
 
+    def tool_use_ids(self) -> list[str]:
+        """The ids of the step's tool_use blocks, in order; blocks without a string id, or
+        repeating one, are left out (the reactor fails such a step)."""
+        seen: list[str] = []
+        for block in self.tool_uses:
+            tool_use_id = block.get("id")
+            if isinstance(tool_use_id, str) and tool_use_id and tool_use_id not in seen:
+                seen.append(tool_use_id)
+        return seen
+
     def result_for(self, tool_use_id: str) -> Block | None:
         """The tool_result block answering this tool_use id, if it has come."""
         for block in self.results:
@@ -283,9 +293,7 @@ def _apply(state: SessionState, event: Event) -> SessionState:
                     "status": "failed" if isinstance(event, ev.TurnFailed) else "completed",
                     "model_pending": False,
                     "error": event.payload.reason if isinstance(event, ev.TurnFailed) else None,
-                    "stop_reason": event.payload.stop_reason
-                    if isinstance(event, ev.TurnCompleted)
-                    else open_turn.stop_reason,
+                    "stop_reason": event.payload.stop_reason if isinstance(event, ev.TurnCompleted) else None,
                     "tool_uses": (),
                     "requested": frozenset(),
                     "results": (),
@@ -304,7 +312,8 @@ def _apply(state: SessionState, event: Event) -> SessionState:
                 }
             )
         case ev.SessionExpired():
-            return state.model_copy(update={"status": "expired"})
+            # An expiry that raced a new message (now queued or running) is void.
+            return state.model_copy(update={"status": "expired"}) if state.status == "idle" else state
         case ev.SessionDeleted():
             return state.model_copy(update={"status": "deleted"})
         case _:
@@ -325,6 +334,10 @@ def evolve(state: SessionState, event: Event) -> SessionState:
             "last_activity_at": event.occurred_at
             if state.last_activity_at is None or event.occurred_at > state.last_activity_at
             else state.last_activity_at,
+            # As the projection has it: the earliest producer time of any event.
+            "started_at": event.occurred_at
+            if applied.started_at is None or event.occurred_at < applied.started_at
+            else applied.started_at,
         }
     )
 

@@ -25,6 +25,8 @@ from eventstore.events import Event, SessionDeleted, Usage
 
 MIGRATION_LOCK = 7_402_001
 PROJECTION_LOCK = 7_402_002
+# Per session (with hashtext(session_id)): a deletion and a ledger write never interleave.
+SESSION_LOCK = 7_402_003
 
 DERIVED_TABLES = ("events", "sessions", "turns", "messages", "tool_calls", "deleted_sessions")
 # Every table holding a session's rows: a deletion empties them all, the ledger included.
@@ -207,6 +209,7 @@ async def apply_batch(
 
 async def _delete_session(conn: AsyncConn, event: Event) -> None:
     """Remove every row of a session, the ledger's too, and keep a tombstone."""
+    await conn.execute("SELECT pg_advisory_xact_lock(%s, hashtext(%s))", (SESSION_LOCK, event.session_id))
     for table in SESSION_TABLES:
         await conn.execute(f"DELETE FROM {table} WHERE session_id = %s".encode(), (event.session_id,))
     await conn.execute(
@@ -271,8 +274,10 @@ async def project_event(conn: AsyncConn, event: Event, epoch: str, partition: in
         " input_tokens = input_tokens + %(inp)s, output_tokens = output_tokens + %(out)s,"
         " cache_read_tokens = cache_read_tokens + %(cr)s,"
         " cache_write_tokens = cache_write_tokens + %(cw)s, cost_usd = cost_usd + %(cost)s,"
-        " expired_at = CASE WHEN %(expired)s THEN COALESCE(expired_at, %(at)s) ELSE expired_at END,"
-        " status = CASE WHEN %(expired)s OR expired_at IS NOT NULL THEN 'expired'"
+        " expired_at = CASE WHEN %(expired)s AND pending_turns + %(pending)s = 0"
+        "   THEN COALESCE(expired_at, %(at)s) ELSE expired_at END,"
+        " status = CASE WHEN expired_at IS NOT NULL"
+        "   OR (%(expired)s AND pending_turns + %(pending)s = 0) THEN 'expired'"
         "   WHEN pending_turns + %(pending)s > 0 THEN 'running' ELSE 'idle' END"
         " WHERE session_id = %(sid)s",
         {

@@ -13,7 +13,7 @@ import asyncio
 import logging
 from typing import Generic, TypeVar
 
-from eventstore import ledger
+from eventstore import ledger, store
 from eventstore.events import Event
 from eventstore.state import SessionState
 from processors import failpoints
@@ -38,6 +38,9 @@ class EffectWorker(FoldingWorker, Generic[R]):
         self.serving: set[str] = set()
         self.performed = 0
         self.reemitted = 0
+        # Ledger writes run transactions: their own connection, one at a time.
+        self.ledger_conn: store.AsyncConn | None = None
+        self.ledger_lock = asyncio.Lock()
 
     # What a subclass defines.
 
@@ -127,11 +130,25 @@ class EffectWorker(FoldingWorker, Generic[R]):
             failpoints.hit(f"{self.consumer}.before_call")
             produced, attempts = await self.perform(request, state)
             failpoints.hit(f"{self.consumer}.after_call")
-            outcome = await ledger.record(self.conn, key, self.kind, request, produced, attempts)
+            async with self.ledger_lock:
+                if self.ledger_conn is None:
+                    self.ledger_conn = await store.connect(self.settings.database_url)
+                outcome = await ledger.record(self.ledger_conn, key, self.kind, request, produced, attempts)
             self.performed += 1
             failpoints.hit(f"{self.consumer}.after_ledger")
+            if outcome is None:
+                log.info("%s: session %s was deleted during %s", self.consumer, request.session_id, key)
+                return
         await self.kafka.append(outcome)
         failpoints.hit(f"{self.consumer}.after_append")
+
+    async def close(self) -> None:
+        for task in list(self.tasks):
+            task.cancel()
+        if self.tasks:
+            await asyncio.wait(set(self.tasks), timeout=5)
+        if self.ledger_conn is not None:
+            await self.ledger_conn.close()
 
     async def drain(self) -> None:
         """On a clean stop, give requests in flight a moment, then cancel the rest: their

@@ -59,6 +59,9 @@ class FoldingWorker:
     async def drain(self) -> None:
         """Finish work in flight before a clean stop."""
 
+    async def close(self) -> None:
+        """Release what the worker opened (called however `run` ends)."""
+
     async def act(self, event: Event, state: SessionState, partition: int, offset: int) -> None:
         """Do what this worker does for a new event at or past the stored offset."""
 
@@ -104,6 +107,7 @@ class FoldingWorker:
         finally:
             await self._save_offsets()
             await self.reader.stop()
+            await self.close()
 
     async def _handle(self, records: list[ConsumerRecord[bytes, bytes]]) -> None:
         for record in records:

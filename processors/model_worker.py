@@ -49,6 +49,7 @@ class ModelWorker(EffectWorker[ev.ModelRequested]):
             turn is not None
             and turn.status == "running"
             and turn.model_pending
+            and not turn.interrupted
             and turn.step == request.step
             and state.status not in ("expired", "deleted")
         )

@@ -44,13 +44,20 @@ def model_request(
     )
 
 
+def _unknown(reason: str) -> str:
+    return f"outcome unknown: {reason} while this tool was running; it may or may not have taken effect"
+
+
 def _closing_results(turn: Turn, reason: str) -> list[Block]:
-    """A result for every tool_use of the step: the real one if it came, else an error saying why."""
+    """A result for every tool_use of the step: the real one if it came, else an error saying
+    why (`outcome unknown` for a tool that was requested, `not run` for one that was not)."""
     out = []
-    for block in turn.tool_uses:
-        tool_use_id = str(block.get("id"))
+    for tool_use_id in turn.tool_use_ids():
         got = turn.result_for(tool_use_id)
-        out.append(got if got is not None else ev.tool_result_block(tool_use_id, reason, True))
+        if got is None:
+            why = _unknown(reason) if tool_use_id in turn.requested else f"not run: {reason}"
+            got = ev.tool_result_block(tool_use_id, why, True)
+        out.append(got)
     return out
 
 
@@ -62,7 +69,7 @@ def _fail(state: SessionState, turn: Turn, reason: str, at: datetime) -> list[ev
             turn_id=turn.turn_id,
             step=turn.step,
             tool_use_id=tool_use_id,
-            content=f"not run: {reason}",
+            content=_unknown(reason),
             is_error=True,
             tenant_id=state.tenant_id,
             at=at,
@@ -74,9 +81,7 @@ def _fail(state: SessionState, turn: Turn, reason: str, at: datetime) -> list[ev
         ev.TurnFailed(
             event_id=ids.derive(ids.event_key(state.session_id, turn.turn_id, "turn_failed")),
             **_envelope(state, turn, at, turn.step or None),
-            payload=ev.TurnFailedPayload(
-                reason=reason, tool_results=_closing_results(turn, f"not run: {reason}")
-            ),
+            payload=ev.TurnFailedPayload(reason=reason, tool_results=_closing_results(turn, reason)),
         )
     )
     return out
@@ -90,7 +95,7 @@ def _complete(state: SessionState, turn: Turn, at: datetime) -> list[ev.Event]:
             payload=ev.TurnCompletedPayload(
                 stop_reason=turn.stop_reason,
                 tool_results=_closing_results(
-                    turn, f"not run: the model stopped with {turn.stop_reason} before asking for tools"
+                    turn, f"the model stopped with {turn.stop_reason} before asking for tools"
                 ),
             ),
         )
@@ -151,12 +156,14 @@ def _continue(state: SessionState, turn: Turn, at: datetime) -> list[ev.Event]:
     if turn.stop_reason == "tool_use":
         if not turn.tool_uses:
             return _fail(state, turn, "the model stopped for tool_use but sent no tool_use block", at)
+        if len(turn.tool_use_ids()) != len(turn.tool_uses):
+            return _fail(state, turn, "the model sent tool_use blocks without unique string ids", at)
         missing = _tool_requests(state, turn, at)
         if missing:
             return missing
         if len(turn.results) < len(turn.tool_uses):
             return []  # waiting on tools
-        return _next_call(state, turn, turn.step + 1, _closing_results(turn, "no result"), at)
+        return _next_call(state, turn, turn.step + 1, _closing_results(turn, "no result came"), at)
     if turn.stop_reason == "pause_turn":
         # A paused long-running turn: send the conversation again to let the model continue.
         return _next_call(state, turn, turn.step + 1, [], at)
@@ -166,9 +173,14 @@ def _continue(state: SessionState, turn: Turn, at: datetime) -> list[ev.Event]:
 def react(state: SessionState, at: datetime) -> list[ev.Event]:
     """The events that must follow this state now (empty when it waits on an effect)."""
     closed = state.status in CLOSED
-    for turn in state.turns:
-        if turn.status == "queued" and (turn.refused or closed):
-            return _fail(state, turn, turn.refused or f"session {state.status}", at)
+    refused = [
+        event
+        for turn in state.turns
+        if turn.status == "queued" and (turn.refused or closed)
+        for event in _fail(state, turn, turn.refused or f"session {state.status}", at)
+    ]
+    if refused:
+        return refused
     current = state.turn(state.current_turn)
     if current is None:
         return _start_next(state, at)
@@ -191,7 +203,11 @@ def expiry(state: SessionState, at: datetime) -> ev.SessionExpired | None:
     if idle < state.ttl_s:
         return None
     return ev.SessionExpired(
-        event_id=ids.derive(ids.event_key(state.session_id, "session_expired")),
+        # Keyed by the last activity: an expiry that lost a race with a new message is void,
+        # and the session can expire later under another id.
+        event_id=ids.derive(
+            ids.event_key(state.session_id, "session_expired", state.last_activity_at.isoformat())
+        ),
         session_id=state.session_id,
         tenant_id=state.tenant_id,
         occurred_at=at,

@@ -15,7 +15,7 @@ from eventstore import events as ev
 from eventstore.events import Event
 from eventstore.state import SessionState, fold
 from processors import failpoints, reactor
-from processors.folding import FoldingWorker
+from processors.folding import UNAVAILABLE, FoldingWorker
 
 log = logging.getLogger(__name__)
 
@@ -49,8 +49,12 @@ class ReactorWorker(FoldingWorker):
         """Resume the unfinished turns the projection knows of (e.g. from an older log epoch)."""
         resumed = 0
         for state in await self.running_sessions():
-            if await self._settle(state):
-                resumed += 1
+            try:
+                resumed += bool(await self._settle(state))
+            except UNAVAILABLE:
+                raise
+            except Exception:  # one session that cannot be settled must not stop the others
+                log.exception("reactor: cannot resume session %s", state.session_id)
         if resumed:
             log.info("reactor: resumed %d unfinished session(s)", resumed)
 

@@ -26,6 +26,23 @@ SessionId = Annotated[str, Path(min_length=1, max_length=200, pattern=r"^[A-Za-z
 PROBLEM: dict[str, Any] = {"content": {"application/problem+json": {}}}
 
 
+# Blocks a user may post; tool results come from tools, thinking from the model.
+USER_BLOCKS = ("text", "image", "document", "search_result")
+
+
+def _block_problem(block: dict[str, Any]) -> str | None:
+    """Why the Messages API would refuse this user block (a refused block stays in the
+    transcript and would fail every later turn), or None."""
+    kind = block.get("type")
+    if kind not in USER_BLOCKS:
+        return f"type {kind!r} is not accepted in a user message (use one of {', '.join(USER_BLOCKS)})"
+    if kind == "text" and not (isinstance(block.get("text"), str) and block["text"].strip()):
+        return "a text block needs a non-empty 'text' string"
+    if kind in ("image", "document") and not isinstance(block.get("source"), dict):
+        return f"an {kind} block needs a 'source' object"
+    return None
+
+
 class PostMessage(BaseModel):
     """A user turn: text or Anthropic content blocks; model and system apply to a new session."""
 
@@ -52,6 +69,11 @@ class PostMessage(BaseModel):
                 raise ValueError("must not be empty")
         elif not value or any("type" not in b for b in value):
             raise ValueError("must be a non-empty list of blocks, each with a 'type'")
+        else:
+            for i, block in enumerate(value):
+                problem = _block_problem(block)
+                if problem:
+                    raise ValueError(f"block {i}: {problem}")
         return value
 
     def blocks(self) -> list[dict[str, Any]]:

@@ -7,6 +7,7 @@ The SDK's own retries are off: `call_with_retry` is the one retry loop.
 
 from __future__ import annotations
 
+import asyncio
 import copy
 import email.utils
 import time
@@ -52,6 +53,7 @@ class ClaudeModel:
         )
         self._stream = stream
         self._retry = retry or RetryPolicy()
+        self._timeout_s = timeout_s
         self._cache = cache
 
     @property
@@ -62,9 +64,19 @@ class ClaudeModel:
     async def complete(self, request: ModelRequest) -> ModelResponse:
         """Answer one request, retrying under the policy; raises only ModelError."""
         params = request_params(request, cache=self._cache)
+        deadline = time.monotonic() + self._retry.deadline_s
 
         async def attempt() -> ModelResponse:
-            return to_response(await self._send(params))
+            # The SDK's timeout bounds each read; a stream that keeps trickling (pings) could
+            # outlive it. This bounds the whole attempt, and never past the retry deadline.
+            limit = min(self._timeout_s, deadline - time.monotonic())
+            if limit <= 0:
+                raise ModelError(f"retry deadline of {self._retry.deadline_s:g}s reached", retryable=False)
+            try:
+                async with asyncio.timeout(limit):
+                    return to_response(await self._send(params))
+            except TimeoutError as exc:
+                raise ModelError(f"request timed out after {limit:.1f}s", retryable=True) from exc
 
         response, attempts = await call_with_retry(attempt, self._retry)
         return replace(response, attempts=attempts)
@@ -99,8 +111,11 @@ def request_params(request: ModelRequest, *, cache: bool = True) -> dict[str, An
     four counting any the caller already placed. The caller's dicts are never mutated.
     """
     params: dict[str, Any] = {"model": request.model, "max_tokens": request.max_tokens}
-    messages: list[dict[str, Any]] = list(request.messages)
     tools: list[dict[str, Any]] = list(request.tools)
+    # Breakpoints stored in the history (a client may post blocks with cache_control) must
+    # never push a request over the API's limit: the oldest go, one slot stays for ours.
+    keep = MAX_BREAKPOINTS - _count_breakpoints(tools) - (1 if cache else 0)
+    messages = _keep_newest_breakpoints(list(request.messages), max(keep, 0))
     system: str | list[dict[str, Any]] | None = request.system or None
     if cache:
         budget = MAX_BREAKPOINTS - _count_breakpoints(messages) - _count_breakpoints(tools)
@@ -118,6 +133,27 @@ def request_params(request: ModelRequest, *, cache: bool = True) -> dict[str, An
     if tools:
         params["tools"] = tools
     return params
+
+
+def _without_breakpoints(block: dict[str, Any]) -> dict[str, Any]:
+    stripped = {k: v for k, v in block.items() if k != "cache_control"}
+    content = stripped.get("content")
+    if isinstance(content, list):
+        stripped["content"] = [_without_breakpoints(b) if isinstance(b, dict) else b for b in content]
+    return stripped
+
+
+def _keep_newest_breakpoints(messages: list[dict[str, Any]], keep: int) -> list[dict[str, Any]]:
+    """Copies of the messages with only the newest `keep` breakpoints of the history left."""
+    out = list(messages)
+    seen = 0
+    for i in range(len(out) - 1, -1, -1):
+        found = _count_breakpoints([out[i]])
+        if found and seen + found > keep:
+            out[i] = _without_breakpoints(out[i])
+            found = 0
+        seen += found
+    return out
 
 
 def _count_breakpoints(items: list[dict[str, Any]]) -> int:

@@ -14,11 +14,15 @@ import httpx
 import pytest
 
 from agentlog.replay import rebuild, replay
+from eventstore import events as ev
+from eventstore import ids, ledger, store
 from eventstore.events import Usage
 from eventstore.pricing import cost_of
+from eventstore.state import Turn, fold
+from processors import reactor
 from processors.tools.registry import Echo, Registry, ToolOutput
 from tests.fakes import anthropic as fake
-from tests.services import Stack, snapshot, stack_on, wait_until
+from tests.services import Stack, create_database, snapshot, stack_on, wait_until
 
 MODEL = "claude-opus-4-8"
 PRICES = {MODEL: (Decimal(5), Decimal(25), Decimal("6.25"), Decimal("0.50"))}
@@ -357,3 +361,34 @@ async def test_model_calls_of_many_sessions_are_in_flight_at_once(
     await wait_until(all_done, within=60)
     # Not a timing assertion: the server saw most of the calls at the same moment.
     assert now[1] >= sessions // 2, now
+
+
+async def test_the_ledger_refuses_outcomes_of_a_deleted_session(pg_server: str) -> None:
+    url = create_database(pg_server)
+    await store.migrate(url)
+    request = reactor.model_request(
+        fold("gone", [ev.session_started("gone", model="m")]),
+        Turn(turn_id="t1", status="running", user_content=()),
+        1,
+        ev.now(),
+    )
+    outcome = ev.TurnFailed(
+        event_id=ids.derive("x"),
+        session_id="gone",
+        occurred_at=ev.now(),
+        payload=ev.TurnFailedPayload(reason="r"),
+    )
+    async with await store.connect(url) as conn:
+        key = ledger.model_key("gone", request.turn_id, 1)
+        assert await ledger.record(conn, key, "model", request, outcome) == outcome
+        assert await ledger.record(conn, key, "model", request, outcome) == outcome  # the recorded one
+        await store.project_event(
+            conn,
+            ev.SessionDeleted(event_id=ids.derive("d"), session_id="gone", occurred_at=ev.now()),
+            "e",
+            0,
+            0,
+        )
+        assert await ledger.recorded(conn, key) is None
+        assert await ledger.record(conn, key, "model", request, outcome) is None
+        assert await ledger.recorded(conn, key) is None

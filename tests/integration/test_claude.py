@@ -222,7 +222,7 @@ async def test_hang_times_out_is_retried_then_gives_up(
     policy = RetryPolicy(max_attempts=2, base_s=0.01, max_backoff_s=0.01, deadline_s=10.0)
     with pytest.raises(ModelError) as info:
         await make_model(stream=stream, retry=policy, timeout_s=0.4).complete(ask())
-    assert info.value.reason == "gave up after 2 attempts: request timed out"
+    assert info.value.reason.startswith("gave up after 2 attempts: request timed out")
     assert info.value.retryable is False
     assert fake.calls == 2
 
@@ -417,3 +417,24 @@ def test_the_fake_streams_the_real_event_sequence(fake: FakeAnthropic) -> None:
     ]
     assert {"thinking_delta", "signature_delta", "input_json_delta"} <= set(deltas)
     assert json.loads(json.dumps(api.message_json(reply, {"model": MODEL})))["id"].startswith("msg_")
+
+
+@pytest.mark.parametrize("cache", [True, False])
+def test_breakpoints_stored_in_a_long_history_never_exceed_four(cache: bool) -> None:
+    # A client posted a breakpoint with every message; the history now holds six of them.
+    history: list[dict[str, Any]] = []
+    for i in range(6):
+        history.append(
+            {"role": "user", "content": [{"type": "text", "text": f"q{i}", "cache_control": EPHEMERAL}]}
+        )
+        history.append({"role": "assistant", "content": [{"type": "text", "text": f"a{i}"}]})
+    history.append({"role": "user", "content": "last"})
+    before = copy.deepcopy(history)
+    params = request_params(ModelRequest(model=MODEL, messages=history, system="s", tools=TOOLS), cache=cache)
+    assert breakpoints(params) <= 4
+    # The newest stored ones stay; with caching on, the last message has ours.
+    assert "cache_control" in params["messages"][-3]["content"][0]
+    assert "cache_control" not in params["messages"][0]["content"][0]
+    if cache:
+        assert params["messages"][-1]["content"][-1]["cache_control"] == EPHEMERAL
+    assert history == before

@@ -105,6 +105,21 @@ async def test_bad_input_is_problem_json_naming_the_field(running: Stack) -> Non
         assert r.status_code == 422 and {e["field"] for e in r.json()["errors"]} >= {"content", "text"}
         r = await client.post("/v1/sessions/delta/messages", params={"wait": -1}, json={"content": "x"})
         assert r.status_code == 422 and r.json()["errors"][0]["field"] == "wait"
+        # A block the Messages API would refuse never enters the transcript.
+        blocks = [
+            {"type": "text", "text": "fine"},
+            {"type": "tool_result", "tool_use_id": "x", "content": "y"},
+        ]
+        r = await client.post("/v1/sessions/delta/messages", json={"content": blocks})
+        assert r.status_code == 422
+        error = r.json()["errors"][0]
+        assert (
+            error["field"] == "content" and "block 1: type 'tool_result' is not accepted" in error["message"]
+        )
+        r = await client.post("/v1/sessions/delta/messages", json={"content": [{"type": "image"}]})
+        assert r.status_code == 422 and "'source' object" in r.json()["errors"][0]["message"]
+        r = await client.post("/v1/sessions/delta/messages", json={"content": "x", "policy": "sometimes"})
+        assert r.status_code == 422 and r.json()["errors"][0]["field"] == "policy"
         r = await client.get("/v1/sessions/nobody")
         assert r.status_code == 404 and r.json()["title"] == "Session not found"
         r = await client.get("/v1/sessions/nobody/events")

@@ -8,6 +8,7 @@ from typing import Any
 import pytest
 
 from eventstore import events as ev
+from eventstore import ids
 from eventstore.events import Usage
 from eventstore.state import SessionState, fold
 from processors import reactor
@@ -268,3 +269,66 @@ def test_an_idle_session_expires_after_its_ttl_only() -> None:
     (failed,) = s.settle()
     assert isinstance(failed, ev.TurnFailed) and failed.payload.reason == "session expired"
     assert reactor.expiry(Session().state, AT + timedelta(days=999)) is None  # no TTL: kept
+
+
+@pytest.mark.parametrize(
+    "blocks",
+    [
+        [{"type": "tool_use", "name": "Echo", "input": {}}],
+        [use(1), use(1)],
+    ],
+    ids=["no id", "repeated id"],
+)
+def test_tool_use_blocks_without_unique_ids_fail_the_turn_instead_of_hanging(blocks: list[Any]) -> None:
+    s = Session()
+    s.user()
+    s.settle()
+    s.model(*blocks, stop="tool_use")
+    out = s.settle()
+    assert [e.type for e in out] == ["turn_failed"]
+    assert isinstance(out[0], ev.TurnFailed) and "unique string ids" in out[0].payload.reason
+
+
+def test_a_deleted_session_fails_every_queued_turn_at_once() -> None:
+    s = Session()
+    for i in range(100):
+        s.user(f"m{i}")
+    s.settle()
+    s.log.append(ev.SessionDeleted(event_id=ids.derive("del"), session_id="s", occurred_at=AT))
+    out = s.settle()
+    assert sum(1 for e in out if e.type == "turn_failed") == 100
+    assert all(t.status == "failed" for t in s.state.turns)
+
+
+def test_an_expiry_that_raced_a_new_message_is_void() -> None:
+    s = Session(ttl_s=60)
+    s.user()
+    s.settle()
+    s.model(text("answer"))
+    s.settle()
+    expired = reactor.expiry(s.state, AT + timedelta(seconds=61))
+    assert expired is not None
+    message = s.user("just in time")  # in the log before the expiry
+    s.log.append(expired)
+    assert s.state.status == "running"
+    assert [e.type for e in s.settle()] == ["turn_started", "model_requested"]
+    assert s.state.turn(message.turn_id) is not None
+    # Idle again later: a new expiry (another id) can close it.
+    s.model(text("ok"))
+    s.settle()
+    again = reactor.expiry(s.state, AT + timedelta(seconds=200))
+    assert again is not None and again.event_id != expired.event_id
+
+
+def test_requested_tools_cut_short_are_reported_as_unknown_and_unrequested_as_not_run() -> None:
+    s = Session(policy="interrupt")
+    s.user()
+    s.settle()
+    s.model(use(1), use(2), stop="tool_use")
+    s.settle()
+    s.log = [e for e in s.log if not (isinstance(e, ev.ToolRequested) and e.payload.tool_use_id == "toolu_2")]
+    s.user("newer")
+    failed = next(e for e in s.settle() if isinstance(e, ev.TurnFailed))
+    first, second = failed.payload.tool_results
+    assert first["content"].startswith("outcome unknown: interrupted")
+    assert second["content"].startswith("not run: interrupted")
