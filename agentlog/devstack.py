@@ -181,6 +181,9 @@ def up(data_dir: Path, env: dict[str, str], partitions: int) -> int:
         "AGENTLOG_DATABASE_URL": database_url,
         "AGENTLOG_KAFKA_BOOTSTRAP": bootstrap,
         "AGENTLOG_PARTITIONS": str(partitions),
+        "AGENTLOG_WORKSPACE_ROOT": env.get(
+            "AGENTLOG_WORKSPACE_ROOT", str((data_dir / "workspaces").resolve())
+        ),
     }
     me = [sys.executable, "-m", "agentlog"]
     # Start order matters on the way down: the api stops first, the projector last.

@@ -69,6 +69,8 @@ class SessionStartedPayload(_Payload):
     token_budget: int | None = Field(default=None, ge=1)
     # Tool names the model may use; None allows every registered tool.
     tools: list[str] | None = None
+    # Tool names whose calls wait for a human's approval.
+    approvals: list[str] = Field(default_factory=list)
     # Idle seconds before the session expires; None keeps it forever.
     ttl_s: int | None = Field(default=None, ge=1)
     max_tokens: int = Field(default=4096, ge=1)
@@ -111,6 +113,23 @@ class ToolResultPayload(_Payload):
     content: list[Block] | str
     is_error: bool = False
     duration_ms: int = 0
+    # A result cut to size: the whole one is in Postgres (tool_outputs) under this digest.
+    stored_sha256: str | None = None
+    total_chars: int | None = None
+
+
+class ApprovalRequestedPayload(_Payload):
+    approval_id: str
+    tool_use_id: str
+    name: str
+    input: dict[str, Any]
+
+
+class ApprovalDecidedPayload(_Payload):
+    approval_id: str
+    tool_use_id: str
+    approved: bool
+    reason: str | None = None
 
 
 class SubagentRequestedPayload(_Payload):
@@ -196,6 +215,16 @@ class ToolResult(_Envelope):
     payload: ToolResultPayload
 
 
+class ApprovalRequested(_Envelope):
+    type: Literal["approval_requested"] = "approval_requested"
+    payload: ApprovalRequestedPayload
+
+
+class ApprovalDecided(_Envelope):
+    type: Literal["approval_decided"] = "approval_decided"
+    payload: ApprovalDecidedPayload
+
+
 class SubagentRequested(_Envelope):
     type: Literal["subagent_requested"] = "subagent_requested"
     payload: SubagentRequestedPayload
@@ -234,6 +263,8 @@ Event = Annotated[
     | AssistantMessage
     | ToolRequested
     | ToolResult
+    | ApprovalRequested
+    | ApprovalDecided
     | SubagentRequested
     | SubagentCompleted
     | TurnCompleted
@@ -253,6 +284,8 @@ EVENT_TYPES: tuple[str, ...] = (
     "assistant_message",
     "tool_requested",
     "tool_result",
+    "approval_requested",
+    "approval_decided",
     "subagent_requested",
     "subagent_completed",
     "turn_completed",
@@ -335,6 +368,8 @@ def tool_result(
     tenant_id: str = "default",
     causation_id: uuid.UUID | None = None,
     duration_ms: int = 0,
+    stored_sha256: str | None = None,
+    total_chars: int | None = None,
     at: datetime | None = None,
 ) -> ToolResult:
     """The one result of a tool call. Its id depends on the call alone, so whoever answers
@@ -349,6 +384,43 @@ def tool_result(
         correlation_id=turn_id,
         occurred_at=at or now(),
         payload=ToolResultPayload(
-            tool_use_id=tool_use_id, content=content, is_error=is_error, duration_ms=duration_ms
+            tool_use_id=tool_use_id,
+            content=content,
+            is_error=is_error,
+            duration_ms=duration_ms,
+            stored_sha256=stored_sha256,
+            total_chars=total_chars,
+        ),
+    )
+
+
+def approval_id_for(session_id: str, turn_id: str | None, step: int | None, tool_use_id: str) -> str:
+    """The id of the approval a tool call waits for, derived from the call."""
+    return str(ids.derive(ids.event_key(session_id, turn_id, step, "approval", tool_use_id)))
+
+
+def approval_decided(
+    session_id: str,
+    *,
+    tenant_id: str,
+    turn_id: str | None,
+    step: int | None,
+    approval_id: str,
+    tool_use_id: str,
+    approved: bool,
+    reason: str | None = None,
+    at: datetime | None = None,
+) -> ApprovalDecided:
+    """A human's decision; its id depends on the approval alone, so the first decision holds."""
+    return ApprovalDecided(
+        event_id=ids.derive(ids.event_key(session_id, "approval_decided", approval_id)),
+        session_id=session_id,
+        tenant_id=tenant_id,
+        turn_id=turn_id,
+        step=step,
+        correlation_id=turn_id,
+        occurred_at=at or now(),
+        payload=ApprovalDecidedPayload(
+            approval_id=approval_id, tool_use_id=tool_use_id, approved=approved, reason=reason
         ),
     )

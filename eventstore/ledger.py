@@ -8,6 +8,8 @@ two workers racing on one request still append one outcome.
 from __future__ import annotations
 
 import json
+from dataclasses import dataclass
+from typing import Any
 
 from psycopg.types.json import Jsonb
 
@@ -26,11 +28,57 @@ def tool_key(session_id: str, turn_id: str | None, step: int | None, tool_use_id
     return f"tool/{session_id}/{turn_id}/{step}/{tool_use_id}"
 
 
+@dataclass(frozen=True)
+class Entry:
+    """A ledger row: `started` (intent recorded, no outcome yet) or `done` (outcome recorded)."""
+
+    status: str
+    intent: dict[str, Any] | None
+    outcome: Event | None
+
+
+async def entry(conn: AsyncConn, key: str) -> Entry | None:
+    """The ledger's row for `key`, if any."""
+    cur = await conn.execute("SELECT status, intent, outcome FROM effects WHERE effect_key = %s", (key,))
+    row = await cur.fetchone()
+    if row is None:
+        return None
+    return Entry(row[0], row[1], codec.from_dict(row[2]) if row[2] is not None else None)
+
+
 async def recorded(conn: AsyncConn, key: str) -> Event | None:
     """The outcome recorded under `key`, if any."""
-    cur = await conn.execute("SELECT outcome FROM effects WHERE effect_key = %s", (key,))
-    row = await cur.fetchone()
-    return codec.from_dict(row[0]) if row is not None else None
+    found = await entry(conn, key)
+    return found.outcome if found is not None else None
+
+
+async def _session_lock(conn: AsyncConn, session_id: str) -> bool:
+    """Take the session's lock (held to the end of the transaction); False if it was deleted."""
+    # Serialised with the projector's deletion of the session (store._delete_session).
+    await conn.execute("SELECT pg_advisory_xact_lock(%s, hashtext(%s))", (SESSION_LOCK, session_id))
+    cur = await conn.execute("SELECT 1 FROM deleted_sessions WHERE session_id = %s", (session_id,))
+    return await cur.fetchone() is None
+
+
+async def start(conn: AsyncConn, key: str, kind: str, request: Event, intent: dict[str, Any]) -> Entry | None:
+    """Record that an effect is about to run, with what it intends; returns the entry that
+    was already there (its effect may have run: the caller must not simply run again), or
+    None when this call started it. Raises SessionGone if the session was deleted."""
+    async with conn.transaction():
+        if not await _session_lock(conn, request.session_id):
+            raise SessionGone(request.session_id)
+        cur = await conn.execute(
+            "INSERT INTO effects (effect_key, session_id, tenant_id, kind, request_event_id, status, intent)"
+            " VALUES (%s, %s, %s, %s, %s, 'started', %s) ON CONFLICT (effect_key) DO NOTHING RETURNING 1",
+            (key, request.session_id, request.tenant_id, kind, request.event_id, Jsonb(intent)),
+        )
+        if await cur.fetchone() is not None:
+            return None
+        return await entry(conn, key)
+
+
+class SessionGone(Exception):
+    """The session was deleted: its ledger rows must not come back."""
 
 
 async def record(
@@ -43,18 +91,14 @@ async def record(
     """
     body = json.loads(codec.encode(outcome)[1])
     async with conn.transaction():
-        # Serialised with the projector's deletion of the session (store.delete_session).
-        await conn.execute(
-            "SELECT pg_advisory_xact_lock(%s, hashtext(%s))", (SESSION_LOCK, request.session_id)
-        )
-        cur = await conn.execute(
-            "SELECT 1 FROM deleted_sessions WHERE session_id = %s", (request.session_id,)
-        )
-        if await cur.fetchone() is not None:
+        if not await _session_lock(conn, request.session_id):
             return None
         cur = await conn.execute(
             "INSERT INTO effects (effect_key, session_id, tenant_id, kind, request_event_id, outcome,"
-            " attempts) VALUES (%s, %s, %s, %s, %s, %s, %s) ON CONFLICT (effect_key) DO NOTHING RETURNING 1",
+            " attempts) VALUES (%s, %s, %s, %s, %s, %s, %s)"
+            " ON CONFLICT (effect_key) DO UPDATE SET outcome = EXCLUDED.outcome, status = 'done',"
+            " attempts = EXCLUDED.attempts, recorded_at = now() WHERE effects.status = 'started'"
+            " RETURNING 1",
             (key, request.session_id, request.tenant_id, kind, request.event_id, Jsonb(body), attempts),
         )
         if await cur.fetchone() is not None:

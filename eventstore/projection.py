@@ -73,6 +73,21 @@ class ToolOutcome:
 
 
 @dataclass(frozen=True)
+class ApprovalRequest:
+    approval_id: str
+    tool_use_id: str
+    name: str
+    input: dict[str, Any]
+
+
+@dataclass(frozen=True)
+class ApprovalDecision:
+    approval_id: str
+    approved: bool
+    reason: str | None
+
+
+@dataclass(frozen=True)
 class TurnEnd:
     turn_id: str
     status: str
@@ -99,6 +114,8 @@ Op = (
     | AssistantReply
     | ToolRequest
     | ToolOutcome
+    | ApprovalRequest
+    | ApprovalDecision
     | TurnEnd
     | SessionExpire
     | SessionDelete
@@ -137,6 +154,10 @@ def project(event: Event) -> Projection:
             ops = (ToolRequest(event.turn_id, event.step, p.tool_use_id, p.name, p.input),)
         case ev.ToolResult(payload=p):
             ops = (ToolOutcome(p.tool_use_id, p.content, p.is_error, p.duration_ms),)
+        case ev.ApprovalRequested(payload=p):
+            ops = (ApprovalRequest(p.approval_id, p.tool_use_id, p.name, p.input),)
+        case ev.ApprovalDecided(payload=p):
+            ops = (ApprovalDecision(p.approval_id, p.approved, p.reason),)
         case ev.TurnCompleted(payload=p):
             assert event.turn_id is not None
             ops = (TurnEnd(event.turn_id, "completed", p.stop_reason, None, p.tool_results),)

@@ -127,3 +127,35 @@ async def events_page(conn: AsyncConn, session_id: str, after: int, limit: int) 
         "first_id": data[0]["seq"] if data else None,
         "last_id": data[-1]["seq"] if data else None,
     }
+
+
+_APPROVAL_COLUMNS = (
+    "approval_id, session_id, tenant_id, turn_id, step, tool_use_id, name, input, status, reason,"
+    " requested_at, decided_at"
+)
+
+
+def _approval_view(row: dict[str, Any]) -> dict[str, Any]:
+    return {**row, "requested_at": _iso(row["requested_at"]), "decided_at": _iso(row["decided_at"])}
+
+
+async def approvals(conn: AsyncConn, session_id: str, status: str | None) -> list[dict[str, Any]]:
+    """A session's approvals, oldest first, optionally of one status."""
+    async with conn.cursor(row_factory=dict_row) as cur:
+        await cur.execute(
+            f"SELECT {_APPROVAL_COLUMNS} FROM approvals WHERE session_id = %s"
+            " AND (%s::text IS NULL OR status = %s) ORDER BY requested_at, approval_id",
+            (session_id, status, status),
+        )
+        return [_approval_view(r) for r in await cur.fetchall()]
+
+
+async def approval(conn: AsyncConn, session_id: str, approval_id: str) -> dict[str, Any] | None:
+    """One approval of a session, or None."""
+    async with conn.cursor(row_factory=dict_row) as cur:
+        await cur.execute(
+            f"SELECT {_APPROVAL_COLUMNS} FROM approvals WHERE session_id = %s AND approval_id = %s",
+            (session_id, approval_id),
+        )
+        row = await cur.fetchone()
+    return _approval_view(row) if row is not None else None

@@ -27,6 +27,24 @@ class Settings(BaseSettings):
     model_concurrency: int = Field(default=256, ge=1)
     tool_concurrency: int = Field(default=64, ge=1)
     tool_timeout_s: float = Field(default=60.0, gt=0)
+    # Workspaces: one directory per session under this root, owned by one tool executor.
+    workspace_root: Path = Path(".agentlog/workspaces")
+    # Tool executors: this one serves the partitions p with p % count == index.
+    tool_executor_index: int = Field(default=0, ge=0)
+    tool_executor_count: int = Field(default=1, ge=1)
+    # A tool result longer than this is stored whole in Postgres; the model sees it cut.
+    tool_result_max_chars: int = Field(default=30_000, ge=100)
+    # Tools whose calls wait for a human's approval (a session may name its own).
+    approval_tools: list[str] = Field(default_factory=list)
+    # Bash: bubblewrap sandbox, no network, the workspace the only writable place.
+    bash_timeout_s: float = Field(default=120.0, gt=0)
+    bash_max_processes: int = Field(default=256, ge=1)
+    bash_max_output_bytes: int = Field(default=100_000, ge=1000)
+    bash_allow_unsandboxed: bool = False
+    # WebFetch: private, loopback and link-local addresses are refused unless allowed here.
+    webfetch_allow_hosts: list[str] = Field(default_factory=list)
+    webfetch_timeout_s: float = Field(default=30.0, gt=0)
+    webfetch_max_bytes: int = Field(default=2_000_000, ge=1000)
     drain_timeout_s: float = Field(default=5.0, ge=0)
     # Session defaults (a session may set its own when it starts).
     max_steps: int = Field(default=25, ge=1)

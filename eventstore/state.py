@@ -56,6 +56,9 @@ class Turn(BaseModel):
     tool_uses: tuple[Block, ...] = ()
     requested: frozenset[str] = frozenset()
     results: tuple[Block, ...] = ()
+    # Tool calls waiting for a human (approval requested), and the decisions made.
+    awaiting: frozenset[str] = frozenset()
+    decisions: tuple[tuple[str, bool, str | None], ...] = ()
     # Set when a newer message interrupts this turn (policy `interrupt`).
     interrupted: bool = False
     # Why this turn must fail without starting (policy `reject`, a closed session).
@@ -70,6 +73,13 @@ class Turn(BaseModel):
             if isinstance(tool_use_id, str) and tool_use_id and tool_use_id not in seen:
                 seen.append(tool_use_id)
         return seen
+
+    def decision(self, tool_use_id: str) -> tuple[bool, str | None] | None:
+        """(approved, reason) of the human's decision on this call, if made."""
+        for decided_id, approved, reason in self.decisions:
+            if decided_id == tool_use_id:
+                return approved, reason
+        return None
 
     def result_for(self, tool_use_id: str) -> Block | None:
         """The tool_result block answering this tool_use id, if it has come."""
@@ -93,6 +103,7 @@ class SessionState(BaseModel):
     max_steps: int = 25
     token_budget: int | None = None
     tools: tuple[str, ...] | None = None
+    approvals: tuple[str, ...] = ()
     ttl_s: int | None = None
     max_tokens: int = 4096
     status: SessionStatus = "new"
@@ -157,6 +168,14 @@ def _refusal(state: SessionState) -> str | None:
     return None
 
 
+def _in_step(state: SessionState, event: Event) -> Turn | None:
+    """The running turn this event belongs to, if it is about the turn's current step."""
+    turn = state.turn(event.turn_id)
+    if turn is None or turn.status != "running" or event.step != turn.step:
+        return None
+    return turn
+
+
 def _apply(state: SessionState, event: Event) -> SessionState:
     """One branch per event type; the event is known to be new."""
     match event:
@@ -170,6 +189,7 @@ def _apply(state: SessionState, event: Event) -> SessionState:
                     "max_steps": p.max_steps,
                     "token_budget": p.token_budget,
                     "tools": tuple(p.tools) if p.tools is not None else None,
+                    "approvals": tuple(p.approvals),
                     "ttl_s": p.ttl_s,
                     "max_tokens": p.max_tokens,
                     "tenant_id": event.tenant_id,
@@ -224,6 +244,8 @@ def _apply(state: SessionState, event: Event) -> SessionState:
                     "tool_uses": (),
                     "requested": frozenset(),
                     "results": (),
+                    "awaiting": frozenset(),
+                    "decisions": (),
                 }
             )
             return state.model_copy(
@@ -268,18 +290,37 @@ def _apply(state: SessionState, event: Event) -> SessionState:
                 }
             )
         case ev.ToolRequested(payload=p):
-            asking = state.turn(event.turn_id)
-            if asking is None or asking.status != "running" or event.step != asking.step:
+            asking = _in_step(state, event)
+            if asking is None:
                 return state
             if p.tool_use_id not in {b.get("id") for b in asking.tool_uses}:
                 return state
             requested = asking.model_copy(update={"requested": asking.requested | {p.tool_use_id}})
             return state.model_copy(update={"turns": _replace_turn(state, requested)})
-        case ev.ToolResult(payload=p):
-            waiting = state.turn(event.turn_id)
-            if waiting is None or waiting.status != "running" or event.step != waiting.step:
+        case ev.ApprovalRequested(payload=p):
+            asking = _in_step(state, event)
+            if asking is None:
                 return state
-            if p.tool_use_id not in waiting.requested or waiting.result_for(p.tool_use_id) is not None:
+            if p.tool_use_id not in asking.tool_use_ids():
+                return state
+            awaiting = asking.model_copy(update={"awaiting": asking.awaiting | {p.tool_use_id}})
+            return state.model_copy(update={"turns": _replace_turn(state, awaiting)})
+        case ev.ApprovalDecided(payload=p):
+            asking = _in_step(state, event)
+            if asking is None:
+                return state
+            if p.tool_use_id not in asking.awaiting or asking.decision(p.tool_use_id) is not None:
+                return state
+            decided = asking.model_copy(
+                update={"decisions": (*asking.decisions, (p.tool_use_id, p.approved, p.reason))}
+            )
+            return state.model_copy(update={"turns": _replace_turn(state, decided)})
+        case ev.ToolResult(payload=p):
+            waiting = _in_step(state, event)
+            if waiting is None:
+                return state
+            answerable = waiting.requested | waiting.awaiting
+            if p.tool_use_id not in answerable or waiting.result_for(p.tool_use_id) is not None:
                 return state
             block = ev.tool_result_block(p.tool_use_id, p.content, p.is_error)
             answered = waiting.model_copy(update={"results": (*waiting.results, block)})
@@ -297,6 +338,8 @@ def _apply(state: SessionState, event: Event) -> SessionState:
                     "tool_uses": (),
                     "requested": frozenset(),
                     "results": (),
+                    "awaiting": frozenset(),
+                    "decisions": (),
                 }
             )
             turns = _replace_turn(state, ended)

@@ -28,9 +28,18 @@ PROJECTION_LOCK = 7_402_002
 # Per session (with hashtext(session_id)): a deletion and a ledger write never interleave.
 SESSION_LOCK = 7_402_003
 
-DERIVED_TABLES = ("events", "sessions", "turns", "messages", "tool_calls", "deleted_sessions")
+DERIVED_TABLES = ("events", "sessions", "turns", "messages", "tool_calls", "approvals", "deleted_sessions")
 # Every table holding a session's rows: a deletion empties them all, the ledger included.
-SESSION_TABLES = ("events", "turns", "messages", "tool_calls", "effects", "sessions")
+SESSION_TABLES = (
+    "events",
+    "turns",
+    "messages",
+    "tool_calls",
+    "approvals",
+    "effects",
+    "tool_outputs",
+    "sessions",
+)
 
 AsyncConn = psycopg.AsyncConnection[Any]
 
@@ -457,6 +466,29 @@ async def _apply_op(conn: AsyncConn, event: Event, seq: int, op: pj.Op, d: _Sess
                     op.tool_use_id,
                 ),
             )
+        case pj.ApprovalRequest():
+            await conn.execute(
+                "INSERT INTO approvals (approval_id, session_id, tenant_id, turn_id, step, tool_use_id, name,"
+                " input, status, requested_at) VALUES (%s, %s, %s, %s, %s, %s, %s, %s, 'pending', %s)"
+                " ON CONFLICT (approval_id) DO NOTHING",
+                (
+                    op.approval_id,
+                    event.session_id,
+                    event.tenant_id,
+                    event.turn_id,
+                    event.step,
+                    op.tool_use_id,
+                    op.name,
+                    Jsonb(op.input),
+                    at,
+                ),
+            )
+        case pj.ApprovalDecision():
+            await conn.execute(
+                "UPDATE approvals SET status = %s, reason = %s, decided_at = %s"
+                " WHERE approval_id = %s AND status = 'pending'",
+                ("approved" if op.approved else "denied", op.reason, at, op.approval_id),
+            )
         case pj.TurnEnd():
             cur = await conn.execute(
                 "UPDATE turns SET status = %s, stop_reason = %s, error = %s, completed_at = %s"
@@ -466,6 +498,12 @@ async def _apply_op(conn: AsyncConn, event: Event, seq: int, op: pj.Op, d: _Sess
             if await cur.fetchone():
                 d.pending -= 1
                 await _tool_results_message(conn, event, seq, op.tool_results)
+                # Approvals the turn no longer waits for are closed with it.
+                await conn.execute(
+                    "UPDATE approvals SET status = 'expired', decided_at = %s"
+                    " WHERE turn_id = %s AND status = 'pending'",
+                    (at, op.turn_id),
+                )
         case pj.SessionExpire():
             d.expired = True
         case pj.SessionDelete():

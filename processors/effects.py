@@ -11,7 +11,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from typing import Generic, TypeVar
+from collections.abc import Awaitable, Callable
+from typing import Any, Generic, TypeVar
 
 from eventstore import ledger, store
 from eventstore.events import Event
@@ -22,6 +23,7 @@ from processors.folding import FoldingWorker
 log = logging.getLogger(__name__)
 
 R = TypeVar("R", bound=Event)
+T = TypeVar("T")
 
 
 class EffectWorker(FoldingWorker, Generic[R]):
@@ -130,10 +132,7 @@ class EffectWorker(FoldingWorker, Generic[R]):
             failpoints.hit(f"{self.consumer}.before_call")
             produced, attempts = await self.perform(request, state)
             failpoints.hit(f"{self.consumer}.after_call")
-            async with self.ledger_lock:
-                if self.ledger_conn is None:
-                    self.ledger_conn = await store.connect(self.settings.database_url)
-                outcome = await ledger.record(self.ledger_conn, key, self.kind, request, produced, attempts)
+            outcome = await self._ledger_call(ledger.record, key, self.kind, request, produced, attempts)
             self.performed += 1
             failpoints.hit(f"{self.consumer}.after_ledger")
             if outcome is None:
@@ -141,6 +140,13 @@ class EffectWorker(FoldingWorker, Generic[R]):
                 return
         await self.kafka.append(outcome)
         failpoints.hit(f"{self.consumer}.after_append")
+
+    async def _ledger_call(self, fn: Callable[..., Awaitable[T]], *args: Any) -> T:
+        """Run a ledger function (it may open a transaction) on the ledger's own connection."""
+        async with self.ledger_lock:
+            if self.ledger_conn is None:
+                self.ledger_conn = await store.connect(self.settings.database_url)
+            return await fn(self.ledger_conn, *args)
 
     async def close(self) -> None:
         for task in list(self.tasks):

@@ -143,12 +143,54 @@ def tool_request(state: SessionState, turn: Turn, index: int, block: Block, at: 
     )
 
 
+def _approval_request(state: SessionState, turn: Turn, block: Block, at: datetime) -> ev.ApprovalRequested:
+    tool_use_id = str(block.get("id"))
+    approval_id = ev.approval_id_for(state.session_id, turn.turn_id, turn.step, tool_use_id)
+    tool_input = block.get("input")
+    return ev.ApprovalRequested(
+        event_id=ids.derive(ids.event_key(state.session_id, "approval_requested", approval_id)),
+        **_envelope(state, turn, at, turn.step),
+        payload=ev.ApprovalRequestedPayload(
+            approval_id=approval_id,
+            tool_use_id=tool_use_id,
+            name=str(block.get("name")),
+            input=tool_input if isinstance(tool_input, dict) else {},
+        ),
+    )
+
+
 def _tool_requests(state: SessionState, turn: Turn, at: datetime) -> list[ev.Event]:
-    return [
-        tool_request(state, turn, index, block, at)
-        for index, block in enumerate(turn.tool_uses)
-        if block.get("id") not in turn.requested
-    ]
+    """Requests for the step's tool calls not yet asked for; a call that needs approval
+    first asks a human, runs once approved, and is answered with an error once denied."""
+    out: list[ev.Event] = []
+    for index, block in enumerate(turn.tool_uses):
+        tool_use_id = str(block.get("id"))
+        if tool_use_id in turn.requested or turn.result_for(tool_use_id) is not None:
+            continue
+        if block.get("name") in state.approvals:
+            decision = turn.decision(tool_use_id)
+            if decision is None:
+                if tool_use_id not in turn.awaiting:
+                    out.append(_approval_request(state, turn, block, at))
+                continue
+            approved, reason = decision
+            if not approved:
+                declined = "the user declined to run this tool" + (f": {reason}" if reason else "")
+                out.append(
+                    ev.tool_result(
+                        state.session_id,
+                        turn_id=turn.turn_id,
+                        step=turn.step,
+                        tool_use_id=tool_use_id,
+                        content=declined,
+                        is_error=True,
+                        tenant_id=state.tenant_id,
+                        at=at,
+                    )
+                )
+                continue
+        out.append(tool_request(state, turn, index, block, at))
+    return out
 
 
 def _continue(state: SessionState, turn: Turn, at: datetime) -> list[ev.Event]:

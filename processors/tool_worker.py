@@ -1,27 +1,47 @@
-"""The tool worker: runs requested tools from the registry, many at once, and appends results.
+"""The tool executor: runs requested tools in the session's workspace, many at once, and
+appends their results, each exactly as often as its idempotency class allows.
 
-Every outcome is a `tool_result` the model can read: an unknown tool, a tool the session
-does not allow, a tool that raises or runs past its time limit all answer with an error
-result, never with silence. Outcomes are recorded in the ledger (session/turn/step/tool id)
-before they are appended, so a redelivered request re-emits the recorded result.
+- `read` and `fetch`: a recorded result is re-emitted; otherwise the tool runs (again).
+- `guarded_write` (Write, Edit): the plan (file, pre- and post-image hashes) is recorded
+  before the file changes. After a crash the file says what happened: the post-image means
+  done, the pre-image means not yet (run it), anything else is reported as changed under
+  the tool.
+- `write` (a Bash command that may change things): its start is recorded before it runs;
+  a start without an outcome after a crash is answered "outcome unknown", never rerun.
+
+Every failure is a `tool_result` the model can read: an unknown or disallowed tool, a tool
+that raises or overruns its time limit. A result over the size limit is stored whole in
+Postgres and the model sees a cut copy that says so. Executors split the partitions
+between them (`tool_executor_index` of `tool_executor_count`), so a session's workspace
+belongs to one executor.
 """
 
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import logging
 import time
+from pathlib import Path
 from typing import Any
 
 from eventstore import events as ev
 from eventstore import ledger
 from eventstore.events import Event
+from eventstore.log import partition_for
 from eventstore.state import SessionState
-from processors import reactor
+from processors import failpoints, reactor
 from processors.effects import EffectWorker
-from processors.tools.registry import Registry, ToolOutput, default_registry
+from processors.tools.files import WritePlan, sha256_of
+from processors.tools.registry import EffectClass, Registry, Tool, ToolContext, ToolOutput, default_registry
+from processors.tools.workspace import workspace_for
 
 log = logging.getLogger(__name__)
+
+UNKNOWN = (
+    "outcome unknown: the command may or may not have run (the executor stopped while it was"
+    " running); it was not run again. Check its effects before retrying."
+)
 
 
 class ToolWorker(EffectWorker[ev.ToolRequested]):
@@ -30,13 +50,23 @@ class ToolWorker(EffectWorker[ev.ToolRequested]):
     consumer = "tool-worker"
     kind = "tool"
 
-    def __init__(self, *args: object, tools: Registry | None = None, **kwargs: Any) -> None:
+    def __init__(self, *args: Any, tools: Registry | None = None, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.tools = tools or default_registry()
         self.runs = 0
+        if self.settings.tool_executor_count > 1:
+            self.consumer = f"tool-worker-{self.settings.tool_executor_index}"
+
+    def owns(self, partition: int) -> bool:
+        """Whether this executor serves the workspaces of this partition's sessions."""
+        return partition % self.settings.tool_executor_count == self.settings.tool_executor_index
 
     def request(self, event: Event) -> ev.ToolRequested | None:
         return event if isinstance(event, ev.ToolRequested) else None
+
+    async def act(self, event: Event, state: SessionState, partition: int, offset: int) -> None:
+        if self.owns(partition):
+            await super().act(event, state, partition, offset)
 
     def key(self, request: ev.ToolRequested) -> str:
         return ledger.tool_key(request.session_id, request.turn_id, request.step, request.payload.tool_use_id)
@@ -54,7 +84,7 @@ class ToolWorker(EffectWorker[ev.ToolRequested]):
 
     def unanswered(self, state: SessionState) -> list[ev.ToolRequested]:
         turn = state.turn(state.current_turn)
-        if turn is None:
+        if turn is None or not self.owns(partition_for(state.session_id, self.settings.partitions)):
             return []
         return [
             reactor.tool_request(state, turn, index, block, ev.now())
@@ -62,27 +92,116 @@ class ToolWorker(EffectWorker[ev.ToolRequested]):
             if block.get("id") in turn.requested and turn.result_for(str(block.get("id"))) is None
         ]
 
-    async def run_tool(self, request: ev.ToolRequested, state: SessionState) -> ToolOutput:
-        """Run the tool, turning every failure into an error result the model can read."""
+    def context(self, state: SessionState) -> ToolContext:
+        """The session's workspace (created on first use) and settings."""
+        workspace = workspace_for(self.settings.workspace_root, state.tenant_id, state.session_id)
+        return ToolContext(session_id=state.session_id, workspace=workspace, settings=self.settings)
+
+    def _tool(self, request: ev.ToolRequested, state: SessionState) -> Tool | ToolOutput:
         name = request.payload.name
         allowed = {t.name for t in self.tools.allowed(state.tools)}
         tool = self.tools.get(name)
         if tool is None or name not in allowed:
             offer = ", ".join(sorted(allowed)) or "none"
             return ToolOutput(f"unknown tool {name!r}; the tools available are: {offer}", is_error=True)
+        return tool
+
+    async def _guard(self, coro: Any, name: str) -> ToolOutput:
+        """Await a tool's work within its time limit; every failure becomes an error result."""
         timeout = self.settings.tool_timeout_s
         try:
-            return await asyncio.wait_for(tool.run(dict(request.payload.input)), timeout)
+            result: ToolOutput = await asyncio.wait_for(coro, timeout)
+            return result
         except TimeoutError:
             return ToolOutput(f"{name} did not finish within {timeout:g} s and was stopped", is_error=True)
         except Exception as exc:
             log.warning("tool %s raised: %s", name, exc)
             return ToolOutput(f"{name} failed: {type(exc).__name__}: {exc}", is_error=True)
 
+    async def run_tool(self, request: ev.ToolRequested, state: SessionState) -> ToolOutput:
+        """Run the call as its class allows, given what the ledger knows of earlier attempts."""
+        tool = self._tool(request, state)
+        if isinstance(tool, ToolOutput):
+            return tool
+        tool_input = dict(request.payload.input)
+        ctx = self.context(state)
+        kind: EffectClass = tool.effect_class(tool_input)
+        key = self.key(request)
+        earlier = await self._ledger_call(ledger.entry, key)
+        started = earlier is not None and earlier.status == "started"
+        if kind == "write":
+            if started:
+                return ToolOutput(UNKNOWN, is_error=True)
+            await self._ledger_call(ledger.start, key, self.kind, request, {"class": kind})
+            failpoints.hit(f"{self.consumer}.after_start")
+        elif kind == "guarded_write":
+            intent = earlier.intent if earlier is not None and started else None
+            return await self._guarded(tool, tool_input, ctx, request, intent)
+        self.runs += 1
+        return await self._guard(tool.run(tool_input, ctx), tool.name)
+
+    async def _guarded(
+        self,
+        tool: Any,
+        tool_input: dict[str, Any],
+        ctx: ToolContext,
+        request: ev.ToolRequested,
+        intent: dict[str, Any] | None,
+    ) -> ToolOutput:
+        if intent is not None:
+            # A crash came between recording the plan and recording the outcome.
+            current = await asyncio.to_thread(sha256_of, Path(intent["path"]))
+            if current == intent["post_sha256"]:
+                return ToolOutput(str(intent.get("summary", "done")))
+            if current != intent["pre_sha256"]:
+                return ToolOutput(
+                    f"{tool.name} not applied: the file changed under the tool while it was being"
+                    f" written (expected sha256 {intent['pre_sha256']} or {intent['post_sha256']},"
+                    f" found {current})",
+                    is_error=True,
+                )
+        plan = await asyncio.to_thread(tool.plan, tool_input, ctx)
+        if isinstance(plan, ToolOutput):
+            return plan
+        assert isinstance(plan, WritePlan)
+        if intent is None:
+            await self._ledger_call(
+                ledger.start,
+                self.key(request),
+                self.kind,
+                request,
+                {**plan.intent(), "summary": plan.summary},
+            )
+            failpoints.hit(f"{self.consumer}.after_start")
+        self.runs += 1
+        return await self._guard(asyncio.to_thread(tool.apply, plan, ctx), tool.name)
+
+    async def _bounded(
+        self, request: ev.ToolRequested, output: ToolOutput
+    ) -> tuple[ToolOutput, dict[str, Any]]:
+        """A result over the size limit is stored whole; the model sees a cut copy saying so."""
+        limit = self.settings.tool_result_max_chars
+        if not isinstance(output.content, str) or len(output.content) <= limit:
+            return output, {}
+        whole = output.content
+        digest = hashlib.sha256(whole.encode()).hexdigest()
+        await self._ledger_call(_store_output, request, whole, digest)
+        note = (
+            f"\n[result cut: showing {limit} of {len(whole)} characters; the whole result is stored"
+            f" as tool output sha256:{digest}]"
+        )
+        return ToolOutput(whole[:limit] + note, output.is_error), {
+            "stored_sha256": digest,
+            "total_chars": len(whole),
+        }
+
     async def perform(self, request: ev.ToolRequested, state: SessionState) -> tuple[Event, int]:
         started = time.monotonic()
-        self.runs += 1
-        output = await self.run_tool(request, state)
+        try:
+            output = await self.run_tool(request, state)
+        except ledger.SessionGone:
+            output = ToolOutput("the session was deleted", is_error=True)
+        output, stored = await self._bounded(request, output)
         return (
             ev.tool_result(
                 request.session_id,
@@ -94,6 +213,15 @@ class ToolWorker(EffectWorker[ev.ToolRequested]):
                 tenant_id=request.tenant_id,
                 causation_id=request.event_id,
                 duration_ms=int((time.monotonic() - started) * 1000),
+                **stored,
             ),
             1,
         )
+
+
+async def _store_output(conn: Any, request: ev.ToolRequested, whole: str, digest: str) -> None:
+    await conn.execute(
+        "INSERT INTO tool_outputs (sha256, session_id, tenant_id, tool_use_id, content, chars)"
+        " VALUES (%s, %s, %s, %s, %s, %s) ON CONFLICT DO NOTHING",
+        (digest, request.session_id, request.tenant_id, request.payload.tool_use_id, whole, len(whole)),
+    )

@@ -47,6 +47,16 @@ class Broker:
         self.log_file.close()
 
 
+def workspaces(log_dir: Path) -> Path:
+    """A fresh workspace root, on a path the sandbox user (nobody) can reach."""
+    root = log_dir / f"ws-{uuid.uuid4().hex[:8]}"
+    root.mkdir(mode=0o755)
+    for part in [root, *root.parents]:
+        if part.stat().st_mode & 0o005 != 0o005:
+            part.chmod(part.stat().st_mode | 0o005)
+    return root
+
+
 def create_database(server_uri: str) -> str:
     """A new empty database on the shared server; returns its URI."""
     name = "t_" + uuid.uuid4().hex[:12]
@@ -167,6 +177,7 @@ async def stack_on(server_uri: str, log_dir: Path, **overrides: Any) -> AsyncIte
         kafka_bootstrap=broker.bootstrap,
         database_url=create_database(server_uri),
         partitions=overrides.pop("partitions", 4),
+        workspace_root=overrides.pop("workspace_root", workspaces(log_dir)),
         **overrides,
     )
     await store.migrate(settings.database_url)

@@ -7,7 +7,7 @@ import hashlib
 import json
 import time
 import uuid
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Header, Path, Query, Request
 from fastapi.responses import JSONResponse
@@ -58,6 +58,9 @@ class PostMessage(BaseModel):
     max_steps: int | None = Field(default=None, ge=1, le=1000, description="model calls per turn")
     token_budget: int | None = Field(default=None, ge=1, description="tokens per session")
     tools: list[str] | None = Field(default=None, max_length=100, description="tool names allowed")
+    approvals: list[str] | None = Field(
+        default=None, max_length=100, description="tool names whose calls wait for a human's approval"
+    )
     ttl_seconds: int | None = Field(default=None, ge=1, description="idle seconds before expiry")
     max_tokens: int | None = Field(default=None, ge=1, le=128_000, description="per model call")
 
@@ -157,6 +160,7 @@ async def post_message(
                 max_steps=body.max_steps or settings.max_steps,
                 token_budget=body.token_budget,
                 tools=body.tools,
+                approvals=body.approvals if body.approvals is not None else settings.approval_tools,
                 ttl_s=body.ttl_seconds or settings.session_ttl_s,
                 max_tokens=body.max_tokens or settings.max_tokens,
             )
@@ -248,3 +252,60 @@ async def delete_session(request: Request, session_id: SessionId) -> JSONRespons
         )
     )
     return JSONResponse({"session_id": session_id, "status": "deleting"}, status_code=202)
+
+
+class Decision(BaseModel):
+    """A human's answer to a tool call waiting for approval."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    decision: Literal["approve", "deny"]
+    reason: str | None = Field(default=None, max_length=2000, description="told to the model on deny")
+
+
+@router.get("/sessions/{session_id}/approvals", responses={404: PROBLEM})
+async def list_approvals(
+    request: Request,
+    session_id: SessionId,
+    status: Annotated[Literal["pending", "approved", "denied", "expired"] | None, Query()] = None,
+) -> dict[str, Any]:
+    """A session's approvals, oldest first (`?status=pending` for those waiting)."""
+    pool, _, _ = _deps(request)
+    async with pool.connection() as conn:
+        if not await reads.session_exists(conn, session_id):
+            raise Problem(404, "Session not found", f"no session {session_id}")
+        return {"data": await reads.approvals(conn, session_id, status)}
+
+
+@router.post(
+    "/sessions/{session_id}/approvals/{approval_id}",
+    status_code=202,
+    responses={404: PROBLEM, 409: PROBLEM, 422: PROBLEM},
+)
+async def decide_approval(
+    request: Request,
+    session_id: SessionId,
+    approval_id: Annotated[str, Path(max_length=200)],
+    body: Decision,
+) -> JSONResponse:
+    """Approve or deny a waiting tool call; the turn goes on (a denial is an error result)."""
+    pool, kafka, _ = _deps(request)
+    async with pool.connection() as conn:
+        found = await reads.approval(conn, session_id, approval_id)
+    if found is None:
+        raise Problem(404, "Approval not found", f"no approval {approval_id} in session {session_id}")
+    if found["status"] != "pending":
+        raise Problem(409, "Approval already closed", f"approval {approval_id} is {found['status']}")
+    await kafka.append(
+        ev.approval_decided(
+            session_id,
+            tenant_id=found["tenant_id"],
+            turn_id=found["turn_id"],
+            step=found["step"],
+            approval_id=approval_id,
+            tool_use_id=found["tool_use_id"],
+            approved=body.decision == "approve",
+            reason=body.reason,
+        )
+    )
+    return JSONResponse({"approval_id": approval_id, "decision": body.decision}, status_code=202)

@@ -8,9 +8,17 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import Any, ClassVar, Protocol
+from pathlib import Path
+from typing import Any, ClassVar, Literal, Protocol
 
 from eventstore.events import Block
+from eventstore.settings import Settings
+
+# How a call may be repeated after a crash (DESIGN.md, "Tools and their idempotency class"):
+# `read` and `fetch` run again or reuse a recorded result; `guarded_write` checks the file
+# against the recorded pre- and post-images; `write` is never run twice: a start without
+# an outcome is reported as unknown.
+EffectClass = Literal["read", "fetch", "guarded_write", "write"]
 
 
 @dataclass(frozen=True)
@@ -19,6 +27,17 @@ class ToolOutput:
 
     content: list[Block] | str
     is_error: bool = False
+
+
+@dataclass(frozen=True)
+class ToolContext:
+    """Where and how a call runs: the session's workspace (a directory owned by this
+    executor), the settings, and the session's permissions."""
+
+    session_id: str
+    workspace: Path
+    settings: Settings
+    allow_network: bool = False
 
 
 class Tool(Protocol):
@@ -33,7 +52,11 @@ class Tool(Protocol):
     @property
     def input_schema(self) -> dict[str, Any]: ...
 
-    async def run(self, tool_input: dict[str, Any]) -> ToolOutput:
+    def effect_class(self, tool_input: dict[str, Any]) -> EffectClass:
+        """The class of this call (Bash decides per command)."""
+        ...
+
+    async def run(self, tool_input: dict[str, Any], ctx: ToolContext) -> ToolOutput:
         """Run once with the model's input; errors the model should read are returned, not raised."""
         ...
 
@@ -49,7 +72,10 @@ class Echo:
         "required": ["text"],
     }
 
-    async def run(self, tool_input: dict[str, Any]) -> ToolOutput:
+    def effect_class(self, tool_input: dict[str, Any]) -> EffectClass:
+        return "read"
+
+    async def run(self, tool_input: dict[str, Any], ctx: ToolContext) -> ToolOutput:
         text = tool_input.get("text")
         if not isinstance(text, str):
             return ToolOutput("Echo needs a string `text` input", is_error=True)
@@ -87,5 +113,15 @@ class Registry:
 
 
 def default_registry() -> Registry:
-    """The tools every worker has unless configured otherwise."""
-    return Registry([Echo()])
+    """The built-in tools, which every worker has unless configured otherwise."""
+    from processors.tools.files import Edit, Glob, Grep, Read, Write
+
+    tools: list[Tool] = [Echo(), Read(), Write(), Edit(), Grep(), Glob()]
+    try:
+        from processors.tools.bash import Bash
+        from processors.tools.web import WebFetch
+    except ImportError:  # pragma: no cover - while they are being built
+        pass
+    else:
+        tools += [Bash(), WebFetch()]
+    return Registry(tools)

@@ -20,7 +20,7 @@ from eventstore.events import Usage
 from eventstore.pricing import cost_of
 from eventstore.state import Turn, fold
 from processors import reactor
-from processors.tools.registry import Echo, Registry, ToolOutput
+from processors.tools.registry import Echo, EffectClass, Registry, ToolContext, ToolOutput
 from tests.fakes import anthropic as fake
 from tests.services import Stack, create_database, snapshot, stack_on, wait_until
 
@@ -39,7 +39,10 @@ class Add:
         "required": ["a", "b"],
     }
 
-    async def run(self, tool_input: dict[str, Any]) -> ToolOutput:
+    def effect_class(self, tool_input: dict[str, Any]) -> EffectClass:
+        return "read"
+
+    async def run(self, tool_input: dict[str, Any], ctx: ToolContext) -> ToolOutput:
         return ToolOutput(str(tool_input["a"] + tool_input["b"]))
 
 
@@ -48,7 +51,10 @@ class Broken:
     description = "Always raises."
     input_schema: dict[str, Any] = {"type": "object", "properties": {}}  # noqa: RUF012
 
-    async def run(self, tool_input: dict[str, Any]) -> ToolOutput:
+    def effect_class(self, tool_input: dict[str, Any]) -> EffectClass:
+        return "read"
+
+    async def run(self, tool_input: dict[str, Any], ctx: ToolContext) -> ToolOutput:
         raise RuntimeError("disk on fire")
 
 

@@ -1,0 +1,364 @@
+"""The Bash tool: a command classified read-only or write, run by bash in a bubblewrap sandbox
+(the workspace read-write at /workspace, the system read-only, no network, a clean environment,
+time, process and output limits), and nothing it started left running afterwards.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import os
+import resource
+import shutil
+import signal
+import subprocess
+from contextlib import suppress
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, ClassVar
+
+from processors.tools.classify import classify
+from processors.tools.registry import EffectClass, ToolContext, ToolOutput
+from processors.tools.workspace import SANDBOX_UID
+
+# Where the sandbox looks for programs (on the host: bwrap, setpriv, prlimit; inside: the rest).
+HOST_PATH = "/usr/local/bin:/usr/bin:/bin:/usr/local/sbin:/usr/sbin:/sbin"
+SANDBOX_PATH = "/usr/local/bin:/usr/bin:/bin"
+WORKSPACE_MOUNT = "/workspace"
+# A command that writes more than this is killed: we keep only the first bytes anyway.
+FLOOD_LIMIT_BYTES = 64 * 1024 * 1024
+# After the command exits, how long its last output may take to arrive.
+_DRAIN_GRACE_S = 2.0
+# What of the host's /etc the sandbox sees: the loader's files and certificates, and with a
+# network, name resolution; passwd, group and hosts are made up (_etc).
+_ETC_ALWAYS = "alternatives ld.so.cache ld.so.conf ld.so.conf.d localtime ssl ca-certificates".split()
+_ETC_NETWORK = "resolv.conf hosts nsswitch.conf gai.conf host.conf".split()
+UNAVAILABLE = (
+    "Bash is unavailable: bubblewrap (bwrap) is not installed; install it (apt-get install bubblewrap) "
+    "or set AGENTLOG_BASH_ALLOW_UNSANDBOXED=true"
+)
+
+
+def find_program(name: str) -> str | None:
+    """The host's path of a program (bwrap, setpriv, prlimit, bash), or None; tests replace it."""
+    return shutil.which(name, path=HOST_PATH)
+
+
+@dataclass
+class _Launch:
+    """How to start one command: argv (with files bwrap makes inside the sandbox from `data`,
+    spliced in before `tail`), where, and with which Popen options (dropping privileges)."""
+
+    argv: list[str]
+    tail: list[str]
+    cwd: str | None
+    env: dict[str, str]
+    data: dict[str, str] = field(default_factory=dict)
+    popen: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class _Outcome:
+    head: bytes
+    total: int
+    returncode: int | None
+    timed_out: bool
+    flooded: bool
+
+
+class _Sink(asyncio.Protocol):
+    """Reads the command's output as it comes: keeps the first `cap` bytes, counts the rest."""
+
+    def __init__(self, cap: int, loop: asyncio.AbstractEventLoop) -> None:
+        self.cap = cap
+        self.head = bytearray()
+        self.total = 0
+        self.flooded = asyncio.Event()
+        self.closed: asyncio.Future[None] = loop.create_future()
+
+    def data_received(self, data: bytes) -> None:
+        room = self.cap - len(self.head)
+        if room > 0:
+            self.head += data[:room]
+        self.total += len(data)
+        if self.total > FLOOD_LIMIT_BYTES:
+            self.flooded.set()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        if not self.closed.done():
+            self.closed.set_result(None)
+
+
+def _identity(workspace: Path) -> tuple[int, int] | None:
+    """Create the workspace if missing; as root, the uid/gid commands run as (its owner)."""
+    workspace.mkdir(parents=True, exist_ok=True)
+    if os.geteuid() != 0:
+        return None
+    st = workspace.stat()
+    if st.st_uid == 0:
+        # Commands never run as root; the workspace belongs to the sandbox user (workspace.py).
+        os.chown(workspace, SANDBOX_UID, SANDBOX_UID)
+        return SANDBOX_UID, SANDBOX_UID
+    return st.st_uid, st.st_gid
+
+
+def _tasks_of(uid: int) -> int:
+    """How many tasks (threads included) run as `uid`: RLIMIT_NPROC counts them all."""
+    count = 0
+    for entry in os.scandir("/proc"):
+        if not entry.name.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry.name}/status") as status:
+                fields = dict(line.split(":", 1) for line in status if ":" in line)
+        except OSError:
+            continue
+        if int(fields.get("Uid", "-1 ").split()[0]) == uid:
+            count += int(fields.get("Threads", "1"))
+    return count
+
+
+def _data_fd(content: str) -> int:
+    """A pipe holding `content` (small: it fits the pipe buffer), for bwrap's --ro-bind-data."""
+    read_end, write_end = os.pipe()
+    try:
+        os.write(write_end, content.encode())
+    finally:
+        os.close(write_end)
+    return read_end
+
+
+def _etc(uid: int, gid: int, network: bool) -> tuple[list[str], dict[str, str]]:
+    """/etc inside: a few host files (the loader's, certificates) and a made-up passwd/group."""
+    argv = ["--perms", "0755", "--dir", "/etc"]
+    for name in _ETC_ALWAYS + (_ETC_NETWORK if network else []):
+        argv += ["--ro-bind-try", f"/etc/{name}", f"/etc/{name}"]
+    files = {
+        "/etc/passwd": "root:x:0:0:root:/root:/usr/sbin/nologin\n"
+        f"agent:x:{uid}:{gid}:agent:{WORKSPACE_MOUNT}:/bin/sh\n",
+        "/etc/group": f"root:x:0:\nagent:x:{gid}:\n",
+    }
+    if not network:
+        files["/etc/hosts"] = "127.0.0.1\tlocalhost\n::1\tlocalhost\n"
+    return argv, files
+
+
+@functools.cache
+def _disable_userns(bwrap: str) -> list[str]:
+    """`--disable-userns` (bubblewrap 0.8+): no nested user namespaces inside the sandbox."""
+    try:
+        usage = subprocess.run([bwrap, "--help"], capture_output=True, text=True, timeout=10, check=False)
+    except (OSError, subprocess.TimeoutExpired):
+        return []
+    return ["--disable-userns"] if "--disable-userns" in usage.stdout + usage.stderr else []
+
+
+def _drop_argv(setpriv: str, uid: int, gid: int) -> list[str]:
+    """setpriv's arguments to become uid/gid with no groups, no capabilities, no new privileges."""
+    ids = [f"--reuid={uid}", f"--regid={gid}", "--clear-groups"]
+    return [setpriv, *ids, "--inh-caps=-all", "--bounding-set=-all", "--no-new-privs"]
+
+
+def _bwrap_argv(
+    bwrap: str, workspace: Path, uid: int, gid: int, network: bool, drop: str | None
+) -> tuple[list[str], dict[str, str]]:
+    """bwrap's options. With `drop` (setpriv, when we are root) bwrap runs as root without a
+    user namespace, so it can reach any workspace, and setpriv drops to uid/gid inside;
+    otherwise bwrap runs unprivileged in a user namespace of its own."""
+    argv = [bwrap]
+    if drop:
+        argv += ["--unshare-ipc", "--unshare-pid", "--unshare-uts", "--unshare-cgroup-try"]
+        argv += [] if network else ["--unshare-net"]
+    else:
+        argv += ["--unshare-all", "--unshare-user", *_disable_userns(bwrap)]
+        argv += ["--share-net"] if network else []
+    argv += ["--die-with-parent", "--new-session", "--hostname", "agentlog", "--ro-bind", "/usr", "/usr"]
+    for top in ("/bin", "/sbin", "/lib", "/lib32", "/lib64", "/libx32"):
+        if os.path.islink(top):
+            argv += ["--symlink", os.readlink(top), top]
+        elif os.path.isdir(top):
+            argv += ["--ro-bind", top, top]
+    etc, files = _etc(uid, gid, network)
+    argv += etc
+    argv += ["--proc", "/proc", "--dev", "/dev", "--perms", "1777", "--tmpfs", "/tmp"]
+    argv += ["--bind", str(workspace), WORKSPACE_MOUNT, "--chdir", WORKSPACE_MOUNT]
+    return argv, files
+
+
+def _prepare(command: str, workspace: Path, ctx: ToolContext) -> _Launch | str:
+    """How to run `command` here (the workspace made ready), or why it cannot run."""
+    settings = ctx.settings
+    ids = _identity(workspace)
+    shell = find_program("bash") or "/bin/sh"
+    bwrap = find_program("bwrap")
+    setpriv = find_program("setpriv")
+    prlimit = find_program("prlimit")
+    uid, gid = ids or (os.getuid(), os.getgid())
+    # RLIMIT_NPROC counts every task of the uid (other commands', and ours when not root), so
+    # the limit is what runs as that uid now plus what this command may start.
+    limit = _tasks_of(uid) + settings.bash_max_processes
+    prefix = [prlimit, f"--nproc={limit}"] if prlimit else []
+    popen: dict[str, Any] = {}
+    if not prlimit:
+        popen["preexec_fn"] = lambda: resource.setrlimit(resource.RLIMIT_NPROC, (limit, limit))
+    drop = setpriv if ids is not None else None
+    if ids is not None and not setpriv:
+        # No setpriv: drop before exec (RLIMIT_NPROC does not bind root).
+        popen.update(user=uid, group=gid, extra_groups=[])
+    tail = [*(_drop_argv(drop, uid, gid) if drop else []), shell, "-c", command]
+    if bwrap is None:
+        if not settings.bash_allow_unsandboxed:
+            return UNAVAILABLE
+        env = {"PATH": SANDBOX_PATH, "HOME": str(workspace), "LANG": "C.UTF-8"}
+        return _Launch(prefix, tail, str(workspace), env, popen=popen)
+    argv, files = _bwrap_argv(bwrap, workspace, uid, gid, ctx.allow_network, drop)
+    env = {"PATH": SANDBOX_PATH, "HOME": WORKSPACE_MOUNT, "LANG": "C.UTF-8"}
+    return _Launch([*prefix, *argv], tail, None, env, files, popen)
+
+
+def _kill_group(pgid: int) -> None:
+    """SIGKILL the command's process group; bwrap's death takes its pid namespace with it."""
+    with suppress(ProcessLookupError, PermissionError):
+        os.killpg(pgid, signal.SIGKILL)
+
+
+async def _execute(launch: _Launch, limit_s: float, cap: int) -> _Outcome:
+    """Run to completion, a timeout or a flood of output; whatever happens (cancellation
+    too), the process group is killed before this returns."""
+    loop = asyncio.get_running_loop()
+    data_fds: list[int] = []
+    read_end, write_end = os.pipe()
+    try:
+        argv = list(launch.argv)
+        for dest, content in launch.data.items():
+            data_fds.append(_data_fd(content))
+            argv += ["--perms", "0644", "--ro-bind-data", str(data_fds[-1]), dest]
+        proc = await asyncio.create_subprocess_exec(
+            *argv,
+            *launch.tail,
+            stdin=asyncio.subprocess.DEVNULL,
+            stdout=write_end,
+            stderr=write_end,
+            cwd=launch.cwd,
+            env=launch.env,
+            pass_fds=data_fds,
+            start_new_session=True,
+            **launch.popen,
+        )
+    except BaseException:
+        os.close(read_end)
+        raise
+    finally:
+        os.close(write_end)
+        for fd in data_fds:
+            os.close(fd)
+    sink = _Sink(cap, loop)
+    pipe = os.fdopen(read_end, "rb", buffering=0)
+    transport: asyncio.BaseTransport | None = None
+    try:
+        transport, _ = await loop.connect_read_pipe(lambda: sink, pipe)
+        exited = asyncio.ensure_future(proc.wait())
+        flood = asyncio.ensure_future(sink.flooded.wait())
+        try:
+            first = asyncio.FIRST_COMPLETED
+            done, _ = await asyncio.wait({exited, flood}, timeout=limit_s, return_when=first)
+        finally:
+            exited.cancel()
+            flood.cancel()
+        _kill_group(proc.pid)
+        await proc.wait()
+        with suppress(TimeoutError):
+            await asyncio.wait_for(asyncio.shield(sink.closed), _DRAIN_GRACE_S)
+    finally:
+        _kill_group(proc.pid)
+        if transport is not None:
+            transport.close()
+        else:
+            pipe.close()
+        if proc.returncode is None:
+            await proc.wait()
+    return _Outcome(bytes(sink.head), sink.total, proc.returncode, not done, sink.flooded.is_set())
+
+
+def _signal_name(number: int) -> str:
+    try:
+        return signal.Signals(number).name
+    except ValueError:
+        return str(number)
+
+
+def _render(outcome: _Outcome, timeout: float, cap: int) -> ToolOutput:
+    """The text the model reads: output, then notes on truncation, timeout and exit status."""
+    text = outcome.head.decode("utf-8", errors="replace")
+    notes = []
+    if outcome.flooded:
+        notes.append(
+            f"[output truncated: the command wrote more than {FLOOD_LIMIT_BYTES} bytes and was "
+            f"stopped; showing the first {cap}]"
+        )
+    elif outcome.total > len(outcome.head):
+        notes.append(f"[output truncated: {outcome.total} bytes, showing the first {len(outcome.head)}]")
+    code = outcome.returncode or 0
+    if outcome.timed_out:
+        notes.append(f"[timed out after {timeout:g} s]")
+    elif outcome.flooded:
+        pass
+    elif code < 0:
+        notes.append(f"[killed by signal {_signal_name(-code)}]")
+    elif code:
+        notes.append(f"[exit code {code}]")
+    is_error = outcome.timed_out or outcome.flooded or code != 0
+    if text and notes and not text.endswith("\n"):
+        text += "\n"
+    text += "\n".join(notes)
+    return ToolOutput(text or "(no output)", is_error=is_error)
+
+
+class Bash:
+    """Runs a shell command in the session's workspace, sandboxed by bubblewrap."""
+
+    name = "Bash"
+    description = (
+        "Runs a command with bash in a sandbox and returns its output (stdout and stderr together). "
+        f"The working directory is {WORKSPACE_MOUNT}, the session's workspace: it is read-write and its "
+        "files persist between calls (the file tools see the same files). Everything else is read-only "
+        "(/usr with its programs) or private to the call (/tmp is empty each time). There is no network "
+        "access unless the session allows it, and no credentials in the environment. Each call starts "
+        "a fresh shell (no variables or cd carry over). There is a time limit (`timeout`, in seconds, "
+        "can only shorten it) and a limit on processes; processes left in the background are killed "
+        "when the command returns; long output is cut. A non-zero exit status is reported as an error."
+    )
+    input_schema: ClassVar[dict[str, Any]] = {
+        "type": "object",
+        "properties": {
+            "command": {"type": "string", "description": "the command line to run with bash -c"},
+            "timeout": {"type": "number", "description": "time limit in seconds (at most the default)"},
+        },
+        "required": ["command"],
+    }
+
+    def effect_class(self, tool_input: dict[str, Any]) -> EffectClass:
+        command = tool_input.get("command")
+        return "read" if isinstance(command, str) and classify(command) == "read" else "write"
+
+    async def run(self, tool_input: dict[str, Any], ctx: ToolContext) -> ToolOutput:
+        command = tool_input.get("command")
+        if not isinstance(command, str) or not command.strip():
+            return ToolOutput("Bash needs a non-empty string `command` input", is_error=True)
+        limit = ctx.settings.bash_timeout_s
+        asked = tool_input.get("timeout", limit)
+        if isinstance(asked, bool) or not isinstance(asked, int | float) or not asked > 0:
+            return ToolOutput("`timeout` must be a positive number of seconds", is_error=True)
+        timeout = min(float(asked), limit)
+        try:
+            launch = await asyncio.to_thread(_prepare, command, ctx.workspace.absolute(), ctx)
+        except OSError as exc:
+            return ToolOutput(f"Bash cannot prepare the workspace: {exc}", is_error=True)
+        if isinstance(launch, str):
+            return ToolOutput(launch, is_error=True)
+        cap = ctx.settings.bash_max_output_bytes
+        try:
+            outcome = await _execute(launch, timeout, cap)
+        except OSError as exc:
+            return ToolOutput(f"Bash could not start the command: {exc}", is_error=True)
+        return _render(outcome, timeout, cap)

@@ -1,0 +1,377 @@
+"""File tools, named and shaped as models know them: Read, Grep, Glob (pure reads) and
+Write, Edit (guarded writes). Paths are relative to the session's workspace and never
+leave it; a refusal or a failure is a result the model can read.
+
+A guarded write is planned before it is applied: the plan names the file, the sha256 of
+its content now (the pre-image, None when it does not exist) and of its content after
+(the post-image). The executor records the plan before applying it, so after a crash it
+can tell done (post-image present) from not done (pre-image) from changed by someone else.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import fnmatch
+import hashlib
+import os
+import re
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, ClassVar
+
+from processors.tools.registry import EffectClass, ToolContext, ToolOutput
+from processors.tools.workspace import PathRefused, relative, resolve
+
+READ_DEFAULT_LINES = 2000
+READ_MAX_LINE = 2000
+GREP_MAX_MATCHES = 500
+GLOB_MAX_FILES = 1000
+SEARCH_MAX_FILE_BYTES = 5_000_000
+
+
+def sha256_of(path: Path) -> str | None:
+    """The sha256 of a file's bytes, or None when there is no such file."""
+    try:
+        return hashlib.sha256(path.read_bytes()).hexdigest()
+    except FileNotFoundError:
+        return None
+
+
+def _error(message: str) -> ToolOutput:
+    return ToolOutput(message, is_error=True)
+
+
+def _text_of(path: Path, shown: str) -> str | ToolOutput:
+    if path.is_dir():
+        return _error(f"{shown} is a directory; use Glob to list files")
+    try:
+        data = path.read_bytes()
+    except FileNotFoundError:
+        return _error(f"{shown} does not exist")
+    except OSError as exc:
+        return _error(f"cannot read {shown}: {exc.strerror}")
+    if b"\x00" in data[:8192]:
+        return _error(f"{shown} is a binary file ({len(data)} bytes)")
+    return data.decode("utf-8", errors="replace")
+
+
+def _match_owner(path: Path, workspace: Path) -> None:
+    """Files the executor writes belong to the workspace's owner (the sandbox user), so
+    that Bash can change them too."""
+    if os.geteuid() != 0:
+        return
+    st = workspace.stat()
+    for part in [path, *path.parents]:
+        if part == workspace or workspace not in part.parents:
+            break
+        os.chown(part, st.st_uid, st.st_gid)
+
+
+def _write_atomically(path: Path, content: bytes, workspace: Path) -> None:
+    """The file holds either its old content or the new one, never a part of it."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as out:
+            out.write(content)
+            out.flush()
+            os.fsync(out.fileno())
+        if path.exists():
+            os.chmod(tmp, path.stat().st_mode & 0o7777)
+        else:
+            os.chmod(tmp, 0o664)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    _match_owner(path, workspace)
+
+
+class _FileTool:
+    """File tools do blocking I/O: they run in a thread, never on the event loop."""
+
+    def run_sync(self, tool_input: dict[str, Any], ctx: ToolContext) -> ToolOutput:
+        raise NotImplementedError
+
+    async def run(self, tool_input: dict[str, Any], ctx: ToolContext) -> ToolOutput:
+        return await asyncio.to_thread(self.run_sync, tool_input, ctx)
+
+
+class Read(_FileTool):
+    name = "Read"
+    description = (
+        "Reads a file from the workspace. Lines are numbered from 1 (`cat -n` style). "
+        f"By default up to {READ_DEFAULT_LINES} lines from the start; use offset and limit for more. "
+        "Relative paths are relative to the workspace."
+    )
+    input_schema: ClassVar[dict[str, Any]] = {
+        "type": "object",
+        "properties": {
+            "file_path": {"type": "string", "description": "the file to read"},
+            "offset": {"type": "integer", "minimum": 1, "description": "the line to start at (1-based)"},
+            "limit": {"type": "integer", "minimum": 1, "description": "how many lines to read"},
+        },
+        "required": ["file_path"],
+    }
+
+    def effect_class(self, tool_input: dict[str, Any]) -> EffectClass:
+        return "read"
+
+    def run_sync(self, tool_input: dict[str, Any], ctx: ToolContext) -> ToolOutput:
+        try:
+            path = resolve(ctx.workspace, tool_input.get("file_path"))
+        except PathRefused as exc:
+            return _error(str(exc))
+        offset, limit = tool_input.get("offset", 1), tool_input.get("limit", READ_DEFAULT_LINES)
+        if not isinstance(offset, int) or offset < 1 or not isinstance(limit, int) or limit < 1:
+            return _error("offset and limit must be positive integers")
+        text = _text_of(path, relative(ctx.workspace, path))
+        if isinstance(text, ToolOutput):
+            return text
+        lines = text.splitlines()
+        if not lines:
+            return ToolOutput(f"{relative(ctx.workspace, path)} is empty")
+        chosen = lines[offset - 1 : offset - 1 + limit]
+        if not chosen:
+            return _error(f"offset {offset} is past the end ({len(lines)} lines)")
+        out = [
+            f"{n:>6}\t{line if len(line) <= READ_MAX_LINE else line[:READ_MAX_LINE] + '… [line cut]'}"
+            for n, line in enumerate(chosen, offset)
+        ]
+        rest = len(lines) - (offset - 1 + len(chosen))
+        if rest > 0:
+            out.append(f"[{rest} more lines; read on with offset={offset + len(chosen)}]")
+        return ToolOutput("\n".join(out))
+
+
+def _walk(root: Path, workspace: Path) -> list[Path]:
+    """Files under `root`, not following symlinks out of the workspace, in a stable order."""
+    found: list[Path] = []
+    real_ws = workspace.resolve()
+    for dirpath, dirnames, filenames in os.walk(root, followlinks=False):
+        dirnames[:] = sorted(d for d in dirnames if not d.startswith(".git"))
+        for name in sorted(filenames):
+            path = Path(dirpath) / name
+            real = Path(os.path.realpath(path))
+            if real_ws in real.parents and real.is_file():
+                found.append(path)
+    return sorted(found)
+
+
+class Grep(_FileTool):
+    name = "Grep"
+    description = (
+        "Searches file contents with a regular expression (Python syntax). Returns "
+        "`path:line:text` for each matching line. `path` is a file or directory in the "
+        "workspace (default: the whole workspace); `glob` filters file names, e.g. `*.py`."
+    )
+    input_schema: ClassVar[dict[str, Any]] = {
+        "type": "object",
+        "properties": {
+            "pattern": {"type": "string", "description": "the regular expression"},
+            "path": {"type": "string", "description": "file or directory to search"},
+            "glob": {"type": "string", "description": "only files whose name matches, e.g. *.md"},
+        },
+        "required": ["pattern"],
+    }
+
+    def effect_class(self, tool_input: dict[str, Any]) -> EffectClass:
+        return "read"
+
+    def run_sync(self, tool_input: dict[str, Any], ctx: ToolContext) -> ToolOutput:
+        pattern = tool_input.get("pattern")
+        if not isinstance(pattern, str) or not pattern:
+            return _error("pattern must be a non-empty string")
+        try:
+            regex = re.compile(pattern)
+        except re.error as exc:
+            return _error(f"invalid regular expression: {exc}")
+        try:
+            base = resolve(ctx.workspace, tool_input.get("path") or ".", must_exist=True)
+        except PathRefused as exc:
+            return _error(str(exc))
+        glob = tool_input.get("glob")
+        files = [base] if base.is_file() else _walk(base, ctx.workspace)
+        if isinstance(glob, str) and glob:
+            files = [f for f in files if fnmatch.fnmatch(f.name, glob) or fnmatch.fnmatch(str(f), glob)]
+        matches: list[str] = []
+        for path in files:
+            if path.stat().st_size > SEARCH_MAX_FILE_BYTES:
+                continue
+            text = _text_of(path, "")
+            if isinstance(text, ToolOutput):
+                continue
+            for n, line in enumerate(text.splitlines(), 1):
+                if regex.search(line):
+                    matches.append(f"{relative(ctx.workspace, path)}:{n}:{line[:500]}")
+                    if len(matches) >= GREP_MAX_MATCHES:
+                        matches.append(f"[stopped at {GREP_MAX_MATCHES} matches]")
+                        return ToolOutput("\n".join(matches))
+        return ToolOutput("\n".join(matches) if matches else "No matches")
+
+
+class Glob(_FileTool):
+    name = "Glob"
+    description = (
+        "Lists files in the workspace whose path matches a glob pattern such as `**/*.py` "
+        "or `src/*.md`, relative to `path` (default: the workspace root)."
+    )
+    input_schema: ClassVar[dict[str, Any]] = {
+        "type": "object",
+        "properties": {
+            "pattern": {"type": "string", "description": "the glob pattern"},
+            "path": {"type": "string", "description": "the directory to search from"},
+        },
+        "required": ["pattern"],
+    }
+
+    def effect_class(self, tool_input: dict[str, Any]) -> EffectClass:
+        return "read"
+
+    def run_sync(self, tool_input: dict[str, Any], ctx: ToolContext) -> ToolOutput:
+        pattern = tool_input.get("pattern")
+        if not isinstance(pattern, str) or not pattern or "\x00" in pattern:
+            return _error("pattern must be a non-empty string")
+        if Path(pattern).is_absolute() or ".." in Path(pattern).parts:
+            return _error("pattern must be relative and stay inside the workspace (no '..')")
+        try:
+            base = resolve(ctx.workspace, tool_input.get("path") or ".", must_exist=True)
+        except PathRefused as exc:
+            return _error(str(exc))
+        if not base.is_dir():
+            return _error(f"{relative(ctx.workspace, base)} is not a directory")
+        real_ws = ctx.workspace.resolve()
+        found: list[str] = []
+        for path in sorted(base.glob(pattern)):
+            real = Path(os.path.realpath(path))
+            if real_ws in real.parents and real.is_file():
+                found.append(relative(ctx.workspace, path))
+            if len(found) >= GLOB_MAX_FILES:
+                found.append(f"[stopped at {GLOB_MAX_FILES} files]")
+                break
+        return ToolOutput("\n".join(found) if found else "No files found")
+
+
+@dataclass(frozen=True)
+class WritePlan:
+    """A guarded write, before it is applied: enough to recognise it afterwards."""
+
+    path: Path
+    pre_sha256: str | None
+    post_sha256: str
+    content: bytes
+    summary: str
+
+    def intent(self) -> dict[str, Any]:
+        """What the ledger records before the write (no content: hashes suffice)."""
+        return {"path": str(self.path), "pre_sha256": self.pre_sha256, "post_sha256": self.post_sha256}
+
+
+class _GuardedWrite(_FileTool):
+    """Plan, then apply; `run` does both (the executor does them around its ledger)."""
+
+    def effect_class(self, tool_input: dict[str, Any]) -> EffectClass:
+        return "guarded_write"
+
+    def plan(self, tool_input: dict[str, Any], ctx: ToolContext) -> WritePlan | ToolOutput:
+        raise NotImplementedError
+
+    def apply(self, plan: WritePlan, ctx: ToolContext) -> ToolOutput:
+        try:
+            _write_atomically(plan.path, plan.content, ctx.workspace.resolve())
+        except OSError as exc:
+            return _error(f"cannot write {relative(ctx.workspace, plan.path)}: {exc.strerror}")
+        return ToolOutput(plan.summary)
+
+    def run_sync(self, tool_input: dict[str, Any], ctx: ToolContext) -> ToolOutput:
+        plan = self.plan(tool_input, ctx)
+        return plan if isinstance(plan, ToolOutput) else self.apply(plan, ctx)
+
+
+class Write(_GuardedWrite):
+    name = "Write"
+    description = (
+        "Writes a file in the workspace, creating it (and its directories) or replacing its "
+        "whole content. Prefer Edit to change part of an existing file."
+    )
+    input_schema: ClassVar[dict[str, Any]] = {
+        "type": "object",
+        "properties": {
+            "file_path": {"type": "string", "description": "the file to write"},
+            "content": {"type": "string", "description": "the file's whole new content"},
+        },
+        "required": ["file_path", "content"],
+    }
+
+    def plan(self, tool_input: dict[str, Any], ctx: ToolContext) -> WritePlan | ToolOutput:
+        try:
+            path = resolve(ctx.workspace, tool_input.get("file_path"))
+        except PathRefused as exc:
+            return _error(str(exc))
+        content = tool_input.get("content")
+        if not isinstance(content, str):
+            return _error("content must be a string")
+        if path.is_dir():
+            return _error(f"{relative(ctx.workspace, path)} is a directory")
+        data = content.encode()
+        shown = relative(ctx.workspace, path)
+        return WritePlan(
+            path,
+            sha256_of(path),
+            hashlib.sha256(data).hexdigest(),
+            data,
+            f"Wrote {len(data)} bytes to {shown}",
+        )
+
+
+class Edit(_GuardedWrite):
+    name = "Edit"
+    description = (
+        "Replaces an exact string in a file of the workspace. old_string must occur exactly "
+        "once unless replace_all is true; include enough surrounding text to make it unique."
+    )
+    input_schema: ClassVar[dict[str, Any]] = {
+        "type": "object",
+        "properties": {
+            "file_path": {"type": "string", "description": "the file to change"},
+            "old_string": {"type": "string", "description": "the exact text to replace"},
+            "new_string": {"type": "string", "description": "the text to put instead"},
+            "replace_all": {"type": "boolean", "description": "replace every occurrence", "default": False},
+        },
+        "required": ["file_path", "old_string", "new_string"],
+    }
+
+    def plan(self, tool_input: dict[str, Any], ctx: ToolContext) -> WritePlan | ToolOutput:
+        try:
+            path = resolve(ctx.workspace, tool_input.get("file_path"))
+        except PathRefused as exc:
+            return _error(str(exc))
+        old, new = tool_input.get("old_string"), tool_input.get("new_string")
+        if not isinstance(old, str) or not isinstance(new, str) or not old:
+            return _error("old_string must be a non-empty string and new_string a string")
+        if old == new:
+            return _error("old_string and new_string are the same; nothing to change")
+        shown = relative(ctx.workspace, path)
+        text = _text_of(path, shown)
+        if isinstance(text, ToolOutput):
+            return text
+        count = text.count(old)
+        if count == 0:
+            return _error(f"old_string was not found in {shown}")
+        replace_all = bool(tool_input.get("replace_all", False))
+        if count > 1 and not replace_all:
+            return _error(
+                f"old_string occurs {count} times in {shown};"
+                " add context to make it unique or set replace_all"
+            )
+        changed = text.replace(old, new) if replace_all else text.replace(old, new, 1)
+        data = changed.encode()
+        n = count if replace_all else 1
+        return WritePlan(
+            path,
+            sha256_of(path),
+            hashlib.sha256(data).hexdigest(),
+            data,
+            f"Replaced {n} occurrence{'s' * (n > 1)} in {shown}",
+        )

@@ -1,0 +1,64 @@
+"""Workspaces and path safety: a file tool touches nothing outside its session's directory.
+
+A path is resolved relative to the workspace (an absolute path must already lie inside
+it), with every symlink followed, and refused unless the result is still inside: `..`,
+absolute paths elsewhere, symlinks pointing out and `/proc` all end as a refusal the
+model can read, never as an exception that reaches the worker.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import re
+from pathlib import Path
+
+_UNSAFE = re.compile(r"[^A-Za-z0-9._-]")
+SANDBOX_UID = 65534  # nobody
+
+
+class PathRefused(Exception):
+    """A path the tool may not touch; the message is for the model."""
+
+
+def workspace_for(root: Path, tenant_id: str, session_id: str) -> Path:
+    """The session's workspace directory under `root` (created on first use).
+
+    Names are made filesystem-safe; a digest keeps two ids that clean to the same name apart.
+    """
+    digest = hashlib.sha256(f"{tenant_id}/{session_id}".encode()).hexdigest()[:10]
+    name = f"{_UNSAFE.sub('_', session_id)[:80]}-{digest}"
+    path = root.resolve() / _UNSAFE.sub("_", tenant_id)[:80] / name
+    if not path.is_dir():
+        path.mkdir(parents=True, exist_ok=True)
+        if os.geteuid() == 0:
+            # The sandbox runs commands as `nobody`; the workspace is theirs to write.
+            os.chown(path, SANDBOX_UID, SANDBOX_UID)
+    return path
+
+
+def resolve(workspace: Path, raw: object, *, must_exist: bool = False) -> Path:
+    """The real path of `raw` inside the workspace, or PathRefused saying why not."""
+    if not isinstance(raw, str) or not raw.strip():
+        raise PathRefused("a path must be a non-empty string")
+    if "\x00" in raw:
+        raise PathRefused("a path must not contain NUL characters")
+    root = workspace.resolve()
+    given = Path(raw)
+    candidate = given if given.is_absolute() else root / given
+    # strict=False: the last parts may not exist yet (Write), but every existing symlink
+    # on the way is followed, so a link pointing out is seen for what it is.
+    real = Path(os.path.realpath(candidate))
+    if real != root and root not in real.parents:
+        raise PathRefused(f"{raw!r} is outside the workspace; use a path inside {root}")
+    if must_exist and not real.exists():
+        raise PathRefused(f"{raw!r} does not exist in the workspace")
+    return real
+
+
+def relative(workspace: Path, path: Path) -> str:
+    """How a path inside the workspace is shown to the model."""
+    try:
+        return str(path.relative_to(workspace.resolve())) or "."
+    except ValueError:
+        return str(path)
