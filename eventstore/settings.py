@@ -26,7 +26,11 @@ class Settings(BaseSettings):
     offline_model_latency_ms: int = Field(default=0, ge=0)
     model_concurrency: int = Field(default=256, ge=1)
     tool_concurrency: int = Field(default=64, ge=1)
-    tool_timeout_s: float = Field(default=60.0, gt=0)
+    # A tool run is stopped after this (Bash has its own, shorter limit inside it).
+    tool_timeout_s: float = Field(default=150.0, gt=0)
+    # A requested tool with no result this long after it was asked for (its executor lost for
+    # good) is answered by the reactor with an "outcome unknown" error result.
+    tool_deadline_s: float = Field(default=900.0, gt=0)
     # Workspaces: one directory per session under this root, owned by one tool executor.
     workspace_root: Path = Path(".agentlog/workspaces")
     # Tool executors: this one serves the partitions p with p % count == index.

@@ -59,6 +59,9 @@ class Turn(BaseModel):
     # Tool calls waiting for a human (approval requested), and the decisions made.
     awaiting: frozenset[str] = frozenset()
     decisions: tuple[tuple[str, bool, str | None], ...] = ()
+    # When the step's tools were asked for (the answer's producer time): tools that never
+    # answer are given up on some time after it.
+    tools_asked_at: datetime | None = None
     # Set when a newer message interrupts this turn (policy `interrupt`).
     interrupted: bool = False
     # Why this turn must fail without starting (policy `reject`, a closed session).
@@ -276,6 +279,7 @@ def _apply(state: SessionState, event: Event) -> SessionState:
                     "model_pending": False,
                     "stop_reason": p.stop_reason,
                     "tool_uses": tuple(b for b in p.content if b.get("type") == "tool_use"),
+                    "tools_asked_at": event.occurred_at,
                     **turn_billed,
                 }
             )

@@ -237,6 +237,30 @@ def react(state: SessionState, at: datetime) -> list[ev.Event]:
     return _continue(state, current, at)
 
 
+def overdue(state: SessionState, at: datetime, deadline_s: float) -> list[ev.Event]:
+    """Error results for the requested tools of a running step that have not answered within
+    `deadline_s` of being asked for (an executor lost for good must not brick the session)."""
+    turn = state.turn(state.current_turn)
+    if turn is None or turn.tools_asked_at is None or not turn.requested:
+        return []
+    if (at - turn.tools_asked_at).total_seconds() < deadline_s:
+        return []
+    return [
+        ev.tool_result(
+            state.session_id,
+            turn_id=turn.turn_id,
+            step=turn.step,
+            tool_use_id=tool_use_id,
+            content=_unknown(f"no tool executor answered within {deadline_s:g} s"),
+            is_error=True,
+            tenant_id=state.tenant_id,
+            at=at,
+        )
+        for tool_use_id in sorted(turn.requested)
+        if turn.result_for(tool_use_id) is None
+    ]
+
+
 def expiry(state: SessionState, at: datetime) -> ev.SessionExpired | None:
     """The expiry of an idle session past its TTL, if it is due at `at`."""
     if state.ttl_s is None or state.status != "idle" or state.last_activity_at is None:

@@ -59,14 +59,25 @@ class ReactorWorker(FoldingWorker):
             log.info("reactor: resumed %d unfinished session(s)", resumed)
 
     async def on_tick(self) -> None:
-        """Expire the idle sessions past their TTL."""
+        """Timers: expire the idle sessions past their TTL; give up on tools that never answer."""
         at = ev.now()
-        due = [e for s in list(self.cache.states.values()) if (e := reactor.expiry(self._ahead(s), at))]
-        for expiry in due:
-            await self._append([expiry])
-            self.expired += 1
-        if due:
-            log.info("reactor: expired %d idle session(s)", len(due))
+        deadline = self.settings.tool_deadline_s
+        for state in list(self.cache.states.values()):
+            ahead = self._ahead(state)
+            expiry = reactor.expiry(ahead, at)
+            if expiry is not None:
+                await self._append([expiry])
+                self.expired += 1
+                log.info("reactor: session %s expired", state.session_id)
+            late = reactor.overdue(ahead, at, deadline)
+            if late:
+                log.warning(
+                    "reactor: %d tool call(s) of %s got no result in %gs",
+                    len(late),
+                    state.session_id,
+                    deadline,
+                )
+                await self._append(late)
 
     async def _settle(self, state: SessionState) -> int:
         _, reactions = reactor.settle(self._ahead(state), ev.now())

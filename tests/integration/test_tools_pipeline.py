@@ -106,6 +106,11 @@ async def test_approvals_hold_the_turn_until_a_human_decides(stack: Stack) -> No
             f"/v1/sessions/ask/approvals/{waiting['approval_id']}", json={"decision": "maybe"}
         )
         assert bad.status_code == 422 and bad.json()["errors"][0]["field"] == "decision"
+        # A pending approval survives restarts of the workers.
+        await stack.stop_role("reactor")
+        await stack.stop_role("tools")
+        await stack.start("reactor", "tools")
+        assert await pending() == [waiting]
         r = await client.post(
             f"/v1/sessions/ask/approvals/{waiting['approval_id']}", json={"decision": "approve"}
         )
@@ -155,3 +160,14 @@ async def test_bash_runs_in_the_sandboxed_workspace(stack: Stack) -> None:
     escape = await turn(stack, "sh", call("Bash", command="cat /etc/shadow || touch /usr/pwned"))
     assert escape["status"] == "completed"
     assert not os.path.exists("/usr/pwned")  # noqa: ASYNC240
+
+
+async def test_a_tool_call_no_executor_answers_is_closed_after_the_deadline(
+    pg_server: str, log_dir: Path
+) -> None:
+    async with stack_on(pg_server, log_dir, tool_deadline_s=1, expiry_check_s=0.2) as stack:
+        await stack.start("projector", "reactor", "model")  # no tool executor at all
+        await stack.start_api()
+        done = await turn(stack, "lost", call("Echo", text="anyone?"))
+        assert done["status"] == "completed"
+        assert "(error): outcome unknown: no tool executor answered within 1 s" in done["output_text"]

@@ -332,3 +332,20 @@ def test_requested_tools_cut_short_are_reported_as_unknown_and_unrequested_as_no
     first, second = failed.payload.tool_results
     assert first["content"].startswith("outcome unknown: interrupted")
     assert second["content"].startswith("not run: interrupted")
+
+
+def test_tools_that_never_answer_are_given_up_on_after_the_deadline() -> None:
+    s = Session()
+    s.user()
+    s.settle()
+    s.model(use(1), use(2), stop="tool_use")
+    first, _ = [r for r in s.settle() if isinstance(r, ev.ToolRequested)]
+    s.tool(first, "one")
+    assert reactor.overdue(s.state, AT + timedelta(seconds=59), 60) == []
+    (late,) = reactor.overdue(s.state, AT + timedelta(seconds=61), 60)
+    assert isinstance(late, ev.ToolResult) and late.payload.tool_use_id == "toolu_2" and late.payload.is_error
+    assert "no tool executor answered within 60 s" in str(late.payload.content)
+    s.log.append(late)
+    (following,) = s.settle()
+    assert isinstance(following, ev.ModelRequested)
+    assert reactor.overdue(s.state, AT + timedelta(days=1), 60) == []
