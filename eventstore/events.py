@@ -71,6 +71,16 @@ class SessionStartedPayload(_Payload):
     tools: list[str] | None = None
     # Tool names whose calls wait for a human's approval.
     approvals: list[str] = Field(default_factory=list)
+    # Sub-agents: how the Task tool runs (a queue of sub-agent workers, or the HTTP api),
+    # its limits per call, and the lineage of a child session.
+    subagent_mode: Literal["queue", "http"] = "queue"
+    subagent_timeout_s: float = Field(default=60.0, gt=0)
+    subagent_attempts: int = Field(default=2, ge=1)
+    max_subagents: int = Field(default=16, ge=0)
+    max_depth: int = Field(default=2, ge=0)
+    depth: int = Field(default=0, ge=0)
+    parent_session_id: str | None = None
+    parent_tool_use_id: str | None = None
     # Idle seconds before the session expires; None keeps it forever.
     ttl_s: int | None = Field(default=None, ge=1)
     max_tokens: int = Field(default=4096, ge=1)
@@ -133,16 +143,29 @@ class ApprovalDecidedPayload(_Payload):
 
 
 class SubagentRequestedPayload(_Payload):
+    """A Task call's attempt: the child session to start, and the parent's limits on it."""
+
     tool_use_id: str
     child_session_id: str
     prompt: str
+    description: str = ""
+    tools: list[str] | None = None
+    model: str = ""
+    attempt: int = Field(default=1, ge=1)
+    max_attempts: int = Field(default=2, ge=1)
+    timeout_s: float = Field(default=60.0, gt=0)
+    depth: int = Field(default=1, ge=1)
 
 
 class SubagentCompletedPayload(_Payload):
+    """A child's answer to its parent's Task call (the attempt's, a stale one is ignored)."""
+
     tool_use_id: str
     child_session_id: str
     result: str
     is_error: bool = False
+    attempt: int = Field(default=1, ge=1)
+    duration_ms: int = 0
 
 
 class TurnCompletedPayload(_Payload):
@@ -424,3 +447,8 @@ def approval_decided(
             approval_id=approval_id, tool_use_id=tool_use_id, approved=approved, reason=reason
         ),
     )
+
+
+def child_session_id(parent_session_id: str, tool_use_id: str, attempt: int) -> str:
+    """The session a Task call's attempt runs as: derived, so a redelivery starts no other."""
+    return "sub-" + str(ids.derive(ids.event_key(parent_session_id, "subagent", tool_use_id, attempt)))

@@ -106,3 +106,18 @@ async def record(
         winner = await recorded(conn, key)
     assert winner is not None, f"ledger row {key} vanished"
     return winner
+
+
+async def store_output(conn: AsyncConn, request: Event, whole: str, digest: str) -> None:
+    """Keep a tool result too large for an event (the latest run's), unless the session is gone."""
+    tool_use_id = getattr(request.payload, "tool_use_id", "")
+    async with conn.transaction():
+        if not await _session_lock(conn, request.session_id):
+            return
+        await conn.execute(
+            "INSERT INTO tool_outputs (sha256, session_id, tenant_id, tool_use_id, content, chars)"
+            " VALUES (%s, %s, %s, %s, %s, %s) ON CONFLICT (session_id, tool_use_id) DO UPDATE"
+            " SET sha256 = EXCLUDED.sha256, content = EXCLUDED.content, chars = EXCLUDED.chars,"
+            " stored_at = now()",
+            (digest, request.session_id, request.tenant_id, tool_use_id, whole, len(whole)),
+        )

@@ -44,6 +44,8 @@ class Settings(BaseSettings):
     bash_timeout_s: float = Field(default=120.0, gt=0)
     bash_max_processes: int = Field(default=256, ge=1)
     bash_max_output_bytes: int = Field(default=100_000, ge=1000)
+    # Address space per process (RLIMIT_AS); the sandbox's /tmp is a 256 MiB tmpfs.
+    bash_max_memory_bytes: int = Field(default=4 * 1024**3, ge=64 * 1024**2)
     bash_allow_unsandboxed: bool = False
     # WebFetch: private, loopback and link-local addresses are refused unless allowed here.
     webfetch_allow_hosts: list[str] = Field(default_factory=list)

@@ -34,6 +34,19 @@ class Message(BaseModel):
         return {"role": self.role, "content": list(self.content)}
 
 
+class TaskAttempt(BaseModel):
+    """The current attempt of a Task call: the child session running it, since when."""
+
+    model_config = ConfigDict(frozen=True)
+
+    tool_use_id: str
+    attempt: int
+    child_session_id: str
+    requested_at: datetime
+    timeout_s: float
+    max_attempts: int
+
+
 class Turn(BaseModel):
     """A user turn: queued until it starts, then running until it completes or fails.
 
@@ -59,9 +72,11 @@ class Turn(BaseModel):
     # Tool calls waiting for a human (approval requested), and the decisions made.
     awaiting: frozenset[str] = frozenset()
     decisions: tuple[tuple[str, bool, str | None], ...] = ()
-    # When the step's tools were asked for (the answer's producer time): tools that never
-    # answer are given up on some time after it.
+    # When the step's latest tool was requested: tools that never answer are given up on
+    # some time after it.
     tools_asked_at: datetime | None = None
+    # Task calls of the step running as sub-agents (their latest attempt).
+    tasks: tuple[TaskAttempt, ...] = ()
     # Set when a newer message interrupts this turn (policy `interrupt`).
     interrupted: bool = False
     # Why this turn must fail without starting (policy `reject`, a closed session).
@@ -76,6 +91,13 @@ class Turn(BaseModel):
             if isinstance(tool_use_id, str) and tool_use_id and tool_use_id not in seen:
                 seen.append(tool_use_id)
         return seen
+
+    def task_for(self, tool_use_id: str) -> TaskAttempt | None:
+        """The running attempt of a Task call, if it is one."""
+        for task in self.tasks:
+            if task.tool_use_id == tool_use_id:
+                return task
+        return None
 
     def decision(self, tool_use_id: str) -> tuple[bool, str | None] | None:
         """(approved, reason) of the human's decision on this call, if made."""
@@ -107,6 +129,15 @@ class SessionState(BaseModel):
     token_budget: int | None = None
     tools: tuple[str, ...] | None = None
     approvals: tuple[str, ...] = ()
+    subagent_mode: Literal["queue", "http"] = "queue"
+    subagent_timeout_s: float = 60.0
+    subagent_attempts: int = 2
+    max_subagents: int = 16
+    max_depth: int = 2
+    depth: int = 0
+    parent_session_id: str | None = None
+    parent_tool_use_id: str | None = None
+    subagents_started: int = 0
     ttl_s: int | None = None
     max_tokens: int = 4096
     status: SessionStatus = "new"
@@ -193,6 +224,14 @@ def _apply(state: SessionState, event: Event) -> SessionState:
                     "token_budget": p.token_budget,
                     "tools": tuple(p.tools) if p.tools is not None else None,
                     "approvals": tuple(p.approvals),
+                    "subagent_mode": p.subagent_mode,
+                    "subagent_timeout_s": p.subagent_timeout_s,
+                    "subagent_attempts": p.subagent_attempts,
+                    "max_subagents": p.max_subagents,
+                    "max_depth": p.max_depth,
+                    "depth": p.depth,
+                    "parent_session_id": p.parent_session_id,
+                    "parent_tool_use_id": p.parent_tool_use_id,
                     "ttl_s": p.ttl_s,
                     "max_tokens": p.max_tokens,
                     "tenant_id": event.tenant_id,
@@ -249,6 +288,7 @@ def _apply(state: SessionState, event: Event) -> SessionState:
                     "results": (),
                     "awaiting": frozenset(),
                     "decisions": (),
+                    "tasks": (),
                 }
             )
             return state.model_copy(
@@ -279,7 +319,6 @@ def _apply(state: SessionState, event: Event) -> SessionState:
                     "model_pending": False,
                     "stop_reason": p.stop_reason,
                     "tool_uses": tuple(b for b in p.content if b.get("type") == "tool_use"),
-                    "tools_asked_at": event.occurred_at,
                     **turn_billed,
                 }
             )
@@ -299,7 +338,14 @@ def _apply(state: SessionState, event: Event) -> SessionState:
                 return state
             if p.tool_use_id not in {b.get("id") for b in asking.tool_uses}:
                 return state
-            requested = asking.model_copy(update={"requested": asking.requested | {p.tool_use_id}})
+            requested = asking.model_copy(
+                update={
+                    "requested": asking.requested | {p.tool_use_id},
+                    # The deadline for tools that never answer runs from the latest request
+                    # (after an approval, say), not from the model's answer.
+                    "tools_asked_at": max(asking.tools_asked_at or event.occurred_at, event.occurred_at),
+                }
+            )
             return state.model_copy(update={"turns": _replace_turn(state, requested)})
         case ev.ApprovalRequested(payload=p):
             asking = _in_step(state, event)
@@ -319,6 +365,41 @@ def _apply(state: SessionState, event: Event) -> SessionState:
                 update={"decisions": (*asking.decisions, (p.tool_use_id, p.approved, p.reason))}
             )
             return state.model_copy(update={"turns": _replace_turn(state, decided)})
+        case ev.SubagentRequested(payload=p):
+            asking = _in_step(state, event)
+            if asking is None or p.tool_use_id not in asking.tool_use_ids():
+                return state
+            earlier = asking.task_for(p.tool_use_id)
+            if asking.result_for(p.tool_use_id) is not None or (earlier and earlier.attempt >= p.attempt):
+                return state
+            task = TaskAttempt(
+                tool_use_id=p.tool_use_id,
+                attempt=p.attempt,
+                child_session_id=p.child_session_id,
+                requested_at=event.occurred_at,
+                timeout_s=p.timeout_s,
+                max_attempts=p.max_attempts,
+            )
+            tasks = (*(t for t in asking.tasks if t.tool_use_id != p.tool_use_id), task)
+            started = asking.model_copy(
+                update={"tasks": tasks, "requested": asking.requested | {p.tool_use_id}}
+            )
+            return state.model_copy(
+                update={
+                    "turns": _replace_turn(state, started),
+                    "subagents_started": state.subagents_started + (1 if p.attempt == 1 else 0),
+                }
+            )
+        case ev.SubagentCompleted(payload=p):
+            waiting = _in_step(state, event)
+            if waiting is None or waiting.result_for(p.tool_use_id) is not None:
+                return state
+            attempt = waiting.task_for(p.tool_use_id)
+            if attempt is None or attempt.attempt != p.attempt:
+                return state  # an abandoned attempt's late answer
+            block = ev.tool_result_block(p.tool_use_id, p.result, p.is_error)
+            answered = waiting.model_copy(update={"results": (*waiting.results, block)})
+            return state.model_copy(update={"turns": _replace_turn(state, answered)})
         case ev.ToolResult(payload=p):
             waiting = _in_step(state, event)
             if waiting is None:
@@ -344,6 +425,7 @@ def _apply(state: SessionState, event: Event) -> SessionState:
                     "results": (),
                     "awaiting": frozenset(),
                     "decisions": (),
+                    "tasks": (),
                 }
             )
             turns = _replace_turn(state, ended)
@@ -364,7 +446,6 @@ def _apply(state: SessionState, event: Event) -> SessionState:
         case ev.SessionDeleted():
             return state.model_copy(update={"status": "deleted"})
         case _:
-            # Sub-agent events are folded by the sub-agents issue.
             return state
 
 

@@ -113,7 +113,11 @@ class EffectWorker(FoldingWorker, Generic[R]):
             state = self.cache.states.get(request.session_id)
             if state is not None and self.pending(request, state):
                 async with self.limit:
-                    await self._effect(request, key, state)
+                    # Asked again once a slot is free: an interrupt or a deadline may have
+                    # answered it while it queued.
+                    state = self.cache.states.get(request.session_id)
+                    if state is not None and self.pending(request, state):
+                        await self._effect(request, key, state)
         except Exception as exc:
             # The outcome could not be recorded or appended: keep the offset where it is
             # and stop, so that a restart serves this request again.

@@ -159,10 +159,78 @@ def _approval_request(state: SessionState, turn: Turn, block: Block, at: datetim
     )
 
 
+def _error_result(
+    state: SessionState, turn: Turn, tool_use_id: str, text: str, at: datetime
+) -> ev.ToolResult:
+    return ev.tool_result(
+        state.session_id,
+        turn_id=turn.turn_id,
+        step=turn.step,
+        tool_use_id=tool_use_id,
+        content=text,
+        is_error=True,
+        tenant_id=state.tenant_id,
+        at=at,
+    )
+
+
+def subagent_request(
+    state: SessionState, turn: Turn, block: Block, attempt: int, at: datetime
+) -> ev.SubagentRequested:
+    """An attempt of a Task call: a child session of its own, under the parent's limits."""
+    tool_use_id = str(block.get("id"))
+    task_input = block.get("input") if isinstance(block.get("input"), dict) else {}
+    assert isinstance(task_input, dict)
+    tools = task_input.get("tools")
+    return ev.SubagentRequested(
+        event_id=ids.derive(
+            ids.event_key(
+                state.session_id, turn.turn_id, turn.step, "subagent_requested", tool_use_id, attempt
+            )
+        ),
+        **_envelope(state, turn, at, turn.step),
+        payload=ev.SubagentRequestedPayload(
+            tool_use_id=tool_use_id,
+            child_session_id=ev.child_session_id(state.session_id, tool_use_id, attempt),
+            prompt=str(task_input.get("prompt", "")),
+            description=str(task_input.get("description", ""))[:500],
+            tools=[str(t) for t in tools] if isinstance(tools, list) else None,
+            model=state.model or "agentlog-offline-1",
+            attempt=attempt,
+            max_attempts=state.subagent_attempts,
+            timeout_s=state.subagent_timeout_s,
+            depth=state.depth + 1,
+        ),
+    )
+
+
+def _task(state: SessionState, turn: Turn, block: Block, started: int, at: datetime) -> list[ev.Event]:
+    """A Task call starts a sub-agent (queue model), unless a limit answers it with an error."""
+    tool_use_id = str(block.get("id"))
+    task_input = block.get("input")
+    prompt = task_input.get("prompt") if isinstance(task_input, dict) else None
+    if not isinstance(prompt, str) or not prompt.strip():
+        return [_error_result(state, turn, tool_use_id, "Task needs a non-empty `prompt`", at)]
+    if state.depth >= state.max_depth:
+        text = (
+            f"depth limit: a sub-agent at depth {state.depth} may not start another"
+            f" (max_depth {state.max_depth})"
+        )
+        return [_error_result(state, turn, tool_use_id, text, at)]
+    if started >= state.max_subagents:
+        text = (
+            f"sub-agent budget spent: this session already started {started}"
+            f" (max_subagents {state.max_subagents})"
+        )
+        return [_error_result(state, turn, tool_use_id, text, at)]
+    return [subagent_request(state, turn, block, 1, at)]
+
+
 def _tool_requests(state: SessionState, turn: Turn, at: datetime) -> list[ev.Event]:
     """Requests for the step's tool calls not yet asked for; a call that needs approval
     first asks a human, runs once approved, and is answered with an error once denied."""
     out: list[ev.Event] = []
+    started = 0
     for index, block in enumerate(turn.tool_uses):
         tool_use_id = str(block.get("id"))
         if tool_use_id in turn.requested or turn.result_for(tool_use_id) is not None:
@@ -176,19 +244,13 @@ def _tool_requests(state: SessionState, turn: Turn, at: datetime) -> list[ev.Eve
             approved, reason = decision
             if not approved:
                 declined = "the user declined to run this tool" + (f": {reason}" if reason else "")
-                out.append(
-                    ev.tool_result(
-                        state.session_id,
-                        turn_id=turn.turn_id,
-                        step=turn.step,
-                        tool_use_id=tool_use_id,
-                        content=declined,
-                        is_error=True,
-                        tenant_id=state.tenant_id,
-                        at=at,
-                    )
-                )
+                out.append(_error_result(state, turn, tool_use_id, declined, at))
                 continue
+        if block.get("name") == "Task" and state.subagent_mode == "queue":
+            reactions = _task(state, turn, block, state.subagents_started + started, at)
+            started += sum(isinstance(r, ev.SubagentRequested) for r in reactions)
+            out += reactions
+            continue
         out.append(tool_request(state, turn, index, block, at))
     return out
 
@@ -257,8 +319,32 @@ def overdue(state: SessionState, at: datetime, deadline_s: float) -> list[ev.Eve
             at=at,
         )
         for tool_use_id in sorted(turn.requested)
-        if turn.result_for(tool_use_id) is None
+        if turn.result_for(tool_use_id) is None and turn.task_for(tool_use_id) is None
     ]
+
+
+def subagent_timeouts(state: SessionState, at: datetime) -> list[ev.Event]:
+    """Task attempts past their timeout: abandoned for a new attempt, or, when the attempts
+    are spent, answered with an error saying so. A late answer of an abandoned one is ignored."""
+    turn = state.turn(state.current_turn)
+    if turn is None:
+        return []
+    out: list[ev.Event] = []
+    for task in turn.tasks:
+        if turn.result_for(task.tool_use_id) is not None:
+            continue
+        if (at - task.requested_at).total_seconds() < task.timeout_s:
+            continue
+        if task.attempt < task.max_attempts:
+            block = next(b for b in turn.tool_uses if b.get("id") == task.tool_use_id)
+            out.append(subagent_request(state, turn, block, task.attempt + 1, at))
+        else:
+            text = (
+                f"the sub-agent did not finish: {task.attempt} attempt(s) of {task.timeout_s:g} s each"
+                " timed out"
+            )
+            out.append(_error_result(state, turn, task.tool_use_id, text, at))
+    return out
 
 
 def expiry(state: SessionState, at: datetime) -> ev.SessionExpired | None:

@@ -59,7 +59,8 @@ class ReactorWorker(FoldingWorker):
             log.info("reactor: resumed %d unfinished session(s)", resumed)
 
     async def on_tick(self) -> None:
-        """Timers: expire the idle sessions past their TTL; give up on tools that never answer."""
+        """Timers: expire idle sessions past their TTL; give up on tools that never answer;
+        retry or give up on sub-agents past their timeout."""
         at = ev.now()
         deadline = self.settings.tool_deadline_s
         for state in list(self.cache.states.values()):
@@ -69,7 +70,7 @@ class ReactorWorker(FoldingWorker):
                 await self._append([expiry])
                 self.expired += 1
                 log.info("reactor: session %s expired", state.session_id)
-            late = reactor.overdue(ahead, at, deadline)
+            late = reactor.overdue(ahead, at, deadline) + reactor.subagent_timeouts(ahead, at)
             if late:
                 log.warning(
                     "reactor: %d tool call(s) of %s got no result in %gs",

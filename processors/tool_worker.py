@@ -54,6 +54,9 @@ class ToolWorker(EffectWorker[ev.ToolRequested]):
         super().__init__(*args, **kwargs)
         self.tools = tools or default_registry()
         self.runs = 0
+        # One call at a time per workspace: a Bash command cannot swap a path for a symlink
+        # between a file tool's check and its write, and two Edits never plan on one image.
+        self.workspace_locks: dict[str, asyncio.Lock] = {}
         if self.settings.tool_executor_count > 1:
             self.consumer = f"tool-worker-{self.settings.tool_executor_index}"
 
@@ -123,6 +126,11 @@ class ToolWorker(EffectWorker[ev.ToolRequested]):
         tool = self._tool(request, state)
         if isinstance(tool, ToolOutput):
             return tool
+        lock = self.workspace_locks.setdefault(state.session_id, asyncio.Lock())
+        async with lock:
+            return await self._run_locked(tool, request, state)
+
+    async def _run_locked(self, tool: Tool, request: ev.ToolRequested, state: SessionState) -> ToolOutput:
         tool_input = dict(request.payload.input)
         ctx = self.context(state)
         kind: EffectClass = tool.effect_class(tool_input)
@@ -132,7 +140,8 @@ class ToolWorker(EffectWorker[ev.ToolRequested]):
         if kind == "write":
             if started:
                 return ToolOutput(UNKNOWN, is_error=True)
-            await self._ledger_call(ledger.start, key, self.kind, request, {"class": kind})
+            if await self._ledger_call(ledger.start, key, self.kind, request, {"class": kind}) is not None:
+                return ToolOutput(UNKNOWN, is_error=True)  # another executor started it meanwhile
             failpoints.hit(f"{self.consumer}.after_start")
         elif kind == "guarded_write":
             intent = earlier.intent if earlier is not None and started else None
@@ -165,16 +174,20 @@ class ToolWorker(EffectWorker[ev.ToolRequested]):
             return plan
         assert isinstance(plan, WritePlan)
         if intent is None:
-            await self._ledger_call(
-                ledger.start,
-                self.key(request),
-                self.kind,
-                request,
-                {**plan.intent(), "summary": plan.summary},
-            )
+            intended = {**plan.intent(), "summary": plan.summary}
+            other = await self._ledger_call(ledger.start, self.key(request), self.kind, request, intended)
+            if other is not None and other.intent is not None:
+                # Another executor started it meanwhile: judge by the file, as after a crash.
+                return await self._guarded(tool, tool_input, ctx, request, other.intent)
             failpoints.hit(f"{self.consumer}.after_start")
         self.runs += 1
-        return await self._guard(asyncio.to_thread(tool.apply, plan, ctx), tool.name)
+        # No time limit here: a rename cannot be stopped halfway, and a "stopped" report
+        # for a write that then lands would be false.
+        try:
+            applied: ToolOutput = await asyncio.to_thread(tool.apply, plan, ctx)
+        except Exception as exc:
+            return ToolOutput(f"{tool.name} failed: {type(exc).__name__}: {exc}", is_error=True)
+        return applied
 
     async def _bounded(
         self, request: ev.ToolRequested, output: ToolOutput
@@ -185,7 +198,7 @@ class ToolWorker(EffectWorker[ev.ToolRequested]):
             return output, {}
         whole = output.content
         digest = hashlib.sha256(whole.encode()).hexdigest()
-        await self._ledger_call(_store_output, request, whole, digest)
+        await self._ledger_call(ledger.store_output, request, whole, digest)
         note = (
             f"\n[result cut: showing {limit} of {len(whole)} characters; the whole result is stored"
             f" as tool output sha256:{digest}]"
@@ -217,11 +230,3 @@ class ToolWorker(EffectWorker[ev.ToolRequested]):
             ),
             1,
         )
-
-
-async def _store_output(conn: Any, request: ev.ToolRequested, whole: str, digest: str) -> None:
-    await conn.execute(
-        "INSERT INTO tool_outputs (sha256, session_id, tenant_id, tool_use_id, content, chars)"
-        " VALUES (%s, %s, %s, %s, %s, %s) ON CONFLICT DO NOTHING",
-        (digest, request.session_id, request.tenant_id, request.payload.tool_use_id, whole, len(whole)),
-    )

@@ -25,6 +25,8 @@ from processors.tools.workspace import SANDBOX_UID
 HOST_PATH = "/usr/local/bin:/usr/bin:/bin:/usr/local/sbin:/usr/sbin:/sbin"
 SANDBOX_PATH = "/usr/local/bin:/usr/bin:/bin"
 WORKSPACE_MOUNT = "/workspace"
+# The sandbox's private /tmp is memory: bounded, so a command cannot fill the host's RAM.
+TMP_BYTES = 256 * 1024 * 1024
 # A command that writes more than this is killed: we keep only the first bytes anyway.
 FLOOD_LIMIT_BYTES = 64 * 1024 * 1024
 # After the command exits, how long its last output may take to arrive.
@@ -180,7 +182,18 @@ def _bwrap_argv(
             argv += ["--ro-bind", top, top]
     etc, files = _etc(uid, gid, network)
     argv += etc
-    argv += ["--proc", "/proc", "--dev", "/dev", "--perms", "1777", "--tmpfs", "/tmp"]
+    argv += [
+        "--proc",
+        "/proc",
+        "--dev",
+        "/dev",
+        "--perms",
+        "1777",
+        "--size",
+        str(TMP_BYTES),
+        "--tmpfs",
+        "/tmp",
+    ]
     argv += ["--bind", str(workspace), WORKSPACE_MOUNT, "--chdir", WORKSPACE_MOUNT]
     return argv, files
 
@@ -197,10 +210,16 @@ def _prepare(command: str, workspace: Path, ctx: ToolContext) -> _Launch | str:
     # RLIMIT_NPROC counts every task of the uid (other commands', and ours when not root), so
     # the limit is what runs as that uid now plus what this command may start.
     limit = _tasks_of(uid) + settings.bash_max_processes
-    prefix = [prlimit, f"--nproc={limit}"] if prlimit else []
+    memory = settings.bash_max_memory_bytes
+    prefix = [prlimit, f"--nproc={limit}", f"--as={memory}"] if prlimit else []
     popen: dict[str, Any] = {}
     if not prlimit:
-        popen["preexec_fn"] = lambda: resource.setrlimit(resource.RLIMIT_NPROC, (limit, limit))
+
+        def limits() -> None:
+            resource.setrlimit(resource.RLIMIT_NPROC, (limit, limit))
+            resource.setrlimit(resource.RLIMIT_AS, (memory, memory))
+
+        popen["preexec_fn"] = limits
     drop = setpriv if ids is not None else None
     if ids is not None and not setpriv:
         # No setpriv: drop before exec (RLIMIT_NPROC does not bind root).

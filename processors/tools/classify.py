@@ -248,26 +248,6 @@ def _sed(args: Sequence[_Word]) -> bool:
     return bool(scripts) and all(_SED_PRINT.fullmatch(part) for s in scripts for part in s.split(";"))
 
 
-_GIT_READS = frozenset({"status", "log", "diff", "show", "rev-parse", "ls-files", "blame"})
-_GIT_BRANCH_LISTING = frozenset(
-    {"-a", "--all", "-r", "--remotes", "-v", "-vv", "--verbose", "--show-current", "--no-color", "--color"}
-)
-
-
-def _git(args: Sequence[_Word]) -> bool:
-    words = [w.text for w in args]
-    while words and words[0] == "--no-pager":
-        words.pop(0)
-    if not words or not _no_expansion(args) or words[0] not in _GIT_READS | {"branch"}:
-        return False  # global options (-c, -C, --git-dir, ...) and other subcommands
-    sub, rest = words[0], words[1:]
-    if sub == "branch":
-        listing = "-l" in rest or "--list" in rest
-        flags = _GIT_BRANCH_LISTING | {"-l", "--list"}
-        return all(w in flags or (listing and not w.startswith("-")) for w in rest)
-    return not any(_long_option(w, "--output") or w == "--ext-diff" for w in rest)
-
-
 _ANY_ARGUMENTS = frozenset(
     "ls cat head tail wc grep egrep fgrep pwd echo printf stat du df which whoami id uname cut tr "
     "diff cmp basename dirname realpath readlink true false test [ printenv nl tac comm od seq cd "
@@ -282,7 +262,8 @@ _CHECKED: dict[str, Callable[[Sequence[_Word]], bool]] = {
     "env": _env,
     "rg": _rg,
     "sed": _sed,
-    "git": _git,
+    # git runs programs named in the workspace's own config (diff.external, core.fsmonitor,
+    # textconv), which the model can write: no git command is a read.
 }
 _SYSTEM_DIRS = ("/bin/", "/usr/bin/", "/usr/local/bin/")
 
@@ -303,7 +284,8 @@ def _read_only(words: Sequence[_Word]) -> bool:
 
 def classify(command: str) -> Literal["read", "write"]:
     """ "read" when the whole line only reads (fail closed: anything unsure is "write")."""
-    if any(s in command for s in ("`", "$(", "<(", ">(")):
+    # `#` may start a comment that hides a quote (and the lines after it) from this scanner.
+    if any(s in command for s in ("`", "$(", "<(", ">(", "#")):
         return "write"
     try:
         commands = _Scanner(command).scan()

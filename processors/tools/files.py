@@ -15,6 +15,7 @@ import fnmatch
 import hashlib
 import os
 import re
+import stat
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -28,14 +29,26 @@ READ_MAX_LINE = 2000
 GREP_MAX_MATCHES = 500
 GLOB_MAX_FILES = 1000
 SEARCH_MAX_FILE_BYTES = 5_000_000
+MAX_FILE_BYTES = 20_000_000
 
 
 def sha256_of(path: Path) -> str | None:
-    """The sha256 of a file's bytes, or None when there is no such file."""
+    """The sha256 of a regular file's bytes, or None when there is no such file (anything
+    that is not a regular file, a FIFO say, hashes as "special" and is never waited on)."""
     try:
-        return hashlib.sha256(path.read_bytes()).hexdigest()
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK)
     except FileNotFoundError:
         return None
+    try:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            return "special"
+        digest = hashlib.sha256()
+        with os.fdopen(fd, "rb", closefd=False) as f:
+            for chunk in iter(lambda: f.read(1 << 20), b""):
+                digest.update(chunk)
+        return digest.hexdigest()
+    finally:
+        os.close(fd)
 
 
 def _error(message: str) -> ToolOutput:
@@ -43,14 +56,29 @@ def _error(message: str) -> ToolOutput:
 
 
 def _text_of(path: Path, shown: str) -> str | ToolOutput:
-    if path.is_dir():
-        return _error(f"{shown} is a directory; use Glob to list files")
     try:
-        data = path.read_bytes()
+        # Non-blocking open and fstat: a FIFO or a device is refused, never waited on.
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK)
     except FileNotFoundError:
         return _error(f"{shown} does not exist")
+    except IsADirectoryError:
+        return _error(f"{shown} is a directory; use Glob to list files")
     except OSError as exc:
         return _error(f"cannot read {shown}: {exc.strerror}")
+    try:
+        info = os.fstat(fd)
+        if stat.S_ISDIR(info.st_mode):
+            return _error(f"{shown} is a directory; use Glob to list files")
+        if not stat.S_ISREG(info.st_mode):
+            return _error(f"{shown} is not a regular file")
+        if info.st_size > MAX_FILE_BYTES:
+            return _error(
+                f"{shown} is {info.st_size} bytes, over the {MAX_FILE_BYTES}-byte limit of file tools"
+            )
+        with os.fdopen(fd, "rb", closefd=False) as f:
+            data = f.read(MAX_FILE_BYTES + 1)
+    finally:
+        os.close(fd)
     if b"\x00" in data[:8192]:
         return _error(f"{shown} is a binary file ({len(data)} bytes)")
     return data.decode("utf-8", errors="replace")
@@ -65,7 +93,7 @@ def _match_owner(path: Path, workspace: Path) -> None:
     for part in [path, *path.parents]:
         if part == workspace or workspace not in part.parents:
             break
-        os.chown(part, st.st_uid, st.st_gid)
+        os.lchown(part, st.st_uid, st.st_gid)  # never through a symlink
 
 
 def _write_atomically(path: Path, content: bytes, workspace: Path) -> None:

@@ -280,3 +280,11 @@ async def test_without_setpriv_and_prlimit_limits_still_hold(monkeypatch: pytest
     uid, limit = text(out).split()
     # The limit is 40 more than the tasks the sandbox user already has (normally none).
     assert uid != "0" and 40 <= int(limit) < 1000
+
+
+async def test_memory_and_tmp_are_bounded(workspace: Path) -> None:
+    ctx = context(workspace, bash_max_memory_bytes=256 * 1024**2)
+    out = await run("python3 -c 'bytearray(1 << 30)' || echo refused", ctx)
+    assert "MemoryError" in text(out) or "refused" in text(out)
+    fill = await run("head -c 300000000 /dev/urandom > /tmp/big; echo rc=$?; ls -la /tmp", ctx)
+    assert "No space left on device" in text(fill) or "rc=1" in text(fill)

@@ -54,17 +54,6 @@ READ_ONLY = [
     "false",
     "test -f setup.py",
     "[ -d src ]",
-    "git status",
-    "git log --oneline -n 5",
-    "git diff HEAD~1 -- src",
-    "git show HEAD:README.md",
-    "git branch",
-    "git branch -a -v",
-    "git branch --list 'feature/*'",
-    "git rev-parse HEAD",
-    "git ls-files",
-    "git blame main.py",
-    "git --no-pager log -p",
     "ls | wc -l",
     "cat f | grep x | sort | uniq -c",
     "ls && pwd",
@@ -84,6 +73,21 @@ READ_ONLY = [
 ]
 
 WRITES = [
+    # git runs programs the workspace's config names (diff.external, core.fsmonitor): never a read.
+    "git status",
+    "git log --oneline -n 5",
+    "git diff HEAD~1 -- src",
+    "git show HEAD:README.md",
+    "git branch",
+    "git branch -a -v",
+    "git branch --list 'feature/*'",
+    "git rev-parse HEAD",
+    "git ls-files",
+    "git blame main.py",
+    "git --no-pager log -p",
+    # A comment can hide a quote, and with it the lines that follow, from a scanner.
+    "echo a #'\ntouch pwned\n#'",
+    "ls # harmless",
     "echo x >> f",
     "echo x > f",
     "printf x > f",
@@ -199,7 +203,7 @@ def test_other_commands_are_writes(command: str) -> None:
 
 def test_the_tool_classifies_each_call() -> None:
     bash = Bash()
-    assert bash.effect_class({"command": "git status"}) == "read"
+    assert bash.effect_class({"command": "ls -la"}) == "read"
     assert bash.effect_class({"command": "git push"}) == "write"
     assert bash.effect_class({}) == "write"
     assert bash.effect_class({"command": ["ls"]}) == "write"

@@ -125,3 +125,12 @@ def test_workspaces_are_per_session_and_safe_names(tmp_path: Path) -> None:
     assert a != b and tmp_path.resolve() in a.parents and a.is_dir()
     if os.geteuid() == 0:
         assert a.stat().st_uid == 65534
+
+
+async def test_special_files_are_refused_not_waited_on(ctx: ToolContext) -> None:
+    os.mkfifo(ctx.workspace / "pipe")
+    out = await Read().run({"file_path": "pipe"}, ctx)
+    assert out.is_error and "not a regular file" in str(out.content)
+    edit = await Edit().run({"file_path": "pipe", "old_string": "a", "new_string": "b"}, ctx)
+    assert edit.is_error
+    assert sha256_of(ctx.workspace / "pipe") == "special"
