@@ -68,7 +68,9 @@ def _alive(pid: int) -> bool:
 
 
 @app.command()
-def worker(role: Annotated[str, typer.Argument(help="reactor | model | tools | projector")]) -> None:
+def worker(
+    role: Annotated[str, typer.Argument(help="reactor | model | tools | subagents | projector")],
+) -> None:
     """Run one worker role in the foreground."""
     from processors.run import ROLES, run_role
 

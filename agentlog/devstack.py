@@ -181,6 +181,7 @@ def up(data_dir: Path, env: dict[str, str], partitions: int) -> int:
         "AGENTLOG_DATABASE_URL": database_url,
         "AGENTLOG_KAFKA_BOOTSTRAP": bootstrap,
         "AGENTLOG_PARTITIONS": str(partitions),
+        "AGENTLOG_API_URL": env.get("AGENTLOG_API_URL", f"http://127.0.0.1:{api_port}"),
         "AGENTLOG_WORKSPACE_ROOT": env.get(
             "AGENTLOG_WORKSPACE_ROOT", str((data_dir / "workspaces").resolve())
         ),
@@ -192,6 +193,7 @@ def up(data_dir: Path, env: dict[str, str], partitions: int) -> int:
         Child("reactor", [*me, "worker", "reactor"], logs / "reactor.log"),
         Child("model-worker", [*me, "worker", "model"], logs / "model-worker.log"),
         Child("tool-worker", [*me, "worker", "tools"], logs / "tool-worker.log"),
+        Child("subagent-worker", [*me, "worker", "subagents"], logs / "subagent-worker.log"),
         Child("api", [*me, "api", "--host", "127.0.0.1", "--port", str(api_port)], logs / "api.log"),
     ]
     for child in stack.children:

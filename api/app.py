@@ -13,7 +13,7 @@ from starlette.middleware.base import BaseHTTPMiddleware, RequestResponseEndpoin
 from starlette.responses import Response
 
 from api import problems
-from api.routes import sessions
+from api.routes import sessions, subagents
 from eventstore import log as kafka_log
 from eventstore.settings import Settings
 
@@ -59,6 +59,7 @@ def create_app(settings: Settings) -> FastAPI:
     app.add_middleware(BodyLimit, limit=settings.max_body_bytes)
     problems.install(app)
     app.include_router(sessions.router)
+    app.include_router(subagents.router)
 
     @app.get("/healthz", tags=["health"])
     async def healthz() -> dict[str, str]:

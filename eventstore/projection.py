@@ -24,6 +24,9 @@ class SessionStart:
     max_steps: int
     token_budget: int | None
     ttl_s: int | None
+    parent_session_id: str | None
+    parent_tool_use_id: str | None
+    depth: int
 
 
 @dataclass(frozen=True)
@@ -88,6 +91,16 @@ class ApprovalDecision:
 
 
 @dataclass(frozen=True)
+class SubagentStart:
+    payload: ev.SubagentRequestedPayload
+
+
+@dataclass(frozen=True)
+class SubagentEnd:
+    payload: ev.SubagentCompletedPayload
+
+
+@dataclass(frozen=True)
 class TurnEnd:
     turn_id: str
     status: str
@@ -116,6 +129,8 @@ Op = (
     | ToolOutcome
     | ApprovalRequest
     | ApprovalDecision
+    | SubagentStart
+    | SubagentEnd
     | TurnEnd
     | SessionExpire
     | SessionDelete
@@ -137,7 +152,18 @@ def project(event: Event) -> Projection:
     match event:
         case ev.SessionStarted(payload=p):
             ops = (
-                SessionStart(p.model, p.system, p.metadata, p.policy, p.max_steps, p.token_budget, p.ttl_s),
+                SessionStart(
+                    p.model,
+                    p.system,
+                    p.metadata,
+                    p.policy,
+                    p.max_steps,
+                    p.token_budget,
+                    p.ttl_s,
+                    p.parent_session_id,
+                    p.parent_tool_use_id,
+                    p.depth,
+                ),
             )
         case ev.UserMessage(payload=p):
             assert event.turn_id is not None
@@ -158,6 +184,10 @@ def project(event: Event) -> Projection:
             ops = (ApprovalRequest(p.approval_id, p.tool_use_id, p.name, p.input),)
         case ev.ApprovalDecided(payload=p):
             ops = (ApprovalDecision(p.approval_id, p.approved, p.reason),)
+        case ev.SubagentRequested(payload=p):
+            ops = (SubagentStart(p),)
+        case ev.SubagentCompleted(payload=p):
+            ops = (SubagentEnd(p),)
         case ev.TurnCompleted(payload=p):
             assert event.turn_id is not None
             ops = (TurnEnd(event.turn_id, "completed", p.stop_reason, None, p.tool_results),)

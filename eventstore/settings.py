@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from decimal import Decimal
 from pathlib import Path
+from typing import Literal
 
 from pydantic import AliasChoices, Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -47,6 +48,18 @@ class Settings(BaseSettings):
     # Address space per process (RLIMIT_AS); the sandbox's /tmp is a 256 MiB tmpfs.
     bash_max_memory_bytes: int = Field(default=4 * 1024**3, ge=64 * 1024**2)
     bash_allow_unsandboxed: bool = False
+    # Sub-agents (the Task tool): queue (sub-agent workers) or http (POST /v1/subagent/run).
+    subagent_mode: Literal["queue", "http"] = "queue"
+    subagent_timeout_s: float = Field(default=60.0, gt=0)
+    subagent_attempts: int = Field(default=2, ge=1)
+    subagent_max_depth: int = Field(default=2, ge=0)
+    max_subagents: int = Field(default=16, ge=0)
+    # Children running at once per sub-agent worker; workers split children by a hash.
+    subagent_concurrency: int = Field(default=5, ge=1)
+    subagent_worker_index: int = Field(default=0, ge=0)
+    subagent_worker_count: int = Field(default=1, ge=1)
+    # Where the api answers, for the Task tool's HTTP model.
+    api_url: str = ""
     # WebFetch: private, loopback and link-local addresses are refused unless allowed here.
     webfetch_allow_hosts: list[str] = Field(default_factory=list)
     webfetch_timeout_s: float = Field(default=30.0, gt=0)

@@ -404,8 +404,9 @@ def _apply(state: SessionState, event: Event) -> SessionState:
             waiting = _in_step(state, event)
             if waiting is None:
                 return state
-            answerable = waiting.requested | waiting.awaiting
-            if p.tool_use_id not in answerable or waiting.result_for(p.tool_use_id) is not None:
+            # Any call of the step may be answered (by its executor, or by the reactor with an
+            # error: a denial, a limit); the first answer is the answer.
+            if p.tool_use_id not in waiting.tool_use_ids() or waiting.result_for(p.tool_use_id) is not None:
                 return state
             block = ev.tool_result_block(p.tool_use_id, p.content, p.is_error)
             answered = waiting.model_copy(update={"results": (*waiting.results, block)})

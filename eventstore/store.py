@@ -28,7 +28,16 @@ PROJECTION_LOCK = 7_402_002
 # Per session (with hashtext(session_id)): a deletion and a ledger write never interleave.
 SESSION_LOCK = 7_402_003
 
-DERIVED_TABLES = ("events", "sessions", "turns", "messages", "tool_calls", "approvals", "deleted_sessions")
+DERIVED_TABLES = (
+    "events",
+    "sessions",
+    "turns",
+    "messages",
+    "tool_calls",
+    "approvals",
+    "subagents",
+    "deleted_sessions",
+)
 # Every table holding a session's rows: a deletion empties them all, the ledger included.
 SESSION_TABLES = (
     "events",
@@ -37,6 +46,7 @@ SESSION_TABLES = (
     "tool_calls",
     "approvals",
     "effects",
+    "subagents",
     "tool_outputs",
     "sessions",
 )
@@ -220,7 +230,8 @@ async def _delete_session(conn: AsyncConn, event: Event) -> None:
     """Remove every row of a session, the ledger's too, and keep a tombstone."""
     await conn.execute("SELECT pg_advisory_xact_lock(%s, hashtext(%s))", (SESSION_LOCK, event.session_id))
     for table in SESSION_TABLES:
-        await conn.execute(f"DELETE FROM {table} WHERE session_id = %s".encode(), (event.session_id,))
+        column = "parent_session_id" if table == "subagents" else "session_id"
+        await conn.execute(f"DELETE FROM {table} WHERE {column} = %s".encode(), (event.session_id,))
     await conn.execute(
         "INSERT INTO deleted_sessions (session_id, tenant_id, deleted_at) VALUES (%s, %s, %s)"
         " ON CONFLICT DO NOTHING",
@@ -341,7 +352,8 @@ async def _apply_op(conn: AsyncConn, event: Event, seq: int, op: pj.Op, d: _Sess
         case pj.SessionStart():
             await conn.execute(
                 "UPDATE sessions SET model = %s, system_prompt = %s, metadata = %s, tenant_id = %s,"
-                " policy = %s, max_steps = %s, token_budget = %s, ttl_s = %s WHERE session_id = %s",
+                " policy = %s, max_steps = %s, token_budget = %s, ttl_s = %s, parent_session_id = %s,"
+                " parent_tool_use_id = %s, depth = %s WHERE session_id = %s",
                 (
                     op.model,
                     op.system,
@@ -351,6 +363,9 @@ async def _apply_op(conn: AsyncConn, event: Event, seq: int, op: pj.Op, d: _Sess
                     op.max_steps,
                     op.token_budget,
                     op.ttl_s,
+                    op.parent_session_id,
+                    op.parent_tool_use_id,
+                    op.depth,
                     event.session_id,
                 ),
             )
@@ -451,21 +466,16 @@ async def _apply_op(conn: AsyncConn, event: Event, seq: int, op: pj.Op, d: _Sess
                     at,
                 ),
             )
-        case pj.ToolOutcome():
+        case pj.ToolOutcome() if op.is_error:
+            # A Task call answered with an error before its sub-agent finished (timeouts spent).
             await conn.execute(
-                "UPDATE tool_calls SET status = CASE WHEN %s THEN 'error' ELSE 'ok' END,"
-                " result = %s, is_error = %s, completed_at = %s, duration_ms = %s"
-                " WHERE session_id = %s AND tool_use_id = %s AND completed_at IS NULL",
-                (
-                    op.is_error,
-                    Jsonb(op.content),
-                    op.is_error,
-                    at,
-                    op.duration_ms,
-                    event.session_id,
-                    op.tool_use_id,
-                ),
+                "UPDATE subagents SET status = 'timed_out', completed_at = %s WHERE parent_session_id = %s"
+                " AND tool_use_id = %s AND status = 'running'",
+                (at, event.session_id, op.tool_use_id),
             )
+            await _tool_outcome(conn, event, op)
+        case pj.ToolOutcome():
+            await _tool_outcome(conn, event, op)
         case pj.ApprovalRequest():
             await conn.execute(
                 "INSERT INTO approvals (approval_id, session_id, tenant_id, turn_id, step, tool_use_id, name,"
@@ -489,6 +499,47 @@ async def _apply_op(conn: AsyncConn, event: Event, seq: int, op: pj.Op, d: _Sess
                 " WHERE approval_id = %s AND status = 'pending'",
                 ("approved" if op.approved else "denied", op.reason, at, op.approval_id),
             )
+        case pj.SubagentStart(payload=p):
+            # A newer attempt abandons the older ones (their late answers are ignored).
+            await conn.execute(
+                "UPDATE subagents SET status = 'abandoned' WHERE parent_session_id = %s"
+                " AND tool_use_id = %s AND attempt < %s AND status = 'running'",
+                (event.session_id, p.tool_use_id, p.attempt),
+            )
+            await conn.execute(
+                "INSERT INTO subagents (parent_session_id, tool_use_id, attempt, child_session_id, tenant_id,"
+                " turn_id, step, description, prompt, depth, status, requested_at)"
+                " VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, 'running', %s) ON CONFLICT DO NOTHING",
+                (
+                    event.session_id,
+                    p.tool_use_id,
+                    p.attempt,
+                    p.child_session_id,
+                    event.tenant_id,
+                    event.turn_id,
+                    event.step,
+                    p.description,
+                    p.prompt,
+                    p.depth,
+                    at,
+                ),
+            )
+        case pj.SubagentEnd(payload=p):
+            await conn.execute(
+                "UPDATE subagents SET status = %s, result = %s, is_error = %s, completed_at = %s,"
+                " duration_ms = %s WHERE parent_session_id = %s AND tool_use_id = %s AND attempt = %s"
+                " AND status = 'running'",
+                (
+                    "failed" if p.is_error else "completed",
+                    p.result,
+                    p.is_error,
+                    at,
+                    p.duration_ms,
+                    event.session_id,
+                    p.tool_use_id,
+                    p.attempt,
+                ),
+            )
         case pj.TurnEnd():
             cur = await conn.execute(
                 "UPDATE turns SET status = %s, stop_reason = %s, error = %s, completed_at = %s"
@@ -508,6 +559,23 @@ async def _apply_op(conn: AsyncConn, event: Event, seq: int, op: pj.Op, d: _Sess
             d.expired = True
         case pj.SessionDelete():
             pass  # handled before any row is written
+
+
+async def _tool_outcome(conn: AsyncConn, event: Event, op: pj.ToolOutcome) -> None:
+    await conn.execute(
+        "UPDATE tool_calls SET status = CASE WHEN %s THEN 'error' ELSE 'ok' END,"
+        " result = %s, is_error = %s, completed_at = %s, duration_ms = %s"
+        " WHERE session_id = %s AND tool_use_id = %s AND completed_at IS NULL",
+        (
+            op.is_error,
+            Jsonb(op.content),
+            op.is_error,
+            event.occurred_at,
+            op.duration_ms,
+            event.session_id,
+            op.tool_use_id,
+        ),
+    )
 
 
 async def drop_derived(conn: AsyncConn) -> None:

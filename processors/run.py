@@ -16,11 +16,12 @@ from processors.model import router
 from processors.model_worker import ModelWorker
 from processors.projector import Projector
 from processors.reactor_worker import ReactorWorker
+from processors.subagent_worker import SubagentWorker
 from processors.tool_worker import ToolWorker
 from processors.tools.registry import Registry
 
-Role = Literal["reactor", "model", "tools", "projector"]
-ROLES: tuple[Role, ...] = ("reactor", "model", "tools", "projector")
+Role = Literal["reactor", "model", "tools", "subagents", "projector"]
+ROLES: tuple[Role, ...] = ("reactor", "model", "tools", "subagents", "projector")
 
 
 async def run_role(
@@ -45,7 +46,7 @@ async def run_role(
     conn = await store.connect(settings.database_url)
     model: router.ModelRouter | None = None
     try:
-        worker: ReactorWorker | ModelWorker | ToolWorker | Projector
+        worker: ReactorWorker | ModelWorker | ToolWorker | SubagentWorker | Projector
         if role == "reactor":
             worker = ReactorWorker(settings, kafka, conn, epoch)
         elif role == "model":
@@ -57,6 +58,8 @@ async def run_role(
             worker = ToolWorker(
                 settings, kafka, conn, epoch, tools=tools, concurrency=settings.tool_concurrency
             )
+        elif role == "subagents":
+            worker = SubagentWorker(settings, kafka, conn, epoch)
         else:
             worker = Projector(settings, kafka, conn, epoch)
         logging.getLogger(__name__).info("%s started (epoch %s)", role, epoch)

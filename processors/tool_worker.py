@@ -92,13 +92,17 @@ class ToolWorker(EffectWorker[ev.ToolRequested]):
         return [
             reactor.tool_request(state, turn, index, block, ev.now())
             for index, block in enumerate(turn.tool_uses)
-            if block.get("id") in turn.requested and turn.result_for(str(block.get("id"))) is None
+            if block.get("id") in turn.requested
+            and turn.result_for(str(block.get("id"))) is None
+            and turn.task_for(str(block.get("id"))) is None  # a sub-agent, not a tool run
         ]
 
-    def context(self, state: SessionState) -> ToolContext:
+    def context(self, state: SessionState, call_id: str = "") -> ToolContext:
         """The session's workspace (created on first use) and settings."""
         workspace = workspace_for(self.settings.workspace_root, state.tenant_id, state.session_id)
-        return ToolContext(session_id=state.session_id, workspace=workspace, settings=self.settings)
+        return ToolContext(
+            session_id=state.session_id, workspace=workspace, settings=self.settings, call_id=call_id
+        )
 
     def _tool(self, request: ev.ToolRequested, state: SessionState) -> Tool | ToolOutput:
         name = request.payload.name
@@ -132,7 +136,7 @@ class ToolWorker(EffectWorker[ev.ToolRequested]):
 
     async def _run_locked(self, tool: Tool, request: ev.ToolRequested, state: SessionState) -> ToolOutput:
         tool_input = dict(request.payload.input)
-        ctx = self.context(state)
+        ctx = self.context(state, request.payload.tool_use_id)
         kind: EffectClass = tool.effect_class(tool_input)
         key = self.key(request)
         earlier = await self._ledger_call(ledger.entry, key)

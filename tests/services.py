@@ -75,16 +75,21 @@ class Stack:
     workers: dict[str, Any] = field(default_factory=dict)
     api_url: str | None = None
 
-    async def start(self, *roles: Role, tools: Registry | None = None) -> None:
-        """Start worker roles as tasks of this event loop (with a tool registry of the test's)."""
+    async def start(
+        self, *roles: Role, tools: Registry | None = None, name: str | None = None, **overrides: Any
+    ) -> None:
+        """Start worker roles as tasks of this event loop (with a tool registry of the test's;
+        `name` and setting overrides run a second instance of a role)."""
+        settings = self.settings.model_copy(update=overrides) if overrides else self.settings
         for role in roles:
             stop = asyncio.Event()
+            key = name or role
 
-            def keep(worker: object, role: str = role) -> None:
-                self.workers[role] = worker
+            def keep(worker: object, key: str = key) -> None:
+                self.workers[key] = worker
 
-            task = asyncio.create_task(run_role(role, self.settings, stop, on_start=keep, tools=tools))
-            self.tasks[role] = (task, stop)
+            task = asyncio.create_task(run_role(role, settings, stop, on_start=keep, tools=tools))
+            self.tasks[key] = (task, stop)
 
     async def stop_role(self, role: str) -> None:
         task, stop = self.tasks.pop(role)

@@ -162,6 +162,11 @@ async def post_message(
                 tools=body.tools,
                 approvals=body.approvals if body.approvals is not None else settings.approval_tools,
                 ttl_s=body.ttl_seconds or settings.session_ttl_s,
+                subagent_mode=settings.subagent_mode,
+                subagent_timeout_s=settings.subagent_timeout_s,
+                subagent_attempts=settings.subagent_attempts,
+                max_subagents=settings.max_subagents,
+                max_depth=settings.subagent_max_depth,
                 max_tokens=body.max_tokens or settings.max_tokens,
             )
         )

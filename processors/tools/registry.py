@@ -38,6 +38,8 @@ class ToolContext:
     workspace: Path
     settings: Settings
     allow_network: bool = False
+    # The call's tool_use id (a key for tools that must join, not repeat, earlier work).
+    call_id: str = ""
 
 
 class Tool(Protocol):
@@ -114,14 +116,9 @@ class Registry:
 
 def default_registry() -> Registry:
     """The built-in tools, which every worker has unless configured otherwise."""
+    from processors.tools.bash import Bash
     from processors.tools.files import Edit, Glob, Grep, Read, Write
+    from processors.tools.task import Task
+    from processors.tools.web import WebFetch
 
-    tools: list[Tool] = [Echo(), Read(), Write(), Edit(), Grep(), Glob()]
-    try:
-        from processors.tools.bash import Bash
-        from processors.tools.web import WebFetch
-    except ImportError:  # pragma: no cover - while they are being built
-        pass
-    else:
-        tools += [Bash(), WebFetch()]
-    return Registry(tools)
+    return Registry([Echo(), Read(), Write(), Edit(), Grep(), Glob(), Bash(), WebFetch(), Task()])

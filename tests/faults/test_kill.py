@@ -8,6 +8,7 @@ import os
 import signal
 import subprocess
 import sys
+from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -55,6 +56,28 @@ def _stop(proc: subprocess.Popen[bytes]) -> None:
 
 async def _exited(proc: subprocess.Popen[bytes]) -> int | None:
     return proc.poll()
+
+
+async def kill_then_recover(
+    role: str,
+    settings: Settings,
+    log_dir: Path,
+    failpoints: str,
+    until: Callable[[], Awaitable[bool]],
+    env: dict[str, str] | None = None,
+    survivor_env: dict[str, str] | None = None,
+) -> None:
+    """Run a worker that SIGKILLs itself at a failpoint, then a clean one until `until` holds."""
+    doomed = _worker(role, settings, log_dir, failpoints, env)
+    survivor: subprocess.Popen[bytes] | None = None
+    try:
+        assert await wait_until(lambda: _exited(doomed), within=60) == -signal.SIGKILL
+        survivor = _worker(role, settings, log_dir, "", env if survivor_env is None else survivor_env)
+        await wait_until(until, within=60)
+    finally:
+        _stop(doomed)
+        if survivor is not None:
+            _stop(survivor)
 
 
 def _sessions(n: int) -> list[ev.Event]:

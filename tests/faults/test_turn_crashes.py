@@ -10,8 +10,6 @@ from __future__ import annotations
 
 import json
 import os
-import signal
-import subprocess
 from collections import defaultdict
 from collections.abc import Iterator
 from datetime import UTC, datetime
@@ -24,8 +22,8 @@ from agentlog.replay import events_from_kafka
 from eventstore import events as ev
 from eventstore.log import KafkaLog
 from tests.fakes import anthropic as fake
-from tests.faults.test_kill import _exited, _stop, _worker
-from tests.services import Stack, stack_on, wait_until
+from tests.faults.test_kill import kill_then_recover
+from tests.services import Stack, stack_on
 
 MODEL = "claude-opus-4-8"
 SESSIONS = 3
@@ -107,16 +105,9 @@ async def test_model_worker_killed_at(
         await _post_turns(stack)
         # One call at a time in the doomed worker, so the kill point alone says which calls ran.
         serial = {**_env(claude), "AGENTLOG_MODEL_CONCURRENCY": "1"}
-        doomed = _worker("model", stack.settings, log_dir, f"{point}=kill", serial)
-        survivor: subprocess.Popen[bytes] | None = None
-        try:
-            assert await wait_until(lambda: _exited(doomed), within=60) == -signal.SIGKILL
-            survivor = _worker("model", stack.settings, log_dir, "", _env(claude))
-            await wait_until(lambda: _completed(stack), within=60)
-        finally:
-            _stop(doomed)
-            if survivor is not None:
-                _stop(survivor)
+        await kill_then_recover(
+            "model", stack.settings, log_dir, f"{point}=kill", lambda: _completed(stack), serial, _env(claude)
+        )
         await _check(stack, claude, extra)
 
 
@@ -132,16 +123,9 @@ async def test_reactor_killed_at(
         await stack.start("projector", "model", "tools")
         await _post_turns(stack)
         # The third hit: by then the reactor has asked for a model call and a tool.
-        doomed = _worker("reactor", stack.settings, log_dir, f"{point}=kill@3")
-        survivor: subprocess.Popen[bytes] | None = None
-        try:
-            assert await wait_until(lambda: _exited(doomed), within=60) == -signal.SIGKILL
-            survivor = _worker("reactor", stack.settings, log_dir)
-            await wait_until(lambda: _completed(stack), within=60)
-        finally:
-            _stop(doomed)
-            if survivor is not None:
-                _stop(survivor)
+        await kill_then_recover(
+            "reactor", stack.settings, log_dir, f"{point}=kill@3", lambda: _completed(stack)
+        )
         await _check(stack, claude, 0)
 
 

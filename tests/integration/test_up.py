@@ -72,7 +72,15 @@ def test_up_answers_restarts_children_and_keeps_sessions_across_a_restart(tmp_pa
         stack = _wait_stack(tmp_path, proc)
         assert set(stack) >= {"api_url", "database_url", "kafka_bootstrap", "processes"}
         names = {p["name"] for p in stack["processes"]}
-        assert names == {"broker", "api", "reactor", "model-worker", "tool-worker", "projector"}
+        assert names == {
+            "broker",
+            "api",
+            "reactor",
+            "model-worker",
+            "tool-worker",
+            "subagent-worker",
+            "projector",
+        }
         status = subprocess.run(
             [sys.executable, "-m", "agentlog", "status", "--json"],
             cwd=tmp_path,

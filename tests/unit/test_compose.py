@@ -13,9 +13,23 @@ ROOT = Path(__file__).resolve().parents[2]
 COMPOSE = ROOT / "docker-compose.yml"
 
 INFRA = {"kafka", "postgres"}
-AGENTLOG_SERVICES = {"migrate", "api", "reactor", "model-worker", "tool-worker", "projector"}
-WORKERS = {"reactor": "reactor", "model-worker": "model", "tool-worker": "tools", "projector": "projector"}
-ROLES = {"reactor", "model", "tools", "projector"}
+AGENTLOG_SERVICES = {
+    "migrate",
+    "api",
+    "reactor",
+    "model-worker",
+    "tool-worker",
+    "subagent-worker",
+    "projector",
+}
+WORKERS = {
+    "reactor": "reactor",
+    "model-worker": "model",
+    "tool-worker": "tools",
+    "subagent-worker": "subagents",
+    "projector": "projector",
+}
+ROLES = {"reactor", "model", "tools", "subagents", "projector"}
 
 
 def _services() -> dict[str, Any]:

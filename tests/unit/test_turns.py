@@ -349,3 +349,85 @@ def test_tools_that_never_answer_are_given_up_on_after_the_deadline() -> None:
     (following,) = s.settle()
     assert isinstance(following, ev.ModelRequested)
     assert reactor.overdue(s.state, AT + timedelta(days=1), 60) == []
+
+
+def task_use(n: int, prompt: str = "do it") -> dict[str, Any]:
+    return {
+        "type": "tool_use",
+        "id": f"toolu_t{n}",
+        "name": "Task",
+        "input": {"description": "d", "prompt": prompt},
+    }
+
+
+def complete(s: Session, request: ev.SubagentRequested, text: str) -> None:
+    p = request.payload
+    s.log.append(
+        ev.SubagentCompleted(
+            event_id=ids.derive(f"done/{p.tool_use_id}/{p.attempt}"),
+            session_id="s",
+            turn_id=request.turn_id,
+            step=request.step,
+            occurred_at=AT,
+            payload=ev.SubagentCompletedPayload(
+                tool_use_id=p.tool_use_id, child_session_id=p.child_session_id, result=text, attempt=p.attempt
+            ),
+        )
+    )
+
+
+def test_task_calls_start_sub_agents_and_their_answers_are_the_results() -> None:
+    s = Session(subagent_timeout_s=60)
+    s.user()
+    s.settle()
+    s.model(task_use(1), task_use(2), stop="tool_use")
+    first, second = s.settle()
+    assert isinstance(first, ev.SubagentRequested) and isinstance(second, ev.SubagentRequested)
+    assert first.payload.child_session_id != second.payload.child_session_id and first.payload.depth == 1
+    assert s.settle() == []
+    complete(s, second, "two")
+    complete(s, first, "one")
+    (following,) = s.settle()
+    assert isinstance(following, ev.ModelRequested)
+    assert [b["content"] for b in following.payload.tool_results] == ["one", "two"]
+    assert s.state.subagents_started == 2
+
+
+def test_a_timed_out_attempt_is_replaced_then_given_up_and_late_answers_ignored() -> None:
+    s = Session(subagent_timeout_s=10, subagent_attempts=2)
+    s.user()
+    s.settle()
+    s.model(task_use(1), stop="tool_use")
+    (first,) = s.settle()
+    assert isinstance(first, ev.SubagentRequested)
+    assert reactor.subagent_timeouts(s.state, AT + timedelta(seconds=9)) == []
+    (second,) = reactor.subagent_timeouts(s.state, AT + timedelta(seconds=11))
+    assert isinstance(second, ev.SubagentRequested) and second.payload.attempt == 2
+    s.log.append(second)
+    complete(s, first, "too late")  # the abandoned attempt's answer
+    assert s.settle() == []
+    (gave_up,) = reactor.subagent_timeouts(s.state, AT + timedelta(seconds=30))
+    assert isinstance(gave_up, ev.ToolResult) and gave_up.payload.is_error
+    assert "2 attempt(s) of 10 s each timed out" in str(gave_up.payload.content)
+    s.log.append(gave_up)
+    assert [e.type for e in s.settle()] == ["model_requested"]
+
+
+@pytest.mark.parametrize(
+    ("settings", "blocks", "message"),
+    [
+        ({"depth": 2, "max_depth": 2}, [task_use(1)], "depth limit"),
+        ({"max_subagents": 1}, [task_use(1), task_use(2)], "sub-agent budget spent"),
+        ({}, [task_use(1, prompt="")], "non-empty `prompt`"),
+    ],
+)
+def test_task_limits_answer_with_an_error_the_model_can_read(
+    settings: dict[str, Any], blocks: list[Any], message: str
+) -> None:
+    s = Session(**settings)
+    s.user()
+    s.settle()
+    s.model(*blocks, stop="tool_use")
+    out = s.settle()
+    errors = [e for e in out if isinstance(e, ev.ToolResult)]
+    assert errors and message in str(errors[-1].payload.content)
