@@ -11,6 +11,7 @@ from __future__ import annotations
 import ctypes
 import json
 import os
+import secrets
 import signal
 import socket
 import subprocess
@@ -21,6 +22,8 @@ import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any
+
+from eventstore import tenants
 
 PR_SET_PDEATHSIG = 1
 
@@ -124,6 +127,7 @@ class Stack:
     api_url: str
     database_url: str
     kafka_bootstrap: str
+    api_token: str = ""
     children: list[Child] = field(default_factory=list)
     broker: subprocess.Popen[bytes] | None = None
 
@@ -135,6 +139,7 @@ class Stack:
             "api_url": self.api_url,
             "database_url": self.database_url,
             "kafka_bootstrap": self.kafka_bootstrap,
+            "api_token": self.api_token,
             "processes": procs,
         }
 
@@ -143,6 +148,16 @@ class Stack:
         tmp = path.with_suffix(".tmp")
         tmp.write_text(json.dumps(self.describe(), indent=2))
         tmp.replace(path)
+
+
+def dev_token(data_dir: Path) -> str:
+    """The development token of this data directory (made once, kept private, reused)."""
+    path = data_dir / "dev-token"
+    if not path.exists():
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "w") as out:
+            out.write(tenants.TOKEN_PREFIX + "dev_" + secrets.token_urlsafe(24))
+    return path.read_text().strip()
 
 
 def _say(message: str) -> None:
@@ -175,12 +190,17 @@ def up(data_dir: Path, env: dict[str, str], partitions: int) -> int:
         wait_for_port(port)
         bootstrap = f"127.0.0.1:{port}"
     api_port = free_port()
-    stack = Stack(data_dir, f"http://127.0.0.1:{api_port}", database_url, bootstrap, broker=broker)
+    token = dev_token(data_dir)
+    stack = Stack(data_dir, f"http://127.0.0.1:{api_port}", database_url, bootstrap, token, broker=broker)
     child_env = {
         **env,
         "AGENTLOG_DATABASE_URL": database_url,
         "AGENTLOG_KAFKA_BOOTSTRAP": bootstrap,
         "AGENTLOG_PARTITIONS": str(partitions),
+        # The development token, for the `default` tenant, next to any configured ones.
+        "AGENTLOG_API_TOKENS": ",".join(
+            filter(None, [env.get("AGENTLOG_API_TOKENS", ""), f"{token}:default"])
+        ),
         "AGENTLOG_API_URL": env.get("AGENTLOG_API_URL", f"http://127.0.0.1:{api_port}"),
         "AGENTLOG_WORKSPACE_ROOT": env.get(
             "AGENTLOG_WORKSPACE_ROOT", str((data_dir / "workspaces").resolve())
@@ -202,6 +222,7 @@ def up(data_dir: Path, env: dict[str, str], partitions: int) -> int:
     ready = _wait_ready(stack.api_url, lambda: stopping)
     if ready:
         _say(f"api           {stack.api_url}")
+        _say(f"token         {token}   (tenant default; also in {data_dir / 'stack.json'})")
         _say(f"postgres      {database_url}")
         _say(f"kafka         {bootstrap}")
         _say(f"logs          {logs}")

@@ -13,8 +13,9 @@ from starlette.middleware.base import BaseHTTPMiddleware, RequestResponseEndpoin
 from starlette.responses import Response
 
 from api import problems
-from api.routes import sessions, subagents
+from api.routes import approvals, runs, sessions, stream, turns
 from eventstore import log as kafka_log
+from eventstore import tenants
 from eventstore.settings import Settings
 
 
@@ -49,6 +50,7 @@ def create_app(settings: Settings) -> FastAPI:
         app.state.pool = pool
         app.state.kafka = kafka
         app.state.settings = settings
+        app.state.tokens = tenants.parse_tokens(settings.api_tokens)
         try:
             yield
         finally:
@@ -58,8 +60,8 @@ def create_app(settings: Settings) -> FastAPI:
     app = FastAPI(title="agentlog", version="0.1.0", lifespan=lifespan)
     app.add_middleware(BodyLimit, limit=settings.max_body_bytes)
     problems.install(app)
-    app.include_router(sessions.router)
-    app.include_router(subagents.router)
+    for module in (sessions, turns, stream, approvals, runs):
+        app.include_router(module.router)
 
     @app.get("/healthz", tags=["health"])
     async def healthz() -> dict[str, str]:

@@ -81,6 +81,12 @@ class SessionStartedPayload(_Payload):
     depth: int = Field(default=0, ge=0)
     parent_session_id: str | None = None
     parent_tool_use_id: str | None = None
+    # A fork starts with a copy of another session's messages (no model call).
+    history: list[dict[str, Any]] = Field(default_factory=list)
+    forked_from: str | None = None
+    forked_at_seq: int | None = None
+    # An ephemeral session (POST /v1/agent/run) is deleted, not kept, once its TTL passes.
+    ephemeral: bool = False
     # Idle seconds before the session expires; None keeps it forever.
     ttl_s: int | None = Field(default=None, ge=1)
     max_tokens: int = Field(default=4096, ge=1)

@@ -27,6 +27,10 @@ class SessionStart:
     parent_session_id: str | None
     parent_tool_use_id: str | None
     depth: int
+    history: list[dict[str, Any]]
+    forked_from: str | None
+    forked_at_seq: int | None
+    ephemeral: bool
 
 
 @dataclass(frozen=True)
@@ -163,6 +167,10 @@ def project(event: Event) -> Projection:
                     p.parent_session_id,
                     p.parent_tool_use_id,
                     p.depth,
+                    p.history,
+                    p.forked_from,
+                    p.forked_at_seq,
+                    p.ephemeral,
                 ),
             )
         case ev.UserMessage(payload=p):

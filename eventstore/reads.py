@@ -21,7 +21,7 @@ async def session_view(conn: AsyncConn, session_id: str) -> dict[str, Any] | Non
         if row is None:
             return None
         await cur.execute(
-            "SELECT role, content, turn_id FROM messages WHERE session_id = %s ORDER BY seq",
+            "SELECT role, content, turn_id FROM messages WHERE session_id = %s ORDER BY seq, ord",
             (session_id,),
         )
         messages = [
@@ -46,14 +46,69 @@ async def session_view(conn: AsyncConn, session_id: str) -> dict[str, Any] | Non
             "last_activity_at": _iso(row["last_activity_at"]),
             "tenant_id": row["tenant_id"],
             "user_metadata": row["metadata"],
+            "parent_session_id": row["parent_session_id"],
+            "forked_from": row["forked_from"],
         },
     }
 
 
-async def session_deleted(conn: AsyncConn, session_id: str) -> bool:
+async def session_deleted(conn: AsyncConn, session_id: str, tenant: str | None = None) -> bool:
     """Whether the session was deleted (its rows are gone; a tombstone remains)."""
-    cur = await conn.execute("SELECT 1 FROM deleted_sessions WHERE session_id = %s", (session_id,))
+    cur = await conn.execute(
+        "SELECT 1 FROM deleted_sessions WHERE session_id = %s AND (%s::text IS NULL OR tenant_id = %s)",
+        (session_id, tenant, tenant),
+    )
     return await cur.fetchone() is not None
+
+
+async def sessions_page(
+    conn: AsyncConn,
+    tenant: str,
+    status: str | None,
+    started_after: Any,
+    started_before: Any,
+    after: str | None,
+    limit: int,
+) -> dict[str, Any]:
+    """A tenant's sessions in id order after `after`: `{data, has_more, first_id, last_id}`."""
+    async with conn.cursor(row_factory=dict_row) as cur:
+        await cur.execute(
+            "SELECT session_id, status, model, turn_count, cost_usd, started_at, last_activity_at,"
+            " parent_session_id FROM sessions WHERE tenant_id = %(tenant)s"
+            " AND (%(status)s::text IS NULL OR status = %(status)s)"
+            " AND (%(a)s::timestamptz IS NULL OR started_at >= %(a)s)"
+            " AND (%(b)s::timestamptz IS NULL OR started_at < %(b)s)"
+            " AND (%(after)s::text IS NULL OR session_id > %(after)s)"
+            " ORDER BY session_id LIMIT %(limit)s",
+            {
+                "tenant": tenant,
+                "status": status,
+                "a": started_after,
+                "b": started_before,
+                "after": after,
+                "limit": limit + 1,
+            },
+        )
+        rows = await cur.fetchall()
+    data = [
+        {
+            "id": r["session_id"],
+            "status": r["status"],
+            "model": r["model"],
+            "turn_count": r["turn_count"],
+            "cost_usd": str(r["cost_usd"].normalize()) if r["cost_usd"] else "0",
+            "started_at": _iso(r["started_at"]),
+            "last_activity_at": _iso(r["last_activity_at"]),
+            "parent_session_id": r["parent_session_id"],
+        }
+        for r in rows[:limit]
+    ]
+    return {
+        "data": data,
+        "has_more": len(rows) > limit,
+        "first_id": data[0]["id"] if data else None,
+        "last_id": data[-1]["id"] if data else None,
+    }
 
 
 async def session_exists(conn: AsyncConn, session_id: str) -> bool:
@@ -71,7 +126,7 @@ async def turn_view(conn: AsyncConn, session_id: str, turn_id: str) -> dict[str,
             return None
         await cur.execute(
             "SELECT role, content, stop_reason FROM messages WHERE session_id = %s AND turn_id = %s"
-            " ORDER BY seq OFFSET 1",
+            " ORDER BY seq, ord OFFSET 1",
             (session_id, turn_id),
         )
         replies = await cur.fetchall()

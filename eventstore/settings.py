@@ -86,6 +86,14 @@ class Settings(BaseSettings):
     # {"model": [input, output, cache_write, cache_read]}.
     prices: dict[str, tuple[Decimal, Decimal, Decimal, Decimal]] = Field(default_factory=dict)
     projector_batch: int = Field(default=500, ge=1)
+    # Bearer tokens: `token:tenant,…` (or the api_tokens table). Without a token the api
+    # answers 401, unless auth_required is off (local development: the `default` tenant).
+    api_tokens: str = ""
+    auth_required: bool = True
+    # Sessions of POST /v1/agent/run are deleted this long after they go idle.
+    agent_run_ttl_s: int = Field(default=300, ge=1)
+    # Text deltas of streaming model calls, pushed to SSE clients (through Postgres NOTIFY).
+    stream_deltas: bool = True
     api_host: str = "127.0.0.1"
     api_port: int = 0
     data_dir: Path = Path(".agentlog")

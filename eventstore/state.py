@@ -138,6 +138,8 @@ class SessionState(BaseModel):
     parent_session_id: str | None = None
     parent_tool_use_id: str | None = None
     subagents_started: int = 0
+    forked_from: str | None = None
+    ephemeral: bool = False
     ttl_s: int | None = None
     max_tokens: int = 4096
     status: SessionStatus = "new"
@@ -232,6 +234,11 @@ def _apply(state: SessionState, event: Event) -> SessionState:
                     "depth": p.depth,
                     "parent_session_id": p.parent_session_id,
                     "parent_tool_use_id": p.parent_tool_use_id,
+                    "forked_from": p.forked_from,
+                    "ephemeral": p.ephemeral,
+                    "messages": tuple(Message(role=m["role"], content=tuple(m["content"])) for m in p.history)
+                    if state.status == "new"
+                    else state.messages,
                     "ttl_s": p.ttl_s,
                     "max_tokens": p.max_tokens,
                     "tenant_id": event.tenant_id,
@@ -244,6 +251,8 @@ def _apply(state: SessionState, event: Event) -> SessionState:
             if state.turn(event.turn_id) is not None:
                 return state
             refused = _refusal(state)
+            if state.status != "new" and event.tenant_id != state.tenant_id:
+                refused = "refused: the message's tenant does not own this session"
             turn = Turn(
                 turn_id=event.turn_id, status="queued", user_content=tuple(p.content), refused=refused
             )
@@ -254,7 +263,7 @@ def _apply(state: SessionState, event: Event) -> SessionState:
             return state.model_copy(
                 update={
                     "turns": (*turns, turn),
-                    "tenant_id": event.tenant_id,
+                    "tenant_id": state.tenant_id if state.status != "new" else event.tenant_id,
                     "status": state.status if state.status in CLOSED else "running",
                     "started_at": state.started_at or event.occurred_at,
                 }

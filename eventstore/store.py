@@ -18,7 +18,7 @@ import psycopg
 from psycopg.rows import dict_row
 from psycopg.types.json import Jsonb
 
-from eventstore import codec
+from eventstore import codec, ids
 from eventstore import projection as pj
 from eventstore.errors import DecodeError
 from eventstore.events import Event, SessionDeleted, Usage
@@ -353,7 +353,8 @@ async def _apply_op(conn: AsyncConn, event: Event, seq: int, op: pj.Op, d: _Sess
             await conn.execute(
                 "UPDATE sessions SET model = %s, system_prompt = %s, metadata = %s, tenant_id = %s,"
                 " policy = %s, max_steps = %s, token_budget = %s, ttl_s = %s, parent_session_id = %s,"
-                " parent_tool_use_id = %s, depth = %s WHERE session_id = %s",
+                " parent_tool_use_id = %s, depth = %s, forked_from = %s, forked_at_seq = %s, ephemeral = %s"
+                " WHERE session_id = %s",
                 (
                     op.model,
                     op.system,
@@ -366,9 +367,27 @@ async def _apply_op(conn: AsyncConn, event: Event, seq: int, op: pj.Op, d: _Sess
                     op.parent_session_id,
                     op.parent_tool_use_id,
                     op.depth,
+                    op.forked_from,
+                    op.forked_at_seq,
+                    op.ephemeral,
                     event.session_id,
                 ),
             )
+            for ord_, message in enumerate(op.history):
+                await conn.execute(
+                    "INSERT INTO messages (message_id, session_id, tenant_id, seq, ord, role, content,"
+                    " created_at) VALUES (%s, %s, %s, %s, %s, %s, %s, %s)",
+                    (
+                        ids.derive(ids.event_key(event.session_id, "history", ord_)),
+                        event.session_id,
+                        event.tenant_id,
+                        seq,
+                        ord_,
+                        message["role"],
+                        Jsonb(message["content"]),
+                        at,
+                    ),
+                )
         case pj.TurnRequest():
             cur = await conn.execute(
                 "INSERT INTO turns (turn_id, session_id, tenant_id, status, idempotency_key,"

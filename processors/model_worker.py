@@ -8,8 +8,10 @@ re-emits the recorded answer and calls nothing.
 
 from __future__ import annotations
 
+import json
 import logging
 import time
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 from eventstore import events as ev
@@ -23,6 +25,10 @@ from processors.model.port import ModelClient, ModelError, ModelRequest
 from processors.tools.registry import Registry, default_registry
 
 log = logging.getLogger(__name__)
+
+
+async def _notify(conn: Any, payload: str) -> None:
+    await conn.execute("SELECT pg_notify('agentlog_deltas', %s)", (payload,))
 
 
 class ModelWorker(EffectWorker[ev.ModelRequested]):
@@ -69,7 +75,28 @@ class ModelWorker(EffectWorker[ev.ModelRequested]):
             tools=self.tools.definitions(state.tools),
             max_tokens=state.max_tokens,
             key=self.key(request),
+            on_text=self._deltas(request) if self.settings.stream_deltas else None,
         )
+
+    def _deltas(self, request: ev.ModelRequested) -> Callable[[str], Awaitable[None]]:
+        """Text as the model streams it, to live views (Postgres NOTIFY; lost on a crash, by design)."""
+
+        async def push(text: str) -> None:
+            for start in range(0, len(text), 4000):  # NOTIFY payloads stay under 8000 bytes
+                payload = json.dumps(
+                    {
+                        "session_id": request.session_id,
+                        "turn_id": request.turn_id,
+                        "step": request.step,
+                        "text": text[start : start + 4000],
+                    }
+                )
+                try:
+                    await self._ledger_call(_notify, payload)
+                except Exception:  # a live view is best effort: the call goes on
+                    log.debug("text delta not pushed", exc_info=True)
+
+        return push
 
     async def perform(self, request: ev.ModelRequested, state: SessionState) -> tuple[Event, int]:
         started = time.monotonic()

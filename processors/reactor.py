@@ -347,13 +347,21 @@ def subagent_timeouts(state: SessionState, at: datetime) -> list[ev.Event]:
     return out
 
 
-def expiry(state: SessionState, at: datetime) -> ev.SessionExpired | None:
-    """The expiry of an idle session past its TTL, if it is due at `at`."""
+def expiry(state: SessionState, at: datetime) -> ev.SessionExpired | ev.SessionDeleted | None:
+    """The expiry of an idle session past its TTL, if it is due at `at` (an ephemeral
+    session is deleted instead: nothing of it is kept)."""
     if state.ttl_s is None or state.status != "idle" or state.last_activity_at is None:
         return None
     idle = (at - state.last_activity_at).total_seconds()
     if idle < state.ttl_s:
         return None
+    if state.ephemeral:
+        return ev.SessionDeleted(
+            event_id=ids.derive(ids.event_key(state.session_id, "session_deleted")),
+            session_id=state.session_id,
+            tenant_id=state.tenant_id,
+            occurred_at=at,
+        )
     return ev.SessionExpired(
         # Keyed by the last activity: an expiry that lost a race with a new message is void,
         # and the session can expire later under another id.

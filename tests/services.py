@@ -183,6 +183,7 @@ async def stack_on(server_uri: str, log_dir: Path, **overrides: Any) -> AsyncIte
         database_url=create_database(server_uri),
         partitions=overrides.pop("partitions", 4),
         workspace_root=overrides.pop("workspace_root", workspaces(log_dir)),
+        auth_required=overrides.pop("auth_required", False),
         **overrides,
     )
     await store.migrate(settings.database_url)

@@ -1,207 +1,123 @@
-"""Sessions, turns and event pages under /v1."""
+"""Sessions under /v1: create, list, read, fork, delete. Scoped to the caller's tenant."""
 
 from __future__ import annotations
 
 import asyncio
-import hashlib
-import json
-import time
 import uuid
-from typing import Annotated, Any, Literal
+from datetime import datetime
+from typing import Annotated, Any
 
-from fastapi import APIRouter, Header, Path, Query, Request
+from fastapi import APIRouter, Query, Request
 from fastapi.responses import JSONResponse
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import Field
 
+from api.auth import Tenant
+from api.models import SessionPage, SessionView
 from api.problems import Problem
+from api.routes.common import (
+    AUTH,
+    PROBLEM,
+    SessionId,
+    SessionSettings,
+    deps,
+    require_session,
+    session_started,
+)
 from eventstore import events as ev
-from eventstore import ids, reads
-from eventstore.events import TurnPolicy
-from eventstore.log import KafkaLog
-from eventstore.settings import Settings
+from eventstore import forks, ids, reads
 
 router = APIRouter(prefix="/v1", tags=["sessions"])
 
-SessionId = Annotated[str, Path(min_length=1, max_length=200, pattern=r"^[A-Za-z0-9._:-]+$")]
-PROBLEM: dict[str, Any] = {"content": {"application/problem+json": {}}}
+
+class NewSession(SessionSettings):
+    """A session to create; without an id the server makes one."""
+
+    session_id: str | None = Field(default=None, min_length=1, max_length=200, pattern=r"^[A-Za-z0-9._:-]+$")
 
 
-# Blocks a user may post; tool results come from tools, thinking from the model.
-USER_BLOCKS = ("text", "image", "document", "search_result")
+class Fork(SessionSettings):
+    """A new session with the history of another up to an event (by its sequence number)."""
+
+    at_seq: int | None = Field(default=None, ge=1, description="the last event to keep (default: all)")
+    session_id: str | None = Field(default=None, min_length=1, max_length=200, pattern=r"^[A-Za-z0-9._:-]+$")
 
 
-def _block_problem(block: dict[str, Any]) -> str | None:
-    """Why the Messages API would refuse this user block (a refused block stays in the
-    transcript and would fail every later turn), or None."""
-    kind = block.get("type")
-    if kind not in USER_BLOCKS:
-        return f"type {kind!r} is not accepted in a user message (use one of {', '.join(USER_BLOCKS)})"
-    if kind == "text" and not (isinstance(block.get("text"), str) and block["text"].strip()):
-        return "a text block needs a non-empty 'text' string"
-    if kind in ("image", "document") and not isinstance(block.get("source"), dict):
-        return f"an {kind} block needs a 'source' object"
-    return None
+async def _view_when_projected(pool: Any, session_id: str, fallback: dict[str, Any]) -> dict[str, Any]:
+    for _ in range(100):
+        async with pool.connection() as conn:
+            view = await reads.session_view(conn, session_id)
+        if view is not None:
+            return view
+        await asyncio.sleep(0.02)
+    return fallback
 
 
-class PostMessage(BaseModel):
-    """A user turn: text or Anthropic content blocks; model and system apply to a new session."""
-
-    model_config = ConfigDict(extra="forbid")
-
-    content: str | list[dict[str, Any]] = Field(description="text, or content blocks")
-    model: str | None = Field(default=None, max_length=200)
-    system: str | None = Field(default=None, max_length=100_000)
-    metadata: dict[str, Any] = Field(default_factory=dict)
-    policy: TurnPolicy | None = Field(
-        default=None, description="for a new session: what a message does while a turn runs"
-    )
-    max_steps: int | None = Field(default=None, ge=1, le=1000, description="model calls per turn")
-    token_budget: int | None = Field(default=None, ge=1, description="tokens per session")
-    tools: list[str] | None = Field(default=None, max_length=100, description="tool names allowed")
-    approvals: list[str] | None = Field(
-        default=None, max_length=100, description="tool names whose calls wait for a human's approval"
-    )
-    ttl_seconds: int | None = Field(default=None, ge=1, description="idle seconds before expiry")
-    max_tokens: int | None = Field(default=None, ge=1, le=128_000, description="per model call")
-
-    @field_validator("content")
-    @classmethod
-    def _not_empty(cls, value: str | list[dict[str, Any]]) -> str | list[dict[str, Any]]:
-        if isinstance(value, str):
-            if not value.strip():
-                raise ValueError("must not be empty")
-        elif not value or any("type" not in b for b in value):
-            raise ValueError("must be a non-empty list of blocks, each with a 'type'")
-        else:
-            for i, block in enumerate(value):
-                problem = _block_problem(block)
-                if problem:
-                    raise ValueError(f"block {i}: {problem}")
-        return value
-
-    def blocks(self) -> list[dict[str, Any]]:
-        """The content as blocks."""
-        if isinstance(self.content, str):
-            return [{"type": "text", "text": self.content}]
-        return self.content
+def _pending_view(started: ev.SessionStarted) -> dict[str, Any]:
+    """What a session is before the projection shows it."""
+    p = started.payload
+    return {
+        "id": started.session_id,
+        "messages": [{"role": m["role"], "content": m["content"], "turn_id": None} for m in p.history],
+        "metadata": {
+            "model": p.model,
+            "status": "idle",
+            "turn_count": 0,
+            "total_tokens": {"input": 0, "output": 0, "cache_read": 0, "cache_write": 0},
+            "session_cost": "0",
+            "started_at": started.occurred_at.isoformat(),
+            "last_activity_at": started.occurred_at.isoformat(),
+            "tenant_id": started.tenant_id,
+            "user_metadata": p.metadata,
+        },
+    }
 
 
-class TurnAccepted(BaseModel):
-    session_id: str
-    turn_id: str
-    idempotency_key: str
-    status: str
-
-
-def _deps(request: Request) -> tuple[Any, KafkaLog, Settings]:
-    state = request.app.state
-    return state.pool, state.kafka, state.settings
+async def _create(request: Request, tenant: str, started: ev.SessionStarted) -> JSONResponse:
+    pool, kafka, _ = deps(request)
+    sid = started.session_id
+    async with pool.connection() as conn:
+        taken = await reads.session_exists(conn, sid) or await reads.session_deleted(conn, sid)
+    if taken:
+        raise Problem(409, "Session exists", f"a session {sid} exists already; choose another id")
+    await kafka.append(started)
+    view = await _view_when_projected(pool, sid, _pending_view(started))
+    return JSONResponse(view, status_code=201, headers={"Location": f"/v1/sessions/{sid}"})
 
 
 @router.post(
-    "/sessions/{session_id}/messages",
-    status_code=202,
-    responses={
-        200: {"description": "the completed turn (with ?wait)"},
-        202: {"model": TurnAccepted},
-        404: PROBLEM,
-        409: PROBLEM,
-        410: PROBLEM,
-        413: PROBLEM,
-        422: PROBLEM,
-        503: PROBLEM,
-    },
+    "/sessions", status_code=201, response_model=SessionView, responses={**AUTH, 409: PROBLEM, 422: PROBLEM}
 )
-async def post_message(
+async def create_session(request: Request, body: NewSession, tenant: Tenant) -> JSONResponse:
+    """Create a session with its settings (model, system prompt, tools, TTL, policy, …)."""
+    _, _, settings = deps(request)
+    sid = body.session_id or f"s-{uuid.uuid4()}"
+    settings_only = SessionSettings(**body.model_dump(exclude={"session_id"}))
+    return await _create(request, tenant, session_started(sid, tenant, settings_only, settings))
+
+
+@router.get("/sessions", response_model=SessionPage, responses={**AUTH, 422: PROBLEM})
+async def list_sessions(
     request: Request,
-    session_id: SessionId,
-    body: PostMessage,
-    idempotency_key: Annotated[str | None, Header(max_length=255)] = None,
-    wait: Annotated[float, Query(ge=0, le=300, description="seconds to wait for the turn")] = 0,
-) -> JSONResponse:
-    """Post a user turn; the same Idempotency-Key always answers the same turn."""
-    pool, kafka, settings = _deps(request)
-    key = idempotency_key or str(uuid.uuid4())
-    turn_id = ids.turn_id_for(session_id, key)
-    blocks = body.blocks()
+    tenant: Tenant,
+    status: Annotated[str | None, Query(pattern="^(idle|running|expired)$")] = None,
+    started_after: datetime | None = None,
+    started_before: datetime | None = None,
+    after: Annotated[
+        str | None, Query(max_length=200, description="the last id of the previous page")
+    ] = None,
+    limit: Annotated[int, Query(ge=1, le=500)] = 50,
+) -> dict[str, Any]:
+    """The tenant's sessions in id order, a page at a time (keyset: `after` = `last_id`)."""
+    pool, _, _ = deps(request)
     async with pool.connection() as conn:
-        if await reads.session_deleted(conn, session_id):
-            raise Problem(404, "Session not found", f"session {session_id} was deleted")
-        cur = await conn.execute(
-            "SELECT s.status, t.user_content, s.policy FROM sessions s LEFT JOIN turns t"
-            " ON t.turn_id = %s WHERE s.session_id = %s",
-            (turn_id, session_id),
-        )
-        row = await cur.fetchone()
-    if row is not None and row[1] is None and row[0] == "expired":
-        raise Problem(410, "Session expired", f"session {session_id} expired after its idle TTL")
-    if row is not None and row[1] is None and row[0] == "running" and row[2] == "reject":
-        raise Problem(
-            409,
-            "Turn in progress",
-            f"session {session_id} is running a turn and its policy is reject; retry when it ends",
-        )
-    if row is not None and row[1] is not None and row[1] != blocks:
-        raise Problem(
-            422,
-            "Idempotency-Key reused",
-            "this Idempotency-Key was used with another body",
-            field="Idempotency-Key",
-        )
-    appends: list[ev.Event] = []
-    if row is None:
-        appends.append(
-            ev.session_started(
-                session_id,
-                model=body.model or settings.default_model,
-                system=body.system,
-                metadata=body.metadata,
-                policy=body.policy or "enqueue",
-                max_steps=body.max_steps or settings.max_steps,
-                token_budget=body.token_budget,
-                tools=body.tools,
-                approvals=body.approvals if body.approvals is not None else settings.approval_tools,
-                ttl_s=body.ttl_seconds or settings.session_ttl_s,
-                subagent_mode=settings.subagent_mode,
-                subagent_timeout_s=settings.subagent_timeout_s,
-                subagent_attempts=settings.subagent_attempts,
-                max_subagents=settings.max_subagents,
-                max_depth=settings.subagent_max_depth,
-                max_tokens=body.max_tokens or settings.max_tokens,
-            )
-        )
-    request_hash = hashlib.sha256(json.dumps(blocks, sort_keys=True).encode()).hexdigest()
-    appends.append(
-        ev.user_message(session_id, content=blocks, idempotency_key=key, request_hash=request_hash)
-    )
-    await kafka.append_many(appends)
-    headers = {"Location": f"/v1/sessions/{session_id}/turns/{turn_id}", "Idempotency-Key": key}
-    if wait > 0:
-        done = await _wait_for_turn(pool, session_id, turn_id, wait)
-        if done is not None:
-            return JSONResponse(done, status_code=200, headers=headers)
-    accepted = TurnAccepted(session_id=session_id, turn_id=turn_id, idempotency_key=key, status="accepted")
-    return JSONResponse(accepted.model_dump(), status_code=202, headers=headers)
+        return await reads.sessions_page(conn, tenant, status, started_after, started_before, after, limit)
 
 
-async def _wait_for_turn(pool: Any, session_id: str, turn_id: str, wait: float) -> dict[str, Any] | None:
-    deadline = time.monotonic() + wait
-    delay = 0.02
-    while True:
-        async with pool.connection() as conn:
-            turn = await reads.turn_view(conn, session_id, turn_id)
-        if turn is not None and turn["status"] in ("completed", "failed"):
-            return turn
-        if time.monotonic() + delay > deadline:
-            return None
-        await asyncio.sleep(delay)
-        delay = min(delay * 1.5, 0.25)
-
-
-@router.get("/sessions/{session_id}", responses={404: PROBLEM})
-async def get_session(request: Request, session_id: SessionId) -> dict[str, Any]:
+@router.get("/sessions/{session_id}", response_model=SessionView, responses={**AUTH, 404: PROBLEM})
+async def get_session(request: Request, session_id: SessionId, tenant: Tenant) -> dict[str, Any]:
     """A session: its messages and metadata (model, turns, tokens, cost, times)."""
-    pool, _, _ = _deps(request)
+    pool, _, _ = deps(request)
+    await require_session(pool, session_id, tenant)
     async with pool.connection() as conn:
         view = await reads.session_view(conn, session_id)
     if view is None:
@@ -209,108 +125,50 @@ async def get_session(request: Request, session_id: SessionId) -> dict[str, Any]
     return view
 
 
-@router.get("/sessions/{session_id}/turns/{turn_id}", responses={404: PROBLEM})
-async def get_turn(
-    request: Request, session_id: SessionId, turn_id: Annotated[str, Path(max_length=200)]
-) -> dict[str, Any]:
-    """One turn: status, the assistant's answer, usage and cost."""
-    pool, _, _ = _deps(request)
+@router.post(
+    "/sessions/{session_id}/fork",
+    status_code=201,
+    response_model=SessionView,
+    responses={**AUTH, 404: PROBLEM, 409: PROBLEM, 422: PROBLEM},
+)
+async def fork_session(request: Request, session_id: SessionId, body: Fork, tenant: Tenant) -> JSONResponse:
+    """A new session whose history is this one's up to event `at_seq` (cut back to the last
+    finished turn there): no model call is made, the source is unchanged."""
+    pool, _, settings = deps(request)
+    await require_session(pool, session_id, tenant)
     async with pool.connection() as conn:
-        turn = await reads.turn_view(conn, session_id, turn_id)
-    if turn is None:
-        raise Problem(404, "Turn not found", f"no turn {turn_id} in session {session_id}")
-    return turn
+        source = await forks.history(conn, session_id, body.at_seq)
+    new_id = body.session_id or f"{session_id[:150]}.fork-{uuid.uuid4().hex[:8]}"
+    own = SessionSettings(**body.model_dump(exclude={"session_id", "at_seq"}, exclude_unset=True))
+    merged = SessionSettings(
+        **{**source.settings, **own.model_dump(exclude_unset=True)},
+    )
+    started = session_started(
+        new_id,
+        tenant,
+        merged,
+        settings,
+        history=source.messages,
+        forked_from=session_id,
+        forked_at_seq=source.at_seq,
+    )
+    return await _create(request, tenant, started)
 
 
-@router.get("/sessions/{session_id}/events", responses={404: PROBLEM})
-async def get_events(
-    request: Request,
-    session_id: SessionId,
-    after: Annotated[int, Query(ge=0, le=2**62)] = 0,
-    limit: Annotated[int, Query(ge=1, le=1000)] = 100,
-) -> dict[str, Any]:
-    """A session's events after sequence number `after`, oldest first."""
-    pool, _, _ = _deps(request)
-    async with pool.connection() as conn:
-        if not await reads.session_exists(conn, session_id):
-            raise Problem(404, "Session not found", f"no session {session_id}")
-        return await reads.events_page(conn, session_id, after, limit)
-
-
-@router.delete("/sessions/{session_id}", status_code=202, responses={404: PROBLEM})
-async def delete_session(request: Request, session_id: SessionId) -> JSONResponse:
+@router.delete("/sessions/{session_id}", status_code=202, responses={**AUTH, 404: PROBLEM})
+async def delete_session(request: Request, session_id: SessionId, tenant: Tenant) -> JSONResponse:
     """Delete a session: its rows leave every table and the ledger; later posts answer 404."""
-    pool, kafka, _ = _deps(request)
+    pool, kafka, _ = deps(request)
     async with pool.connection() as conn:
-        if await reads.session_deleted(conn, session_id):
+        if await reads.session_deleted(conn, session_id, tenant):
             return JSONResponse({"session_id": session_id, "status": "deleted"}, status_code=202)
-        cur = await conn.execute("SELECT tenant_id FROM sessions WHERE session_id = %s", (session_id,))
-        row = await cur.fetchone()
-    if row is None:
-        raise Problem(404, "Session not found", f"no session {session_id}")
+    await require_session(pool, session_id, tenant)
     await kafka.append(
         ev.SessionDeleted(
             event_id=ids.derive(ids.event_key(session_id, "session_deleted")),
             session_id=session_id,
-            tenant_id=row[0],
+            tenant_id=tenant,
             occurred_at=ev.now(),
         )
     )
     return JSONResponse({"session_id": session_id, "status": "deleting"}, status_code=202)
-
-
-class Decision(BaseModel):
-    """A human's answer to a tool call waiting for approval."""
-
-    model_config = ConfigDict(extra="forbid")
-
-    decision: Literal["approve", "deny"]
-    reason: str | None = Field(default=None, max_length=2000, description="told to the model on deny")
-
-
-@router.get("/sessions/{session_id}/approvals", responses={404: PROBLEM})
-async def list_approvals(
-    request: Request,
-    session_id: SessionId,
-    status: Annotated[Literal["pending", "approved", "denied", "expired"] | None, Query()] = None,
-) -> dict[str, Any]:
-    """A session's approvals, oldest first (`?status=pending` for those waiting)."""
-    pool, _, _ = _deps(request)
-    async with pool.connection() as conn:
-        if not await reads.session_exists(conn, session_id):
-            raise Problem(404, "Session not found", f"no session {session_id}")
-        return {"data": await reads.approvals(conn, session_id, status)}
-
-
-@router.post(
-    "/sessions/{session_id}/approvals/{approval_id}",
-    status_code=202,
-    responses={404: PROBLEM, 409: PROBLEM, 422: PROBLEM},
-)
-async def decide_approval(
-    request: Request,
-    session_id: SessionId,
-    approval_id: Annotated[str, Path(max_length=200)],
-    body: Decision,
-) -> JSONResponse:
-    """Approve or deny a waiting tool call; the turn goes on (a denial is an error result)."""
-    pool, kafka, _ = _deps(request)
-    async with pool.connection() as conn:
-        found = await reads.approval(conn, session_id, approval_id)
-    if found is None:
-        raise Problem(404, "Approval not found", f"no approval {approval_id} in session {session_id}")
-    if found["status"] != "pending":
-        raise Problem(409, "Approval already closed", f"approval {approval_id} is {found['status']}")
-    await kafka.append(
-        ev.approval_decided(
-            session_id,
-            tenant_id=found["tenant_id"],
-            turn_id=found["turn_id"],
-            step=found["step"],
-            approval_id=approval_id,
-            tool_use_id=found["tool_use_id"],
-            approved=body.decision == "approve",
-            reason=body.reason,
-        )
-    )
-    return JSONResponse({"approval_id": approval_id, "decision": body.decision}, status_code=202)

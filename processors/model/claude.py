@@ -11,6 +11,7 @@ import asyncio
 import copy
 import email.utils
 import time
+from collections.abc import Awaitable, Callable
 from dataclasses import replace
 from typing import Any, get_args
 
@@ -74,7 +75,7 @@ class ClaudeModel:
                 raise ModelError(f"retry deadline of {self._retry.deadline_s:g}s reached", retryable=False)
             try:
                 async with asyncio.timeout(limit):
-                    return to_response(await self._send(params))
+                    return to_response(await self._send(params, request.on_text))
             except TimeoutError as exc:
                 raise ModelError(f"request timed out after {limit:.1f}s", retryable=True) from exc
 
@@ -85,7 +86,9 @@ class ClaudeModel:
         """Close the SDK client and its connections."""
         await self._client.close()
 
-    async def _send(self, params: dict[str, Any]) -> Message:
+    async def _send(
+        self, params: dict[str, Any], on_text: Callable[[str], Awaitable[None]] | None = None
+    ) -> Message:
         try:
             if not self._stream:
                 message: Message = await self._client.messages.create(**params)
@@ -94,6 +97,10 @@ class ClaudeModel:
                 stopped = False
                 async for event in stream:
                     stopped = stopped or event.type == "message_stop"
+                    if on_text is not None and event.type == "content_block_delta":
+                        delta = event.delta
+                        if delta.type == "text_delta":
+                            await on_text(delta.text)
                 if not stopped:
                     raise ModelError("stream ended before message_stop", retryable=True)
                 return await stream.get_final_message()

@@ -111,6 +111,18 @@ class OfflineModel:
         self.latency_s = latency_ms / 1000
 
     async def complete(self, request: ModelRequest) -> ModelResponse:
-        if self.latency_s:
-            await asyncio.sleep(self.latency_s)
-        return answer(request)
+        response = answer(request)
+        text = " ".join(b["text"] for b in response.content if b.get("type") == "text")
+        if request.on_text is None or not text:
+            if self.latency_s:
+                await asyncio.sleep(self.latency_s)
+            return response
+        # Stream the text in a few pieces over the latency, as a model would.
+        words = text.split(" ")
+        pieces = [" ".join(words[i : i + 4]) + " " for i in range(0, len(words), 4)]
+        pieces[-1] = pieces[-1].rstrip()
+        for piece in pieces:
+            if self.latency_s:
+                await asyncio.sleep(self.latency_s / len(pieces))
+            await request.on_text(piece)
+        return response

@@ -37,12 +37,16 @@ def _wait_stack(cwd: Path, proc: subprocess.Popen[bytes], within: float = 90) ->
     raise AssertionError("agentlog up did not become ready:\n" + (cwd / "up.out").read_text())
 
 
-def _post(url: str, body: dict[str, Any], key: str) -> dict[str, Any]:
+def _post(url: str, body: dict[str, Any], key: str, token: str) -> dict[str, Any]:
     req = urllib.request.Request(
         url,
         data=json.dumps(body).encode(),
         method="POST",
-        headers={"content-type": "application/json", "Idempotency-Key": key},
+        headers={
+            "content-type": "application/json",
+            "Idempotency-Key": key,
+            "Authorization": f"Bearer {token}",
+        },
     )
     with urllib.request.urlopen(req, timeout=60) as resp:
         return dict(json.loads(resp.read()))
@@ -89,8 +93,9 @@ def test_up_answers_restarts_children_and_keeps_sessions_across_a_restart(tmp_pa
             check=True,
         )
         assert json.loads(status.stdout) == stack
-        api = stack["api_url"]
-        first = _post(f"{api}/v1/sessions/kept/messages?wait=30", {"content": "first words"}, "kept-0")
+        api, token = stack["api_url"], stack["api_token"]
+        assert token.startswith("agl_dev_")
+        first = _post(f"{api}/v1/sessions/kept/messages?wait=30", {"content": "first words"}, "kept-0", token)
         assert first["status"] == "completed"
 
         # SIGKILL a worker: it is restarted, the restart is logged, and turns still get answered.
@@ -100,7 +105,9 @@ def test_up_answers_restarts_children_and_keeps_sessions_across_a_restart(tmp_pa
         while "reactor restarted" not in (tmp_path / "up.out").read_text():
             assert time.monotonic() < deadline, (tmp_path / "up.out").read_text()
             time.sleep(0.2)
-        again = _post(f"{api}/v1/sessions/other/messages?wait=30", {"content": "after the kill"}, "o-0")
+        again = _post(
+            f"{api}/v1/sessions/other/messages?wait=30", {"content": "after the kill"}, "o-0", token
+        )
         assert again["status"] == "completed"
         pids = [
             p["pid"] for p in json.loads((tmp_path / ".agentlog" / "stack.json").read_text())["processes"]
@@ -115,10 +122,14 @@ def test_up_answers_restarts_children_and_keeps_sessions_across_a_restart(tmp_pa
     try:
         stack = _wait_stack(tmp_path, proc)
         api = stack["api_url"]
-        with urllib.request.urlopen(f"{api}/v1/sessions/kept", timeout=10) as resp:
+        get = urllib.request.Request(f"{api}/v1/sessions/kept", headers={"Authorization": f"Bearer {token}"})
+        with urllib.request.urlopen(get, timeout=10) as resp:
             kept = json.loads(resp.read())
+        assert stack["api_token"] == token  # the same development token across restarts
         assert [m["role"] for m in kept["messages"]] == ["user", "assistant"]
-        second = _post(f"{api}/v1/sessions/kept/messages?wait=30", {"content": "do you remember?"}, "kept-1")
+        second = _post(
+            f"{api}/v1/sessions/kept/messages?wait=30", {"content": "do you remember?"}, "kept-1", token
+        )
         assert second["status"] == "completed"
         assert "turn 2 of our conversation" in second["output_text"]
     finally:

@@ -1,0 +1,56 @@
+"""Who is calling: a bearer token maps to a tenant; every read and write is scoped to it.
+
+Tokens come from AGENTLOG_API_TOKENS (`token:tenant,…`) or the `api_tokens` table. No
+token is 401 with `WWW-Authenticate: Bearer` (unless AGENTLOG_AUTH_REQUIRED is off, for
+local development, when it is the `default` tenant); a token nobody issued is always 401.
+Another tenant's session answers 404, exactly as a session that does not exist.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import Depends, Request
+
+from api.problems import Problem
+from eventstore import tenants
+
+CHALLENGE = {"WWW-Authenticate": 'Bearer realm="agentlog"'}
+
+
+async def current_tenant(request: Request) -> str:
+    """The caller's tenant, from `Authorization: Bearer <token>`."""
+    settings = request.app.state.settings
+    header = request.headers.get("authorization")
+    if header is None:
+        if settings.auth_required:
+            raise Problem(401, "Unauthorized", "send Authorization: Bearer <token>", CHALLENGE)
+        return "default"
+    scheme, _, token = header.partition(" ")
+    token = token.strip()
+    if scheme.lower() != "bearer" or not token:
+        raise Problem(401, "Unauthorized", "the Authorization header must be: Bearer <token>", CHALLENGE)
+    tenant = tenants.from_environment(token, request.app.state.tokens)
+    if tenant is None:
+        async with request.app.state.pool.connection() as conn:
+            tenant = await tenants.tenant_for_token(conn, token)
+    if tenant is None:
+        raise Problem(
+            401,
+            "Unauthorized",
+            "unknown or revoked token",
+            {"WWW-Authenticate": 'Bearer error="invalid_token"'},
+        )
+    return tenant
+
+
+Tenant = Annotated[str, Depends(current_tenant)]
+
+
+async def owned(conn: object, session_id: str, tenant: str) -> str | None:
+    """The session's status if the tenant owns it, else None (unknown and foreign alike)."""
+    cur = await conn.execute(  # type: ignore[attr-defined]
+        "SELECT status FROM sessions WHERE session_id = %s AND tenant_id = %s", (session_id, tenant)
+    )
+    row = await cur.fetchone()
+    return str(row[0]) if row is not None else None

@@ -1,0 +1,98 @@
+"""What the routes share: dependencies, path types, the session settings a client may set."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from typing import Annotated, Any
+
+from fastapi import Path, Request
+from pydantic import BaseModel, ConfigDict, Field
+
+from api.auth import owned
+from api.problems import Problem
+from eventstore import events as ev
+from eventstore import reads
+from eventstore.events import TurnPolicy
+from eventstore.log import KafkaLog
+from eventstore.settings import Settings
+
+SessionId = Annotated[str, Path(min_length=1, max_length=200, pattern=r"^[A-Za-z0-9._:-]+$")]
+PROBLEM: dict[str, Any] = {"content": {"application/problem+json": {}}}
+AUTH: dict[int | str, dict[str, Any]] = {401: {**PROBLEM, "description": "no or unknown token"}}
+
+
+def deps(request: Request) -> tuple[Any, KafkaLog, Settings]:
+    state = request.app.state
+    return state.pool, state.kafka, state.settings
+
+
+class SessionSettings(BaseModel):
+    """A session's settings, fixed when it starts."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    model: str | None = Field(default=None, max_length=200)
+    system: str | None = Field(default=None, max_length=100_000)
+    metadata: dict[str, Any] = Field(default_factory=dict)
+    policy: TurnPolicy | None = Field(
+        default=None, description="what a message does while a turn runs: enqueue, reject or interrupt"
+    )
+    max_steps: int | None = Field(default=None, ge=1, le=1000, description="model calls per turn")
+    token_budget: int | None = Field(default=None, ge=1, description="tokens per session")
+    tools: list[str] | None = Field(default=None, max_length=100, description="tool names allowed")
+    approvals: list[str] | None = Field(
+        default=None, max_length=100, description="tool names whose calls wait for a human's approval"
+    )
+    ttl_seconds: int | None = Field(default=None, ge=1, description="idle seconds before expiry")
+    max_tokens: int | None = Field(default=None, ge=1, le=128_000, description="per model call")
+
+
+def session_started(
+    session_id: str, tenant: str, body: SessionSettings, settings: Settings, **extra: Any
+) -> ev.SessionStarted:
+    """The first event of a session, from a client's settings and the server's defaults."""
+    return ev.session_started(
+        session_id,
+        model=body.model or settings.default_model,
+        tenant_id=tenant,
+        system=body.system,
+        metadata=body.metadata,
+        policy=body.policy or "enqueue",
+        max_steps=body.max_steps or settings.max_steps,
+        token_budget=body.token_budget,
+        tools=body.tools,
+        approvals=body.approvals if body.approvals is not None else settings.approval_tools,
+        ttl_s=body.ttl_seconds or settings.session_ttl_s,
+        subagent_mode=settings.subagent_mode,
+        subagent_timeout_s=settings.subagent_timeout_s,
+        subagent_attempts=settings.subagent_attempts,
+        max_subagents=settings.max_subagents,
+        max_depth=settings.subagent_max_depth,
+        max_tokens=body.max_tokens or settings.max_tokens,
+        **extra,
+    )
+
+
+async def require_session(pool: Any, session_id: str, tenant: str) -> str:
+    """The session's status; 404 unless the caller's tenant owns it."""
+    async with pool.connection() as conn:
+        status = await owned(conn, session_id, tenant)
+    if status is None:
+        raise Problem(404, "Session not found", f"no session {session_id}")
+    return status
+
+
+async def wait_for_turn(pool: Any, session_id: str, turn_id: str, wait: float) -> dict[str, Any] | None:
+    """The turn once it finished, polling with backoff; None when `wait` runs out first."""
+    deadline = time.monotonic() + wait
+    delay = 0.02
+    while True:
+        async with pool.connection() as conn:
+            turn = await reads.turn_view(conn, session_id, turn_id)
+        if turn is not None and turn["status"] in ("completed", "failed"):
+            return turn
+        if time.monotonic() + delay > deadline:
+            return None
+        await asyncio.sleep(delay)
+        delay = min(delay * 1.5, 0.25)

@@ -1,0 +1,133 @@
+"""Synchronous runs: a prompt in, the final answer out, through the same pipeline.
+
+`POST /v1/agent/run` is a stateless run: its session is ephemeral (deleted, not kept,
+`agent_run_ttl_s` after it goes idle). `POST /v1/subagent/run` is the HTTP model of
+sub-agents: the child session stays, linked to its parent. Both answer 504 problem+json
+when the timeout passes first (never a hang); the session goes on and is named there.
+"""
+
+from __future__ import annotations
+
+import uuid
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Header, Request
+from fastapi.responses import JSONResponse
+from pydantic import BaseModel, ConfigDict, Field
+
+from api.auth import Tenant
+from api.models import AgentRunResult
+from api.problems import Problem
+from api.routes.common import AUTH, PROBLEM, deps, wait_for_turn
+from eventstore import events as ev
+from eventstore import ids, reads
+
+router = APIRouter(prefix="/v1", tags=["runs"])
+
+SUBAGENT_SYSTEM = (
+    "You are a sub-agent: another agent delegated this task to you. Do it, then answer with the result only."
+)
+
+
+class Run(BaseModel):
+    """A prompt to answer within `timeout_s`."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    prompt: str = Field(min_length=1, max_length=200_000)
+    model: str | None = Field(default=None, max_length=200)
+    system: str | None = Field(default=None, max_length=100_000)
+    tools: list[str] | None = Field(default=None, max_length=100)
+    timeout_s: float = Field(default=30.0, gt=0, le=300)
+
+
+class SubagentRun(Run):
+    """A task for a sub-agent (the HTTP model)."""
+
+    description: str = Field(default="", max_length=500)
+    parent_session_id: str | None = Field(default=None, max_length=200)
+
+
+RESPONSES: dict[int | str, dict[str, Any]] = {
+    200: {"model": AgentRunResult},
+    **AUTH,
+    422: PROBLEM,
+    504: {**PROBLEM, "description": "the run did not finish in time; it goes on as the named session"},
+}
+
+
+async def _run(
+    request: Request, session_id: str, started: ev.SessionStarted, prompt: str, timeout_s: float
+) -> JSONResponse:
+    pool, kafka, _ = deps(request)
+    async with pool.connection() as conn:
+        known = await reads.session_exists(conn, session_id)
+    turn_id = ids.turn_id_for(session_id, "run")
+    if not known:
+        message = ev.user_message(session_id, text=prompt, idempotency_key="run", tenant_id=started.tenant_id)
+        await kafka.append_many([started, message])
+    done = await wait_for_turn(pool, session_id, turn_id, timeout_s)
+    if done is None:
+        raise Problem(
+            504,
+            "Run timed out",
+            f"the run did not finish within {timeout_s:g} s; it goes on as session {session_id}",
+            session_id=session_id,
+        )
+    return JSONResponse(
+        {**done, "session_id": session_id}, headers={"Location": f"/v1/sessions/{session_id}"}
+    )
+
+
+@router.post("/agent/run", responses=RESPONSES)
+async def agent_run(
+    request: Request,
+    body: Run,
+    tenant: Tenant,
+    idempotency_key: Annotated[str | None, Header(min_length=1, max_length=400)] = None,
+) -> JSONResponse:
+    """One prompt in, the final answer out; nothing is kept past a short TTL."""
+    _, _, settings = deps(request)
+    key = idempotency_key or str(uuid.uuid4())
+    sid = "run-" + str(ids.derive(f"agent/run/{tenant}/{key}"))
+    started = ev.session_started(
+        sid,
+        model=body.model or settings.default_model,
+        tenant_id=tenant,
+        system=body.system,
+        tools=body.tools,
+        ttl_s=settings.agent_run_ttl_s,
+        ephemeral=True,
+        max_depth=settings.subagent_max_depth,
+        subagent_mode=settings.subagent_mode,
+    )
+    return await _run(request, sid, started, body.prompt, body.timeout_s)
+
+
+@router.post("/subagent/run", responses=RESPONSES)
+async def subagent_run(
+    request: Request,
+    body: SubagentRun,
+    tenant: Tenant,
+    idempotency_key: Annotated[str | None, Header(min_length=1, max_length=400)] = None,
+) -> JSONResponse:
+    """Run a sub-agent synchronously. The same Idempotency-Key joins the same child (a
+    retry never starts a second sub-agent)."""
+    _, _, settings = deps(request)
+    key = idempotency_key or str(uuid.uuid4())
+    sid = "http-" + str(ids.derive(f"subagent/http/{tenant}/{key}"))
+    system = body.system or SUBAGENT_SYSTEM + (
+        f"\n\nThe task: {body.description}" if body.description else ""
+    )
+    started = ev.session_started(
+        sid,
+        model=body.model or settings.default_model,
+        tenant_id=tenant,
+        system=system,
+        metadata={"parent_session_id": body.parent_session_id, "via": "http"},
+        tools=body.tools,
+        depth=1,
+        max_depth=settings.subagent_max_depth,
+        parent_session_id=body.parent_session_id,
+    )
+    return await _run(request, sid, started, body.prompt, body.timeout_s)

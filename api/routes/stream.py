@@ -1,0 +1,84 @@
+"""Live events: a session's events as server-sent events, and the model's text as it streams.
+
+Each stored event is sent with `id:` its sequence number, so a client that reconnects with
+`Last-Event-ID` (or `?after=`) misses nothing and sees nothing twice. While a model call
+streams, `text_delta` events (no id: ephemeral, never stored) carry its text; they reach
+the api through Postgres NOTIFY from the model worker. Keep-alive comments keep proxies open.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import AsyncIterator
+from typing import Annotated
+
+import psycopg
+from fastapi import APIRouter, Depends, Header, Query, Request
+from fastapi.sse import EventSourceResponse, ServerSentEvent
+
+from api.auth import Tenant
+from api.routes.common import AUTH, PROBLEM, SessionId, deps, require_session
+from eventstore import reads
+
+router = APIRouter(prefix="/v1", tags=["events"])
+
+DELTAS_CHANNEL = "agentlog_deltas"
+
+
+async def _owned(request: Request, session_id: SessionId, tenant: Tenant) -> str:
+    """The session id, once the caller's tenant is known to own it (checked before the
+    stream starts, so that a refusal is a 404, not an empty stream)."""
+    pool, _, _ = deps(request)
+    await require_session(pool, session_id, tenant)
+    return session_id
+
+
+def _resume_from(last_event_id: str | None, after: int | None) -> int:
+    if last_event_id is not None and last_event_id.strip().isdigit():
+        return int(last_event_id.strip())
+    return after or 0
+
+
+@router.get(
+    "/sessions/{session_id}/events/stream",
+    response_class=EventSourceResponse,
+    responses={
+        200: {"content": {"text/event-stream": {}}, "description": "the session's events, then live ones"},
+        **AUTH,
+        404: PROBLEM,
+    },
+)
+async def stream_events(
+    request: Request,
+    session_id: Annotated[str, Depends(_owned)],
+    after: Annotated[int | None, Query(ge=0, le=2**62)] = None,
+    last_event_id: Annotated[str | None, Header(max_length=30)] = None,
+) -> AsyncIterator[ServerSentEvent]:
+    """The session's events after `Last-Event-ID` (or `after`), then each new one as it is
+    projected, with the model's text deltas in between."""
+    pool, _, settings = deps(request)
+    last = _resume_from(last_event_id, after)
+    listener = None
+    if settings.stream_deltas:
+        listener = await psycopg.AsyncConnection.connect(settings.database_url, autocommit=True)
+        await listener.execute(f"LISTEN {DELTAS_CHANNEL}".encode())
+    try:
+        while not await request.is_disconnected():
+            async with pool.connection() as conn:
+                page = await reads.events_page(conn, session_id, last, 500)
+            for event in page["data"]:
+                yield ServerSentEvent(data=event, event=event["type"], id=str(event["seq"]))
+                last = event["seq"]
+            if page["has_more"]:
+                continue
+            if listener is None:
+                await asyncio.sleep(0.2)
+                continue
+            async for note in listener.notifies(timeout=0.2):
+                delta = json.loads(note.payload)
+                if delta.pop("session_id", None) == session_id:
+                    yield ServerSentEvent(data=delta, event="text_delta")
+    finally:
+        if listener is not None:
+            await listener.close()

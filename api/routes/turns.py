@@ -1,0 +1,196 @@
+"""Turns under /v1: post a user message (Idempotency-Key), read turns and event pages."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import uuid
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Header, Path, Query, Request
+from fastapi.responses import JSONResponse
+from pydantic import Field, field_validator
+
+from api.auth import Tenant
+from api.models import EventPage, TurnAccepted, TurnView
+from api.problems import Problem
+from api.routes.common import (
+    AUTH,
+    PROBLEM,
+    SessionId,
+    SessionSettings,
+    deps,
+    require_session,
+    session_started,
+)
+from api.routes.common import wait_for_turn as _wait_for_turn
+from eventstore import events as ev
+from eventstore import ids, reads
+
+router = APIRouter(prefix="/v1", tags=["turns"])
+
+# Blocks a user may post; tool results come from tools, thinking from the model.
+USER_BLOCKS = ("text", "image", "document", "search_result")
+
+
+def _block_problem(block: dict[str, Any]) -> str | None:
+    """Why the Messages API would refuse this user block (a refused block stays in the
+    transcript and would fail every later turn), or None."""
+    kind = block.get("type")
+    if kind not in USER_BLOCKS:
+        return f"type {kind!r} is not accepted in a user message (use one of {', '.join(USER_BLOCKS)})"
+    if kind == "text" and not (isinstance(block.get("text"), str) and block["text"].strip()):
+        return "a text block needs a non-empty 'text' string"
+    if kind in ("image", "document") and not isinstance(block.get("source"), dict):
+        return f"an {kind} block needs a 'source' object"
+    return None
+
+
+class PostMessage(SessionSettings):
+    """A user turn: text or Anthropic content blocks; the settings apply to a new session."""
+
+    content: str | list[dict[str, Any]] = Field(description="text, or content blocks")
+
+    @field_validator("content")
+    @classmethod
+    def _not_empty(cls, value: str | list[dict[str, Any]]) -> str | list[dict[str, Any]]:
+        if isinstance(value, str):
+            if not value.strip():
+                raise ValueError("must not be empty")
+        elif not value or any("type" not in b for b in value):
+            raise ValueError("must be a non-empty list of blocks, each with a 'type'")
+        else:
+            for i, block in enumerate(value):
+                problem = _block_problem(block)
+                if problem:
+                    raise ValueError(f"block {i}: {problem}")
+        return value
+
+    def blocks(self) -> list[dict[str, Any]]:
+        """The content as blocks."""
+        if isinstance(self.content, str):
+            return [{"type": "text", "text": self.content}]
+        return self.content
+
+
+@router.post(
+    "/sessions/{session_id}/messages",
+    status_code=202,
+    responses={
+        200: {
+            "model": TurnView,
+            "description": "the finished turn (?wait, or a finished key's stored answer)",
+        },
+        202: {"model": TurnAccepted},
+        **AUTH,
+        404: PROBLEM,
+        409: PROBLEM,
+        410: PROBLEM,
+        413: PROBLEM,
+        422: PROBLEM,
+        503: PROBLEM,
+    },
+)
+async def post_message(
+    request: Request,
+    session_id: SessionId,
+    body: PostMessage,
+    tenant: Tenant,
+    idempotency_key: Annotated[str | None, Header(min_length=1, max_length=255)] = None,
+    wait: Annotated[float, Query(ge=0, le=300, description="seconds to wait for the turn")] = 0,
+) -> JSONResponse:
+    """Post a user turn (draft-ietf-httpapi-idempotency-key-header): the same key and body
+    answer the same turn (its stored answer once it finished, 409 while it still runs);
+    the same key with another body is 422. Keys are kept for the session's life."""
+    pool, kafka, settings = deps(request)
+    key = idempotency_key or str(uuid.uuid4())
+    turn_id = ids.turn_id_for(session_id, key)
+    blocks = body.blocks()
+    async with pool.connection() as conn:
+        if await reads.session_deleted(conn, session_id):
+            raise Problem(404, "Session not found", f"no session {session_id}")
+        cur = await conn.execute(
+            "SELECT s.status, t.user_content, s.policy, s.tenant_id, t.status FROM sessions s"
+            " LEFT JOIN turns t ON t.turn_id = %s WHERE s.session_id = %s",
+            (turn_id, session_id),
+        )
+        row = await cur.fetchone()
+    headers = {"Location": f"/v1/sessions/{session_id}/turns/{turn_id}", "Idempotency-Key": key}
+    if row is not None and row[3] != tenant:
+        raise Problem(404, "Session not found", f"no session {session_id}")
+    if row is not None and row[1] is not None:
+        if row[1] != blocks:
+            raise Problem(
+                422,
+                "Idempotency-Key reused",
+                "this Idempotency-Key was used with another body",
+                field="Idempotency-Key",
+            )
+        if row[4] in ("queued", "running") and idempotency_key is not None:
+            done = await _wait_for_turn(pool, session_id, turn_id, wait) if wait > 0 else None
+            if done is None:
+                raise Problem(
+                    409,
+                    "Request in progress",
+                    "a request with this Idempotency-Key is still being processed",
+                    headers={**headers, "Retry-After": "1"},
+                )
+            return JSONResponse(done, status_code=200, headers=headers)
+        async with pool.connection() as conn:
+            stored = await reads.turn_view(conn, session_id, turn_id)
+        return JSONResponse(stored, status_code=200, headers=headers)
+    if row is not None and row[0] == "expired":
+        raise Problem(410, "Session expired", f"session {session_id} expired after its idle TTL")
+    if row is not None and row[0] == "running" and row[2] == "reject":
+        raise Problem(
+            409,
+            "Turn in progress",
+            f"session {session_id} is running a turn and its policy is reject; retry when it ends",
+        )
+    appends: list[ev.Event] = []
+    if row is None:
+        appends.append(session_started(session_id, tenant, body, settings))
+    request_hash = hashlib.sha256(json.dumps(blocks, sort_keys=True).encode()).hexdigest()
+    appends.append(
+        ev.user_message(
+            session_id, content=blocks, idempotency_key=key, request_hash=request_hash, tenant_id=tenant
+        )
+    )
+    await kafka.append_many(appends)
+    if wait > 0:
+        done = await _wait_for_turn(pool, session_id, turn_id, wait)
+        if done is not None:
+            return JSONResponse(done, status_code=200, headers=headers)
+    accepted = TurnAccepted(session_id=session_id, turn_id=turn_id, idempotency_key=key, status="accepted")
+    return JSONResponse(accepted.model_dump(), status_code=202, headers=headers)
+
+
+@router.get(
+    "/sessions/{session_id}/turns/{turn_id}", response_model=TurnView, responses={**AUTH, 404: PROBLEM}
+)
+async def get_turn(
+    request: Request, session_id: SessionId, turn_id: Annotated[str, Path(max_length=200)], tenant: Tenant
+) -> dict[str, Any]:
+    """One turn: status, steps, the turn's messages, the answer, usage and cost."""
+    pool, _, _ = deps(request)
+    await require_session(pool, session_id, tenant)
+    async with pool.connection() as conn:
+        turn = await reads.turn_view(conn, session_id, turn_id)
+    if turn is None:
+        raise Problem(404, "Turn not found", f"no turn {turn_id} in session {session_id}")
+    return turn
+
+
+@router.get("/sessions/{session_id}/events", response_model=EventPage, responses={**AUTH, 404: PROBLEM})
+async def get_events(
+    request: Request,
+    session_id: SessionId,
+    tenant: Tenant,
+    after: Annotated[int, Query(ge=0, le=2**62)] = 0,
+    limit: Annotated[int, Query(ge=1, le=1000)] = 100,
+) -> dict[str, Any]:
+    """A session's events after sequence number `after`, oldest first."""
+    pool, _, _ = deps(request)
+    await require_session(pool, session_id, tenant)
+    async with pool.connection() as conn:
+        return await reads.events_page(conn, session_id, after, limit)
