@@ -161,6 +161,8 @@ class SubagentRequestedPayload(_Payload):
     max_attempts: int = Field(default=2, ge=1)
     timeout_s: float = Field(default=60.0, gt=0)
     depth: int = Field(default=1, ge=1)
+    # The parent's rules the child inherits (SessionStartedPayload fields).
+    limits: dict[str, Any] = Field(default_factory=dict)
 
 
 class SubagentCompletedPayload(_Payload):

@@ -355,7 +355,11 @@ def _apply(state: SessionState, event: Event) -> SessionState:
                     "tools_asked_at": max(asking.tools_asked_at or event.occurred_at, event.occurred_at),
                 }
             )
-            return state.model_copy(update={"turns": _replace_turn(state, requested)})
+            # A Task run by the executor (the HTTP model) counts against the sub-agent budget.
+            tasks_started = state.subagents_started + (1 if p.name == "Task" else 0)
+            return state.model_copy(
+                update={"turns": _replace_turn(state, requested), "subagents_started": tasks_started}
+            )
         case ev.ApprovalRequested(payload=p):
             asking = _in_step(state, event)
             if asking is None:

@@ -181,7 +181,11 @@ def subagent_request(
     tool_use_id = str(block.get("id"))
     task_input = block.get("input") if isinstance(block.get("input"), dict) else {}
     assert isinstance(task_input, dict)
-    tools = task_input.get("tools")
+    asked = task_input.get("tools")
+    tools = [str(t) for t in asked] if isinstance(asked, list) else None
+    if state.tools is not None:
+        # A child may use at most its parent's tools.
+        tools = [t for t in (tools if tools is not None else state.tools) if t in state.tools]
     return ev.SubagentRequested(
         event_id=ids.derive(
             ids.event_key(
@@ -194,8 +198,20 @@ def subagent_request(
             child_session_id=ev.child_session_id(state.session_id, tool_use_id, attempt),
             prompt=str(task_input.get("prompt", "")),
             description=str(task_input.get("description", ""))[:500],
-            tools=[str(t) for t in tools] if isinstance(tools, list) else None,
+            tools=tools,
             model=state.model or "agentlog-offline-1",
+            # The child inherits the parent's rules and limits.
+            limits={
+                "approvals": list(state.approvals),
+                "token_budget": state.token_budget,
+                "max_subagents": state.max_subagents,
+                "subagent_mode": state.subagent_mode,
+                "subagent_timeout_s": state.subagent_timeout_s,
+                "subagent_attempts": state.subagent_attempts,
+                "max_depth": state.max_depth,
+                "max_steps": state.max_steps,
+                "max_tokens": state.max_tokens,
+            },
             attempt=attempt,
             max_attempts=state.subagent_attempts,
             timeout_s=state.subagent_timeout_s,
@@ -204,25 +220,33 @@ def subagent_request(
     )
 
 
-def _task(state: SessionState, turn: Turn, block: Block, started: int, at: datetime) -> list[ev.Event]:
-    """A Task call starts a sub-agent (queue model), unless a limit answers it with an error."""
-    tool_use_id = str(block.get("id"))
+def _task_refusal(state: SessionState, block: Block, started: int) -> str | None:
+    """Why a Task call may not start a sub-agent (either model), or None."""
+    if state.tools is not None and "Task" not in state.tools:
+        return "Task is not among this session's tools"
     task_input = block.get("input")
     prompt = task_input.get("prompt") if isinstance(task_input, dict) else None
     if not isinstance(prompt, str) or not prompt.strip():
-        return [_error_result(state, turn, tool_use_id, "Task needs a non-empty `prompt`", at)]
+        return "Task needs a non-empty `prompt`"
     if state.depth >= state.max_depth:
-        text = (
+        return (
             f"depth limit: a sub-agent at depth {state.depth} may not start another"
             f" (max_depth {state.max_depth})"
         )
-        return [_error_result(state, turn, tool_use_id, text, at)]
     if started >= state.max_subagents:
-        text = (
+        return (
             f"sub-agent budget spent: this session already started {started}"
             f" (max_subagents {state.max_subagents})"
         )
-        return [_error_result(state, turn, tool_use_id, text, at)]
+    return None
+
+
+def _task(state: SessionState, turn: Turn, block: Block, started: int, at: datetime) -> list[ev.Event]:
+    """A Task call starts a sub-agent (queue model), unless a limit answers it with an error."""
+    tool_use_id = str(block.get("id"))
+    refusal = _task_refusal(state, block, started)
+    if refusal is not None:
+        return [_error_result(state, turn, tool_use_id, refusal, at)]
     return [subagent_request(state, turn, block, 1, at)]
 
 
@@ -246,11 +270,18 @@ def _tool_requests(state: SessionState, turn: Turn, at: datetime) -> list[ev.Eve
                 declined = "the user declined to run this tool" + (f": {reason}" if reason else "")
                 out.append(_error_result(state, turn, tool_use_id, declined, at))
                 continue
-        if block.get("name") == "Task" and state.subagent_mode == "queue":
-            reactions = _task(state, turn, block, state.subagents_started + started, at)
-            started += sum(isinstance(r, ev.SubagentRequested) for r in reactions)
-            out += reactions
-            continue
+        if block.get("name") == "Task":
+            if state.subagent_mode == "queue":
+                reactions = _task(state, turn, block, state.subagents_started + started, at)
+                started += sum(isinstance(r, ev.SubagentRequested) for r in reactions)
+                out += reactions
+                continue
+            # The HTTP model runs in the executor, under the same limits.
+            refusal = _task_refusal(state, block, state.subagents_started + started)
+            if refusal is not None:
+                out.append(_error_result(state, turn, tool_use_id, refusal, at))
+                continue
+            started += 1
         out.append(tool_request(state, turn, index, block, at))
     return out
 

@@ -27,6 +27,21 @@ from processors.folding import FoldingWorker
 
 log = logging.getLogger(__name__)
 
+# What a child takes from its parent's rules (SessionStartedPayload fields).
+_INHERITED = frozenset(
+    {
+        "approvals",
+        "token_budget",
+        "max_subagents",
+        "subagent_mode",
+        "subagent_timeout_s",
+        "subagent_attempts",
+        "max_depth",
+        "max_steps",
+        "max_tokens",
+    }
+)
+
 SYSTEM = (
     "You are a sub-agent: another agent delegated this task to you. Do it, then answer with the"
     " result only; your answer is returned to that agent as the result of its Task call."
@@ -56,11 +71,31 @@ class SubagentWorker(FoldingWorker):
         digest = int(hashlib.sha256(child_session_id.encode()).hexdigest()[:8], 16)
         return digest % self.settings.subagent_worker_count == self.settings.subagent_worker_index
 
+    def observe(self, event: Event) -> None:
+        if isinstance(event, ev.SessionDeleted | ev.SessionExpired) and event.session_id in self.requests:
+            # A child deleted while it ran will never report: its slot is free again.
+            self.running.discard(event.session_id)
+            self.requests.pop(event.session_id, None)
+
     async def act(self, event: Event, state: SessionState, partition: int, offset: int) -> None:
         if isinstance(event, ev.SubagentRequested) and self.owns(event.payload.child_session_id):
             await self._admit(event)
         elif isinstance(event, ev.TurnCompleted | ev.TurnFailed) and event.session_id in self.requests:
             await self._report(event.session_id)
+        await self._drain()
+
+    def _current(self, request: ev.SubagentRequested) -> bool:
+        """Whether the parent still waits for this attempt (not abandoned, not answered)."""
+        parent = self.cache.states.get(request.session_id)
+        turn = parent.turn(request.turn_id) if parent is not None else None
+        if turn is None or turn.status != "running" or turn.step != request.step:
+            return False
+        task = turn.task_for(request.payload.tool_use_id)
+        return (
+            task is not None
+            and task.attempt == request.payload.attempt
+            and turn.result_for(request.payload.tool_use_id) is None
+        )
 
     async def on_caught_up(self) -> None:
         """Reconcile with the log: start what was asked and never started, report what ended."""
@@ -75,24 +110,37 @@ class SubagentWorker(FoldingWorker):
                     continue
                 block = next(b for b in turn.tool_uses if b.get("id") == task.tool_use_id)
                 request = reactor.subagent_request(parent, turn, block, task.attempt, task.requested_at)
+                if task.child_session_id in self.cache.closed:
+                    continue  # deleted: it will never answer; the parent's timeout takes over
                 child = await self.cache.get(task.child_session_id)
                 self.requests[task.child_session_id] = request
-                if child.status == "new":
+                if child.status == "new" or not child.turns:
+                    # Not started, or killed between its two appends: start it (same ids).
                     await self._admit(request)
                 elif _ended(child):
                     await self._report(child.session_id)
                 else:
                     self.running.add(child.session_id)
+        await self._drain()
 
     async def _admit(self, request: ev.SubagentRequested) -> None:
         child_id = request.payload.child_session_id
         self.requests[child_id] = request
         if child_id in self.running or child_id in self.waiting:
             return
-        if len(self.running) >= self.limit:
-            self.waiting.append(child_id)
-            return
-        await self._start(request)
+        self.waiting.append(child_id)
+
+    async def _drain(self) -> None:
+        """Start waiting children while there are free slots, skipping dead attempts."""
+        while self.waiting and len(self.running) < self.limit:
+            child_id = self.waiting.popleft()
+            request = self.requests.get(child_id)
+            if request is None:
+                continue
+            if not self._current(request):
+                del self.requests[child_id]  # abandoned or answered meanwhile: not worth running
+                continue
+            await self._start(request)
 
     async def _start(self, request: ev.SubagentRequested) -> None:
         p = request.payload
@@ -111,11 +159,14 @@ class SubagentWorker(FoldingWorker):
             },
             tools=p.tools,
             depth=p.depth,
-            max_depth=s.subagent_max_depth,
             parent_session_id=request.session_id,
             parent_tool_use_id=p.tool_use_id,
-            max_steps=s.max_steps,
-            max_tokens=s.max_tokens,
+            **{
+                "max_depth": s.subagent_max_depth,
+                "max_steps": s.max_steps,
+                "max_tokens": s.max_tokens,
+                **{k: v for k, v in p.limits.items() if k in _INHERITED},
+            },
         )
         prompt = ev.user_message(
             p.child_session_id, text=p.prompt, idempotency_key="task", tenant_id=request.tenant_id
@@ -162,10 +213,6 @@ class SubagentWorker(FoldingWorker):
         self.completed += 1
         self.running.discard(child_id)
         del self.requests[child_id]
-        while self.waiting and len(self.running) < self.limit:
-            waiting = self.requests.get(self.waiting.popleft())
-            if waiting is not None:
-                await self._start(waiting)
 
 
 def _ended(child: SessionState) -> bool:

@@ -113,9 +113,9 @@ class ToolWorker(EffectWorker[ev.ToolRequested]):
             return ToolOutput(f"unknown tool {name!r}; the tools available are: {offer}", is_error=True)
         return tool
 
-    async def _guard(self, coro: Any, name: str) -> ToolOutput:
+    async def _guard(self, coro: Any, name: str, limit_s: float | None = None) -> ToolOutput:
         """Await a tool's work within its time limit; every failure becomes an error result."""
-        timeout = self.settings.tool_timeout_s
+        timeout = limit_s or self.settings.tool_timeout_s
         try:
             result: ToolOutput = await asyncio.wait_for(coro, timeout)
             return result
@@ -130,6 +130,8 @@ class ToolWorker(EffectWorker[ev.ToolRequested]):
         tool = self._tool(request, state)
         if isinstance(tool, ToolOutput):
             return tool
+        if not getattr(tool, "uses_workspace", True):
+            return await self._run_locked(tool, request, state)
         lock = self.workspace_locks.setdefault(state.session_id, asyncio.Lock())
         async with lock:
             return await self._run_locked(tool, request, state)
@@ -151,7 +153,10 @@ class ToolWorker(EffectWorker[ev.ToolRequested]):
             intent = earlier.intent if earlier is not None and started else None
             return await self._guarded(tool, tool_input, ctx, request, intent)
         self.runs += 1
-        return await self._guard(tool.run(tool_input, ctx), tool.name)
+        limit = getattr(tool, "time_limit_s", None)
+        return await self._guard(
+            tool.run(tool_input, ctx), tool.name, limit(self.settings) if limit else None
+        )
 
     async def _guarded(
         self,

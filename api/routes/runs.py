@@ -60,9 +60,17 @@ async def _run(
     request: Request, session_id: str, started: ev.SessionStarted, prompt: str, timeout_s: float
 ) -> JSONResponse:
     pool, kafka, _ = deps(request)
+    turn_id = ids.turn_id_for(session_id, "run")
     async with pool.connection() as conn:
         known = await reads.session_exists(conn, session_id)
-    turn_id = ids.turn_id_for(session_id, "run")
+        earlier = await reads.turn_view(conn, session_id, turn_id) if known else None
+    if earlier is not None and earlier["user_content"] != [{"type": "text", "text": prompt}]:
+        raise Problem(
+            422,
+            "Idempotency-Key reused",
+            "this Idempotency-Key was used with another prompt",
+            field="Idempotency-Key",
+        )
     if not known:
         message = ev.user_message(session_id, text=prompt, idempotency_key="run", tenant_id=started.tenant_id)
         await kafka.append_many([started, message])
@@ -113,9 +121,29 @@ async def subagent_run(
 ) -> JSONResponse:
     """Run a sub-agent synchronously. The same Idempotency-Key joins the same child (a
     retry never starts a second sub-agent)."""
-    _, _, settings = deps(request)
+    pool, _, settings = deps(request)
     key = idempotency_key or str(uuid.uuid4())
     sid = "http-" + str(ids.derive(f"subagent/http/{tenant}/{key}"))
+    depth = 1
+    if body.parent_session_id is not None:
+        async with pool.connection() as conn:
+            cur = await conn.execute(
+                "SELECT depth FROM sessions WHERE session_id = %s AND tenant_id = %s",
+                (body.parent_session_id, tenant),
+            )
+            row = await cur.fetchone()
+        if row is None:
+            raise Problem(
+                422, "Unknown parent", f"no session {body.parent_session_id}", field="parent_session_id"
+            )
+        depth = row[0] + 1
+    if depth > settings.subagent_max_depth:
+        raise Problem(
+            422,
+            "Depth limit",
+            f"a sub-agent at depth {depth} exceeds max_depth {settings.subagent_max_depth}",
+            field="parent_session_id",
+        )
     system = body.system or SUBAGENT_SYSTEM + (
         f"\n\nThe task: {body.description}" if body.description else ""
     )
@@ -126,8 +154,11 @@ async def subagent_run(
         system=system,
         metadata={"parent_session_id": body.parent_session_id, "via": "http"},
         tools=body.tools,
-        depth=1,
+        depth=depth,
         max_depth=settings.subagent_max_depth,
         parent_session_id=body.parent_session_id,
+        subagent_mode=settings.subagent_mode,
+        subagent_timeout_s=settings.subagent_timeout_s,
+        max_subagents=settings.max_subagents,
     )
     return await _run(request, sid, started, body.prompt, body.timeout_s)

@@ -67,6 +67,7 @@ class Echo:
     """Returns its `text` input: a harmless tool for demos and tests."""
 
     name = "Echo"
+    uses_workspace = False
     description = "Returns the given text unchanged."
     input_schema: ClassVar[dict[str, Any]] = {
         "type": "object",

@@ -13,6 +13,7 @@ from typing import Any, ClassVar
 
 import httpx
 
+from eventstore.settings import Settings
 from processors.tools.registry import EffectClass, ToolContext, ToolOutput
 
 
@@ -38,6 +39,12 @@ class Task:
         "required": ["description", "prompt"],
     }
 
+    uses_workspace = False
+
+    def time_limit_s(self, settings: Settings) -> float:
+        """Longer than the sub-agent's own timeout, so that its 504 is what the model reads."""
+        return min(settings.subagent_timeout_s, 300.0) + 15
+
     def effect_class(self, tool_input: dict[str, Any]) -> EffectClass:
         # Rerunning it joins the same child (the key is the call's): no second sub-agent.
         return "fetch"
@@ -49,7 +56,7 @@ class Task:
         settings = ctx.settings
         if not settings.api_url:
             return ToolOutput("Task (HTTP model) needs AGENTLOG_API_URL to be set", is_error=True)
-        timeout = settings.subagent_timeout_s
+        timeout = min(settings.subagent_timeout_s, 300.0)  # the api's limit
         body = {
             "prompt": prompt,
             "description": str(tool_input.get("description", ""))[:500],

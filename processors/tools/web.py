@@ -309,6 +309,7 @@ class WebFetch:
     """Fetches an http(s) URL from a public address and returns it as text for the model."""
 
     name = "WebFetch"
+    uses_workspace = False
     description = (
         "Fetches a URL and returns its content as text. HTML pages are converted to readable text "
         "(the title first); plain text and JSON are returned as they are; binary content is not "

@@ -431,3 +431,26 @@ def test_task_limits_answer_with_an_error_the_model_can_read(
     out = s.settle()
     errors = [e for e in out if isinstance(e, ev.ToolResult)]
     assert errors and message in str(errors[-1].payload.content)
+
+
+def test_a_child_inherits_the_parents_tools_and_rules() -> None:
+    s = Session(tools=["Task", "Read"], approvals=["Read"], token_budget=5000, max_subagents=3)
+    s.user()
+    s.settle()
+    wide = {**task_use(1), "input": {"description": "d", "prompt": "p", "tools": ["Read", "Bash"]}}
+    s.model(wide, stop="tool_use")
+    (request,) = s.settle()
+    assert isinstance(request, ev.SubagentRequested)
+    assert request.payload.tools == ["Read"]  # never more than the parent may use
+    limits = request.payload.limits
+    assert limits["approvals"] == ["Read"] and limits["token_budget"] == 5000 and limits["max_subagents"] == 3
+
+
+def test_task_outside_the_session_tools_is_refused() -> None:
+    s = Session(tools=["Read"])
+    s.user()
+    s.settle()
+    s.model(task_use(1), stop="tool_use")
+    refused, following = s.settle()
+    assert isinstance(refused, ev.ToolResult) and isinstance(following, ev.ModelRequested)
+    assert "not among this session's tools" in str(refused.payload.content)
