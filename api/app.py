@@ -12,7 +12,7 @@ from psycopg_pool import AsyncConnectionPool
 from starlette.middleware.base import BaseHTTPMiddleware, RequestResponseEndpoint
 from starlette.responses import Response
 
-from api import problems
+from api import openapi, problems
 from api.routes import approvals, runs, sessions, stream, turns
 from eventstore import log as kafka_log
 from eventstore import tenants
@@ -60,6 +60,7 @@ def create_app(settings: Settings) -> FastAPI:
     app = FastAPI(title="agentlog", version="0.1.0", lifespan=lifespan)
     app.add_middleware(BodyLimit, limit=settings.max_body_bytes)
     problems.install(app)
+    openapi.install(app)
     for module in (sessions, turns, stream, approvals, runs):
         app.include_router(module.router)
 

@@ -14,6 +14,8 @@ import logging
 from collections.abc import Awaitable, Callable
 from typing import Any, Generic, TypeVar
 
+import psycopg
+
 from eventstore import ledger, store
 from eventstore.events import Event
 from eventstore.state import SessionState
@@ -60,6 +62,10 @@ class EffectWorker(FoldingWorker, Generic[R]):
 
     def unanswered(self, state: SessionState) -> list[R]:
         """Requests of a session that wait for an outcome (to resume them after a restart)."""
+        raise NotImplementedError
+
+    def unrecordable(self, request: R, reason: str) -> Event:
+        """The outcome to record instead of one Postgres refuses to store."""
         raise NotImplementedError
 
     async def perform(self, request: R, state: SessionState) -> tuple[Event, int]:
@@ -136,7 +142,15 @@ class EffectWorker(FoldingWorker, Generic[R]):
             failpoints.hit(f"{self.consumer}.before_call")
             produced, attempts = await self.perform(request, state)
             failpoints.hit(f"{self.consumer}.after_call")
-            outcome = await self._ledger_call(ledger.record, key, self.kind, request, produced, attempts)
+            try:
+                outcome = await self._ledger_call(ledger.record, key, self.kind, request, produced, attempts)
+            except psycopg.DataError as exc:
+                # The outcome holds what Postgres cannot store: record a failure that says so.
+                log.warning("%s: outcome of %s cannot be recorded: %s", self.consumer, key, exc)
+                produced = self.unrecordable(
+                    request, f"the result could not be recorded: {exc}".splitlines()[0]
+                )
+                outcome = await self._ledger_call(ledger.record, key, self.kind, request, produced, attempts)
             self.performed += 1
             failpoints.hit(f"{self.consumer}.after_ledger")
             if outcome is None:

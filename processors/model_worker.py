@@ -66,6 +66,9 @@ class ModelWorker(EffectWorker[ev.ModelRequested]):
             return []
         return [reactor.model_request(state, turn, turn.step, ev.now())]
 
+    def unrecordable(self, request: ev.ModelRequested, reason: str) -> Event:
+        return results.failed(request, f"model call failed: {reason}", ev.now())
+
     def model_request(self, request: ev.ModelRequested, state: SessionState) -> ModelRequest:
         """The Messages API request of a step: the conversation so far and the session's tools."""
         return ModelRequest(

@@ -97,6 +97,18 @@ class ToolWorker(EffectWorker[ev.ToolRequested]):
             and turn.task_for(str(block.get("id"))) is None  # a sub-agent, not a tool run
         ]
 
+    def unrecordable(self, request: ev.ToolRequested, reason: str) -> Event:
+        return ev.tool_result(
+            request.session_id,
+            turn_id=request.turn_id,
+            step=request.step,
+            tool_use_id=request.payload.tool_use_id,
+            content=reason,
+            is_error=True,
+            tenant_id=request.tenant_id,
+            causation_id=request.event_id,
+        )
+
     def context(self, state: SessionState, call_id: str = "") -> ToolContext:
         """The session's workspace (created on first use) and settings."""
         workspace = workspace_for(self.settings.workspace_root, state.tenant_id, state.session_id)

@@ -6,11 +6,11 @@ from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Path, Query, Request
 from fastapi.responses import JSONResponse
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from api.auth import Tenant
 from api.problems import Problem
-from api.routes.common import AUTH, PROBLEM, SessionId, deps, require_session
+from api.routes.common import AUTH, PROBLEM, SessionId, deps, no_nul, require_session
 from eventstore import events as ev
 from eventstore import reads
 
@@ -24,6 +24,12 @@ class Decision(BaseModel):
 
     decision: Literal["approve", "deny"]
     reason: str | None = Field(default=None, max_length=2000, description="told to the model on deny")
+
+    @field_validator("reason")
+    @classmethod
+    def _recordable(cls, value: str | None) -> str | None:
+        no_nul(value)
+        return value
 
 
 @router.get("/sessions/{session_id}/approvals", responses={**AUTH, 404: PROBLEM})

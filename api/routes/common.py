@@ -7,7 +7,7 @@ import time
 from typing import Annotated, Any
 
 from fastapi import Path, Request
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from api.auth import owned
 from api.problems import Problem
@@ -27,10 +27,36 @@ def deps(request: Request) -> tuple[Any, KafkaLog, Settings]:
     return state.pool, state.kafka, state.settings
 
 
+def no_nul(value: Any, where: str = "") -> Any:
+    """Refuse NUL characters and lone surrogates anywhere in a value: Postgres cannot store
+    them in text or jsonb, and a value that cannot be recorded must be refused here, not
+    dead-lettered later."""
+    if isinstance(value, str):
+        if "\x00" in value:
+            raise ValueError(f"must not contain NUL characters{where}")
+        try:
+            value.encode("utf-8")
+        except UnicodeEncodeError as exc:
+            raise ValueError(f"must be valid Unicode (a lone surrogate at {exc.start}){where}") from None
+    elif isinstance(value, dict):
+        for key, item in value.items():
+            no_nul(key, where)
+            no_nul(item, where)
+    elif isinstance(value, list | tuple):
+        for item in value:
+            no_nul(item, where)
+    return value
+
+
 class SessionSettings(BaseModel):
     """A session's settings, fixed when it starts."""
 
     model_config = ConfigDict(extra="forbid")
+
+    @field_validator("*")
+    @classmethod
+    def _recordable(cls, value: Any) -> Any:
+        return no_nul(value)
 
     model: str | None = Field(default=None, max_length=200)
     system: str | None = Field(default=None, max_length=100_000)

@@ -13,12 +13,12 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Header, Request
 from fastapi.responses import JSONResponse
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from api.auth import Tenant
 from api.models import AgentRunResult
 from api.problems import Problem
-from api.routes.common import AUTH, PROBLEM, deps, wait_for_turn
+from api.routes.common import AUTH, PROBLEM, deps, no_nul, wait_for_turn
 from eventstore import events as ev
 from eventstore import ids, reads
 
@@ -39,6 +39,11 @@ class Run(BaseModel):
     system: str | None = Field(default=None, max_length=100_000)
     tools: list[str] | None = Field(default=None, max_length=100)
     timeout_s: float = Field(default=30.0, gt=0, le=300)
+
+    @field_validator("*")
+    @classmethod
+    def _recordable(cls, value: Any) -> Any:
+        return no_nul(value)
 
 
 class SubagentRun(Run):

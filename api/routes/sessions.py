@@ -38,7 +38,9 @@ class NewSession(SessionSettings):
 class Fork(SessionSettings):
     """A new session with the history of another up to an event (by its sequence number)."""
 
-    at_seq: int | None = Field(default=None, ge=1, description="the last event to keep (default: all)")
+    at_seq: int | None = Field(
+        default=None, ge=1, le=2**62, description="the last event to keep (default: all)"
+    )
     session_id: str | None = Field(default=None, min_length=1, max_length=200, pattern=r"^[A-Za-z0-9._:-]+$")
 
 

@@ -262,7 +262,7 @@ def test_an_idle_session_expires_after_its_ttl_only() -> None:
     s.settle()
     assert reactor.expiry(s.state, AT + timedelta(seconds=59)) is None
     expired = reactor.expiry(s.state, AT + timedelta(seconds=61))
-    assert expired is not None and expired.payload.idle_s == 61
+    assert isinstance(expired, ev.SessionExpired) and expired.payload.idle_s == 61
     s.log.append(expired)
     assert s.state.status == "expired"
     s.user("anyone?")
