@@ -201,6 +201,7 @@ def up(data_dir: Path, env: dict[str, str], partitions: int) -> int:
         "AGENTLOG_API_TOKENS": ",".join(
             filter(None, [env.get("AGENTLOG_API_TOKENS", ""), f"{token}:default"])
         ),
+        "AGENTLOG_API_TOKEN": env.get("AGENTLOG_API_TOKEN", token),
         "AGENTLOG_API_URL": env.get("AGENTLOG_API_URL", f"http://127.0.0.1:{api_port}"),
         "AGENTLOG_WORKSPACE_ROOT": env.get(
             "AGENTLOG_WORKSPACE_ROOT", str((data_dir / "workspaces").resolve())

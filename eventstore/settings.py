@@ -58,8 +58,10 @@ class Settings(BaseSettings):
     subagent_concurrency: int = Field(default=5, ge=1)
     subagent_worker_index: int = Field(default=0, ge=0)
     subagent_worker_count: int = Field(default=1, ge=1)
-    # Where the api answers, for the Task tool's HTTP model.
+    # Where the api answers, and a token of the tenant it runs for, for the Task tool's HTTP
+    # model (one tenant per executor; the embedded stack sets both).
     api_url: str = ""
+    api_token: str = ""
     # WebFetch: private, loopback and link-local addresses are refused unless allowed here.
     webfetch_allow_hosts: list[str] = Field(default_factory=list)
     webfetch_timeout_s: float = Field(default=30.0, gt=0)

@@ -8,6 +8,7 @@ when the timeout passes first (never a hang); the session goes on and is named t
 
 from __future__ import annotations
 
+import asyncio
 import uuid
 from typing import Annotated, Any
 
@@ -131,12 +132,17 @@ async def subagent_run(
     sid = "http-" + str(ids.derive(f"subagent/http/{tenant}/{key}"))
     depth = 1
     if body.parent_session_id is not None:
-        async with pool.connection() as conn:
-            cur = await conn.execute(
-                "SELECT depth FROM sessions WHERE session_id = %s AND tenant_id = %s",
-                (body.parent_session_id, tenant),
-            )
-            row = await cur.fetchone()
+        row = None
+        for _ in range(50):  # the parent may be a moment ahead of the projection
+            async with pool.connection() as conn:
+                cur = await conn.execute(
+                    "SELECT depth FROM sessions WHERE session_id = %s AND tenant_id = %s",
+                    (body.parent_session_id, tenant),
+                )
+                row = await cur.fetchone()
+            if row is not None:
+                break
+            await asyncio.sleep(0.1)
         if row is None:
             raise Problem(
                 422, "Unknown parent", f"no session {body.parent_session_id}", field="parent_session_id"

@@ -66,11 +66,10 @@ class Task:
         }
         try:
             async with httpx.AsyncClient(base_url=settings.api_url, timeout=timeout + 10) as client:
-                r = await client.post(
-                    "/v1/subagent/run",
-                    json=body,
-                    headers={"Idempotency-Key": f"{ctx.session_id}/{ctx.call_id}"},
-                )
+                headers = {"Idempotency-Key": f"{ctx.session_id}/{ctx.call_id}"}
+                if settings.api_token:
+                    headers["Authorization"] = f"Bearer {settings.api_token}"
+                r = await client.post("/v1/subagent/run", json=body, headers=headers)
         except httpx.HTTPError as exc:
             return ToolOutput(
                 f"the sub-agent could not be reached: {type(exc).__name__}: {exc}", is_error=True
