@@ -14,6 +14,7 @@ from fastapi import Depends, Request
 
 from api.problems import Problem
 from eventstore import tenants
+from eventstore.store import AsyncConn
 
 CHALLENGE = {"WWW-Authenticate": 'Bearer realm="agentlog"'}
 
@@ -47,9 +48,9 @@ async def current_tenant(request: Request) -> str:
 Tenant = Annotated[str, Depends(current_tenant)]
 
 
-async def owned(conn: object, session_id: str, tenant: str) -> str | None:
+async def owned(conn: AsyncConn, session_id: str, tenant: str) -> str | None:
     """The session's status if the tenant owns it, else None (unknown and foreign alike)."""
-    cur = await conn.execute(  # type: ignore[attr-defined]
+    cur = await conn.execute(
         "SELECT status FROM sessions WHERE session_id = %s AND tenant_id = %s", (session_id, tenant)
     )
     row = await cur.fetchone()

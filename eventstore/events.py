@@ -457,6 +457,17 @@ def approval_decided(
     )
 
 
+SUBAGENT_SYSTEM = (
+    "You are a sub-agent: another agent delegated this task to you. Do it, then answer with the"
+    " result only; your answer is returned to that agent as the result of its Task call."
+)
+
+
+def subagent_system(description: str) -> str:
+    """The system prompt of a sub-agent's session (both models)."""
+    return SUBAGENT_SYSTEM + (f"\n\nThe task: {description}" if description else "")
+
+
 def child_session_id(parent_session_id: str, tool_use_id: str, attempt: int) -> str:
     """The session a Task call's attempt runs as: derived, so a redelivery starts no other."""
     return "sub-" + str(ids.derive(ids.event_key(parent_session_id, "subagent", tool_use_id, attempt)))

@@ -64,16 +64,7 @@ def _closing_results(turn: Turn, reason: str) -> list[Block]:
 def _fail(state: SessionState, turn: Turn, reason: str, at: datetime) -> list[ev.Event]:
     """End a turn as failed; requested tools that never answered get an error result."""
     out: list[ev.Event] = [
-        ev.tool_result(
-            state.session_id,
-            turn_id=turn.turn_id,
-            step=turn.step,
-            tool_use_id=tool_use_id,
-            content=_unknown(reason),
-            is_error=True,
-            tenant_id=state.tenant_id,
-            at=at,
-        )
+        _error_result(state, turn, tool_use_id, _unknown(reason), at)
         for tool_use_id in sorted(turn.requested)
         if turn.result_for(tool_use_id) is None
     ]
@@ -338,17 +329,9 @@ def overdue(state: SessionState, at: datetime, deadline_s: float) -> list[ev.Eve
         return []
     if (at - turn.tools_asked_at).total_seconds() < deadline_s:
         return []
+    why = _unknown(f"no tool executor answered within {deadline_s:g} s")
     return [
-        ev.tool_result(
-            state.session_id,
-            turn_id=turn.turn_id,
-            step=turn.step,
-            tool_use_id=tool_use_id,
-            content=_unknown(f"no tool executor answered within {deadline_s:g} s"),
-            is_error=True,
-            tenant_id=state.tenant_id,
-            at=at,
-        )
+        _error_result(state, turn, tool_use_id, why, at)
         for tool_use_id in sorted(turn.requested)
         if turn.result_for(tool_use_id) is None and turn.task_for(tool_use_id) is None
     ]

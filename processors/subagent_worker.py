@@ -42,11 +42,6 @@ _INHERITED = frozenset(
     }
 )
 
-SYSTEM = (
-    "You are a sub-agent: another agent delegated this task to you. Do it, then answer with the"
-    " result only; your answer is returned to that agent as the result of its Task call."
-)
-
 
 class SubagentWorker(FoldingWorker):
     """Admits children of Task calls and reports their ends to their parents."""
@@ -145,7 +140,7 @@ class SubagentWorker(FoldingWorker):
     async def _start(self, request: ev.SubagentRequested) -> None:
         p = request.payload
         s = self.settings
-        system = SYSTEM + (f"\n\nThe task: {p.description}" if p.description else "")
+        system = ev.subagent_system(p.description)
         child = ev.session_started(
             p.child_session_id,
             model=p.model or s.default_model,

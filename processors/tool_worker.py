@@ -153,16 +153,19 @@ class ToolWorker(EffectWorker[ev.ToolRequested]):
         ctx = self.context(state, request.payload.tool_use_id)
         kind: EffectClass = tool.effect_class(tool_input)
         key = self.key(request)
-        earlier = await self._ledger_call(ledger.entry, key)
-        started = earlier is not None and earlier.status == "started"
+        # Reads and fetches need no look at the ledger here: a recorded outcome was re-emitted
+        # before `perform`, and running one again is harmless.
         if kind == "write":
-            if started:
-                return ToolOutput(UNKNOWN, is_error=True)
+            # A start already recorded (by us before a crash, or by another executor): the
+            # command may have run, so it is never run again.
             if await self._ledger_call(ledger.start, key, self.kind, request, {"class": kind}) is not None:
-                return ToolOutput(UNKNOWN, is_error=True)  # another executor started it meanwhile
+                return ToolOutput(UNKNOWN, is_error=True)
             failpoints.hit(f"{self.consumer}.after_start")
         elif kind == "guarded_write":
-            intent = earlier.intent if earlier is not None and started else None
+            # The file is judged against a recorded plan before planning again: an applied Edit
+            # no longer finds its old_string.
+            earlier = await self._ledger_call(ledger.entry, key)
+            intent = earlier.intent if earlier is not None and earlier.status == "started" else None
             return await self._guarded(tool, tool_input, ctx, request, intent)
         self.runs += 1
         limit = getattr(tool, "time_limit_s", None)

@@ -25,10 +25,6 @@ from eventstore import ids, reads
 
 router = APIRouter(prefix="/v1", tags=["runs"])
 
-SUBAGENT_SYSTEM = (
-    "You are a sub-agent: another agent delegated this task to you. Do it, then answer with the result only."
-)
-
 
 class Run(BaseModel):
     """A prompt to answer within `timeout_s`."""
@@ -155,9 +151,7 @@ async def subagent_run(
             f"a sub-agent at depth {depth} exceeds max_depth {settings.subagent_max_depth}",
             field="parent_session_id",
         )
-    system = body.system or SUBAGENT_SYSTEM + (
-        f"\n\nThe task: {body.description}" if body.description else ""
-    )
+    system = body.system or ev.subagent_system(body.description)
     started = ev.session_started(
         sid,
         model=body.model or settings.default_model,
