@@ -35,10 +35,11 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def _die_with_parent() -> None:
-    # Runs in the child between fork and exec: the kernel kills it when we die.
+def die_with_parent(sig: int = signal.SIGKILL) -> None:
+    """A `preexec_fn`: the kernel sends the child `sig` when the process that started it dies."""
+    # Runs in the child between fork and exec.
     libc = ctypes.CDLL("libc.so.6", use_errno=True)
-    libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
+    libc.prctl(PR_SET_PDEATHSIG, sig)
 
 
 def ensure_runtime_dir() -> None:
@@ -79,7 +80,7 @@ def start_broker(port: int, log_file: IO[bytes]) -> subprocess.Popen[bytes]:
         ],
         stdout=log_file,
         stderr=subprocess.STDOUT,
-        preexec_fn=_die_with_parent,
+        preexec_fn=die_with_parent,
     )
 
 
@@ -106,16 +107,18 @@ class Child:
     proc: subprocess.Popen[bytes] | None = None
     restarts: int = 0
     next_start: float = 0.0
+    # Settings only this child gets (a secret the others have no use for).
+    own_env: dict[str, str] = field(default_factory=dict)
 
     def start(self, env: dict[str, str]) -> None:
         with open(self.log_path, "ab") as log_file:
             self.proc = subprocess.Popen(
                 self.argv,
-                env=env,
+                env={**env, **self.own_env},
                 stdout=log_file,
                 stderr=subprocess.STDOUT,
                 stdin=subprocess.DEVNULL,
-                preexec_fn=_die_with_parent,
+                preexec_fn=die_with_parent,
             )
 
 
@@ -150,14 +153,23 @@ class Stack:
         tmp.replace(path)
 
 
-def dev_token(data_dir: Path) -> str:
-    """The development token of this data directory (made once, kept private, reused)."""
-    path = data_dir / "dev-token"
+def _secret(path: Path, kind: str, size: int) -> str:
+    """A token kept in `path` (made once, private to its owner, reused)."""
     if not path.exists():
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
         with os.fdopen(fd, "w") as out:
-            out.write(tenants.TOKEN_PREFIX + "dev_" + secrets.token_urlsafe(24))
+            out.write(tenants.TOKEN_PREFIX + kind + "_" + secrets.token_urlsafe(size))
     return path.read_text().strip()
+
+
+def dev_token(data_dir: Path) -> str:
+    """The development token of this data directory (the `default` tenant)."""
+    return _secret(data_dir / "dev-token", "dev", 24)
+
+
+def service_token(data_dir: Path) -> str:
+    """The service token of this data directory: the stack's own processes acting for a tenant."""
+    return _secret(data_dir / "service-token", "svc", 32)
 
 
 def _say(message: str) -> None:
@@ -208,14 +220,21 @@ def up(data_dir: Path, env: dict[str, str], partitions: int) -> int:
         ),
     }
     me = [sys.executable, "-m", "agentlog"]
+    # The executor's Task tool acts for each session's tenant with it; the api checks it.
+    service = {"AGENTLOG_SERVICE_TOKEN": env.get("AGENTLOG_SERVICE_TOKEN", service_token(data_dir))}
     # Start order matters on the way down: the api stops first, the projector last.
     stack.children = [
         Child("projector", [*me, "worker", "projector"], logs / "projector.log"),
         Child("reactor", [*me, "worker", "reactor"], logs / "reactor.log"),
         Child("model-worker", [*me, "worker", "model"], logs / "model-worker.log"),
-        Child("tool-worker", [*me, "worker", "tools"], logs / "tool-worker.log"),
+        Child("tool-worker", [*me, "worker", "tools"], logs / "tool-worker.log", own_env=service),
         Child("subagent-worker", [*me, "worker", "subagents"], logs / "subagent-worker.log"),
-        Child("api", [*me, "api", "--host", "127.0.0.1", "--port", str(api_port)], logs / "api.log"),
+        Child(
+            "api",
+            [*me, "api", "--host", "127.0.0.1", "--port", str(api_port)],
+            logs / "api.log",
+            own_env=service,
+        ),
     ]
     for child in stack.children:
         child.start(child_env)

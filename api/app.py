@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import inspect
+import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
+from opentelemetry.trace import SpanKind, Status, StatusCode
 from psycopg_pool import AsyncConnectionPool
 from starlette.middleware.base import BaseHTTPMiddleware, RequestResponseEndpoint
 from starlette.responses import Response
@@ -17,6 +20,8 @@ from api.routes import approvals, runs, sessions, stream, turns
 from eventstore import log as kafka_log
 from eventstore import tenants
 from eventstore.settings import Settings
+from observe import instances, tracing
+from observe.metrics import Metrics
 
 
 class BodyLimit(BaseHTTPMiddleware):
@@ -33,6 +38,70 @@ class BodyLimit(BaseHTTPMiddleware):
                 request, 413, "Request body too large", f"the limit is {self.limit} bytes"
             )
         return await call_next(request)
+
+
+METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS", "TRACE", "CONNECT"})
+
+
+class Observed:
+    """Each request: a server span (continuing the caller's `traceparent`, if sent) and the
+    metrics by method, route template (never the raw path) and status."""
+
+    def __init__(self, app: Any, metrics: Metrics) -> None:
+        self.app = app
+        self.metrics = metrics
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        started = time.monotonic()
+        status = 500
+        method = scope["method"] if scope["method"] in METHODS else "_OTHER"  # clients choose it
+        carrier = {k.decode("latin-1"): v.decode("latin-1") for k, v in scope.get("headers", [])}
+        caller = tracing.context_of(carrier.get("traceparent"))
+
+        async def sending(message: Any) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+                route = getattr(scope.get("route"), "path", "unmatched")
+                self.metrics.http_duration.labels(method, route).observe(time.monotonic() - started)
+            await send(message)
+
+        with tracing.tracer().start_as_current_span(
+            method, context=caller, kind=SpanKind.SERVER, record_exception=False
+        ) as span:
+            try:
+                await self.app(scope, receive, sending)
+            finally:
+                route = getattr(scope.get("route"), "path", "unmatched")
+                self.metrics.http_requests.labels(method, route, str(status)).inc()
+                span.update_name(f"{method} {route}")
+                span.set_attributes(
+                    {
+                        "http.request.method": method,
+                        "http.route": route,
+                        "http.response.status_code": status,
+                    }
+                )
+                if status >= 500:
+                    span.set_status(Status(StatusCode.ERROR))
+
+
+def _no_native_telemetry() -> dict[str, Any]:
+    """FastAPI's own OpenTelemetry (0.165+) off: our spans are the one source, so that the
+    turn's trace hangs from the request span we stamp on the events."""
+    if "telemetry" not in inspect.signature(FastAPI.__init__).parameters:
+        return {}
+    off = {
+        "tracing": False,
+        "metrics": False,
+        "logs": False,
+        "operation_spans": False,
+        "auto_configure": False,
+    }
+    return {"telemetry": off}
 
 
 def create_app(settings: Settings) -> FastAPI:
@@ -52,13 +121,18 @@ def create_app(settings: Settings) -> FastAPI:
         app.state.settings = settings
         app.state.tokens = tenants.parse_tokens(settings.api_tokens)
         try:
-            yield
+            async with instances.presence(settings, metrics):
+                yield
         finally:
             await kafka.stop()
             await pool.close()
 
-    app = FastAPI(title="agentlog", version="0.1.0", lifespan=lifespan)
+    metrics = Metrics(instances.instance_id(settings, "api"), "api")
+    tracing.configure(settings)
+    app = FastAPI(title="agentlog", version="0.1.0", lifespan=lifespan, **_no_native_telemetry())
+    app.state.metrics = metrics
     app.add_middleware(BodyLimit, limit=settings.max_body_bytes)
+    app.add_middleware(Observed, metrics=metrics)
     problems.install(app)
     openapi.install(app)
     for module in (sessions, turns, stream, approvals, runs):

@@ -3,11 +3,15 @@
 Tokens come from AGENTLOG_API_TOKENS (`token:tenant,…`) or the `api_tokens` table. No
 token is 401 with `WWW-Authenticate: Bearer` (unless AGENTLOG_AUTH_REQUIRED is off, for
 local development, when it is the `default` tenant); a token nobody issued is always 401.
+The service token (AGENTLOG_SERVICE_TOKEN) is agentlog's own processes acting for the
+tenant named in X-Agentlog-Tenant.
 Another tenant's session answers 404, exactly as a session that does not exist.
 """
 
 from __future__ import annotations
 
+import hmac
+import re
 from typing import Annotated
 
 from fastapi import Depends, Request
@@ -17,6 +21,8 @@ from eventstore import tenants
 from eventstore.store import AsyncConn
 
 CHALLENGE = {"WWW-Authenticate": 'Bearer realm="agentlog"'}
+SERVICE_TENANT_HEADER = "X-Agentlog-Tenant"
+TENANT_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._:@-]{0,199}")
 
 
 async def current_tenant(request: Request) -> str:
@@ -31,6 +37,8 @@ async def current_tenant(request: Request) -> str:
     token = token.strip()
     if scheme.lower() != "bearer" or not token:
         raise Problem(401, "Unauthorized", "the Authorization header must be: Bearer <token>", CHALLENGE)
+    if settings.service_token and hmac.compare_digest(token.encode(), settings.service_token.encode()):
+        return _acting_for(request)
     tenant = tenants.from_environment(token, request.app.state.tokens)
     if tenant is None:
         async with request.app.state.pool.connection() as conn:
@@ -41,6 +49,20 @@ async def current_tenant(request: Request) -> str:
             "Unauthorized",
             "unknown or revoked token",
             {"WWW-Authenticate": 'Bearer error="invalid_token"'},
+        )
+    return tenant
+
+
+def _acting_for(request: Request) -> str:
+    """The tenant a service call acts for (agentlog's own processes: the Task tool)."""
+    tenant = request.headers.get(SERVICE_TENANT_HEADER, "").strip()
+    if not TENANT_ID.fullmatch(tenant):
+        raise Problem(
+            401,
+            "Unauthorized",
+            f"a service token acts for a tenant: send {SERVICE_TENANT_HEADER} (letters, digits, ._:@-)",
+            CHALLENGE,
+            field=SERVICE_TENANT_HEADER,
         )
     return tenant
 

@@ -24,6 +24,9 @@ Headers = list[tuple[str, bytes]]
 UPCASTERS: dict[int, Callable[[dict[str, Any]], dict[str, Any]]] = {}
 
 
+_UNTRACED = {"traceparent"}
+
+
 def key_for(session_id: str) -> bytes:
     """The partition key: all of a session's events share one partition."""
     return session_id.encode()
@@ -31,13 +34,18 @@ def key_for(session_id: str) -> bytes:
 
 def encode(event: Event) -> tuple[bytes, bytes, Headers]:
     """(key, value, headers) of one event."""
-    value = event.__pydantic_serializer__.to_json(event)
+    # An untraced event has no `traceparent` key: its bytes are those older readers know.
+    value = event.__pydantic_serializer__.to_json(
+        event, exclude=_UNTRACED if event.traceparent is None else None
+    )
     headers: Headers = [
         ("content-type", CONTENT_TYPE),
         ("event-type", event.type.encode()),
         ("event-id", str(event.event_id).encode()),
         ("schema-version", str(event.schema_version).encode()),
     ]
+    if event.traceparent is not None:
+        headers.append(("traceparent", event.traceparent.encode()))
     return key_for(event.session_id), value, headers
 
 

@@ -209,6 +209,8 @@ class _Envelope(BaseModel):
     correlation_id: str | None = None
     occurred_at: datetime
     schema_version: int = SCHEMA_VERSION
+    # W3C trace context of the span this event belongs to (observability only; never decides).
+    traceparent: str | None = Field(default=None, pattern=r"^00-[0-9a-f]{32}-[0-9a-f]{16}-[0-9a-f]{2}$")
 
 
 class SessionStarted(_Envelope):

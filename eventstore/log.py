@@ -214,6 +214,11 @@ class PartitionReader:
         for tp in self.partitions:
             self.consumer.seek(tp, positions.get(tp.partition, 0))
 
+    def highwaters(self) -> dict[int, int]:
+        """The log end per partition as of the latest fetch (partitions not fetched yet left out)."""
+        found = {tp.partition: self.consumer.highwater(tp) for tp in self.partitions}
+        return {partition: end for partition, end in found.items() if end is not None}
+
     async def end_offsets(self) -> dict[int, int]:
         """The next offset to be written, per partition."""
         ends = await self.consumer.end_offsets(self.partitions)

@@ -20,12 +20,19 @@ DEFAULT_PRICES: Prices = {
 MILLION = Decimal(1_000_000)
 
 
-def price_of(model: str, table: Prices) -> tuple[Decimal, Decimal, Decimal, Decimal]:
-    """A model's prices; a dated name (claude-opus-4-5-20251101) falls back to its alias."""
+def priced_as(model: str, table: Prices) -> str | None:
+    """The table's name a model is priced under: itself, or the alias of a dated name
+    (claude-opus-4-5-20251101 → claude-opus-4-5); None for a model missing from the table."""
     if model in table:
-        return table[model]
+        return model
     aliases = [name for name in table if model.startswith(name + "-")]
-    return table[max(aliases, key=len)] if aliases else (Decimal(0),) * 4
+    return max(aliases, key=len) if aliases else None
+
+
+def price_of(model: str, table: Prices) -> tuple[Decimal, Decimal, Decimal, Decimal]:
+    """A model's prices; a dated name falls back to its alias; a missing model costs nothing."""
+    name = priced_as(model, table)
+    return table[name] if name is not None else (Decimal(0),) * 4
 
 
 def cost_of(model: str, usage: Usage, prices: Prices | None = None) -> Decimal:

@@ -6,7 +6,7 @@ from decimal import Decimal
 from pathlib import Path
 from typing import Literal
 
-from pydantic import AliasChoices, Field
+from pydantic import AliasChoices, Field, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -37,6 +37,9 @@ class Settings(BaseSettings):
     # Tool executors: this one serves the partitions p with p % count == index.
     tool_executor_index: int = Field(default=0, ge=0)
     tool_executor_count: int = Field(default=1, ge=1)
+    # Model workers: this one serves the partitions p with p % count == index.
+    model_worker_index: int = Field(default=0, ge=0)
+    model_worker_count: int = Field(default=1, ge=1)
     # A tool result longer than this is stored whole in Postgres; the model sees it cut.
     tool_result_max_chars: int = Field(default=30_000, ge=100)
     # Tools whose calls wait for a human's approval (a session may name its own).
@@ -58,10 +61,14 @@ class Settings(BaseSettings):
     subagent_concurrency: int = Field(default=5, ge=1)
     subagent_worker_index: int = Field(default=0, ge=0)
     subagent_worker_count: int = Field(default=1, ge=1)
-    # Where the api answers, and a token of the tenant it runs for, for the Task tool's HTTP
-    # model (one tenant per executor; the embedded stack sets both).
+    # Where the api answers, for the Task tool's HTTP model, and how the executor calls it:
+    # with the service token (acting for each session's tenant, named in X-Agentlog-Tenant)
+    # or else with one tenant's token. The embedded stack sets the url and the service token.
     api_url: str = ""
     api_token: str = ""
+    # A credential for agentlog's own processes: the api accepts it with X-Agentlog-Tenant
+    # and acts as that tenant. It can act for every tenant: keep it to the cluster.
+    service_token: str = ""
     # WebFetch: private, loopback and link-local addresses are refused unless allowed here.
     webfetch_allow_hosts: list[str] = Field(default_factory=list)
     webfetch_timeout_s: float = Field(default=30.0, gt=0)
@@ -69,7 +76,7 @@ class Settings(BaseSettings):
     drain_timeout_s: float = Field(default=5.0, ge=0)
     # Session defaults (a session may set its own when it starts).
     max_steps: int = Field(default=25, ge=1)
-    session_ttl_s: int | None = Field(default=None, ge=1)
+    session_ttl_s: int | None = Field(default=None, ge=1, le=2**31 - 1)  # sessions.ttl_s is an integer
     max_tokens: int = Field(default=4096, ge=1)
     expiry_check_s: float = Field(default=5.0, gt=0)
     # Claude through the anthropic SDK: models not named agentlog-offline-* go there.
@@ -93,7 +100,7 @@ class Settings(BaseSettings):
     api_tokens: str = ""
     auth_required: bool = True
     # Sessions of POST /v1/agent/run are deleted this long after they go idle.
-    agent_run_ttl_s: int = Field(default=300, ge=1)
+    agent_run_ttl_s: int = Field(default=300, ge=1, le=2**31 - 1)
     # Text deltas of streaming model calls, pushed to SSE clients (through Postgres NOTIFY).
     stream_deltas: bool = True
     api_host: str = "127.0.0.1"
@@ -101,4 +108,25 @@ class Settings(BaseSettings):
     data_dir: Path = Path(".agentlog")
     failpoints: str = ""
     max_body_bytes: int = Field(default=1024 * 1024, gt=0)
+    # This process's identity in the fleet (default: role, host and pid).
     instance: str = ""
+    # Every process serves Prometheus text at http://metrics_host:metrics_port/metrics
+    # (port 0: a free one) and registers itself in the `instances` table, heartbeating.
+    metrics_host: str = "127.0.0.1"
+    metrics_port: int = Field(default=0, ge=0)
+    metrics_enabled: bool = True
+    heartbeat_s: float = Field(default=5.0, gt=0)
+    # Traces go to this OTLP/HTTP collector (e.g. http://127.0.0.1:4318); empty: not exported.
+    otlp_endpoint: str = ""
+
+    @model_validator(mode="after")
+    def _split_within_bounds(self) -> Settings:
+        """An index past its count would serve nothing, silently."""
+        for role, index, count in (
+            ("tool_executor", self.tool_executor_index, self.tool_executor_count),
+            ("model_worker", self.model_worker_index, self.model_worker_count),
+            ("subagent_worker", self.subagent_worker_index, self.subagent_worker_count),
+        ):
+            if index >= count:
+                raise ValueError(f"{role}_index ({index}) must be below {role}_count ({count})")
+        return self

@@ -81,6 +81,10 @@ class Turn(BaseModel):
     interrupted: bool = False
     # Why this turn must fail without starting (policy `reject`, a closed session).
     refused: str | None = None
+    # When it started running (its `turn_started`).
+    started_at: datetime | None = None
+    # The trace context of the message that asked for it (the turn's trace hangs from it).
+    traceparent: str | None = None
 
     def tool_use_ids(self) -> list[str]:
         """The ids of the step's tool_use blocks, in order; blocks without a string id, or
@@ -254,7 +258,11 @@ def _apply(state: SessionState, event: Event) -> SessionState:
             if state.status != "new" and event.tenant_id != state.tenant_id:
                 refused = "refused: the message's tenant does not own this session"
             turn = Turn(
-                turn_id=event.turn_id, status="queued", user_content=tuple(p.content), refused=refused
+                turn_id=event.turn_id,
+                status="queued",
+                user_content=tuple(p.content),
+                refused=refused,
+                traceparent=event.traceparent,
             )
             turns = state.turns
             current = state.turn(state.current_turn)
@@ -272,7 +280,7 @@ def _apply(state: SessionState, event: Event) -> SessionState:
             queued = state.turn(event.turn_id)
             if queued is None or queued.status != "queued" or queued.refused or state.current_turn:
                 return state
-            started = queued.model_copy(update={"status": "running"})
+            started = queued.model_copy(update={"status": "running", "started_at": event.occurred_at})
             return state.model_copy(
                 update={
                     "turns": _replace_turn(state, started),

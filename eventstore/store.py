@@ -2,15 +2,16 @@
 
 The first copy of an event id wins (`INSERT ... ON CONFLICT DO NOTHING`); the offsets row is
 locked and compared inside the same transaction, so records below a stored offset are never
-applied twice, whoever else projects concurrently.
+applied twice, whoever else projects concurrently. A batch is pipelined; the SQL of each row
+operation is in `rows`.
 """
 
 from __future__ import annotations
 
 import json
+import uuid
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from decimal import Decimal
 from importlib import resources
 from typing import Any
 
@@ -18,10 +19,10 @@ import psycopg
 from psycopg.rows import dict_row
 from psycopg.types.json import Jsonb
 
-from eventstore import codec, ids
+from eventstore import codec, rows
 from eventstore import projection as pj
 from eventstore.errors import DecodeError
-from eventstore.events import Event, SessionDeleted, Usage
+from eventstore.events import Event, SessionDeleted
 
 MIGRATION_LOCK = 7_402_001
 PROJECTION_LOCK = 7_402_002
@@ -170,6 +171,57 @@ async def dead_letter(
     )
 
 
+# What a record that Postgres or the projection cannot store raises: that record is
+# dead-lettered, the rest of its batch is kept.
+UNSTORABLE = (psycopg.DataError, psycopg.IntegrityError, DecodeError, ValueError)
+
+
+class _Mispredicted(Exception):
+    """A pipelined batch's guess of an event's fate was wrong: the batch is applied again."""
+
+
+@dataclass
+class Foresight:
+    """What a pipelined batch knows before its statements answer; checked before it commits.
+
+    Only the projection writes `events`, `sessions` and tombstones, and a session's events are
+    all in one partition, whose offsets row the batch's transaction holds: what is read here
+    stays true while the batch runs. `verify` checks every guess against Postgres anyway.
+    """
+
+    deleted: set[str]
+    known: set[uuid.UUID]
+    last_seq: dict[str, int]
+    guesses: list[tuple[psycopg.AsyncCursor[Any], int]] = field(default_factory=list)
+
+    @classmethod
+    async def read(cls, conn: AsyncConn, events: Sequence[Event]) -> Foresight:
+        """The tombstones, the already projected ids and the sessions' last seqs of a batch."""
+        sessions = list({e.session_id for e in events})
+        # Sent together; in a pipeline their answers come back in one round trip.
+        tombstones = await conn.execute(
+            "SELECT session_id FROM deleted_sessions WHERE session_id = ANY(%s)", (sessions,)
+        )
+        projected = await conn.execute(
+            "SELECT event_id FROM events WHERE event_id = ANY(%s)", ([e.event_id for e in events],)
+        )
+        seqs = await conn.execute(
+            "SELECT session_id, last_seq FROM sessions WHERE session_id = ANY(%s)", (sessions,)
+        )
+        return cls(
+            {r[0] for r in await tombstones.fetchall()},
+            {r[0] for r in await projected.fetchall()},
+            {r[0]: r[1] for r in await seqs.fetchall()},
+        )
+
+    async def verify(self) -> None:
+        """Every event guessed new was inserted, at the seq guessed."""
+        for cur, seq in self.guesses:
+            row = await cur.fetchone()
+            if row is None or row[0] != seq:
+                raise _Mispredicted(f"guessed seq {seq}, Postgres says {row}")
+
+
 async def apply_batch(
     conn: AsyncConn,
     consumer: str,
@@ -179,50 +231,83 @@ async def apply_batch(
     records: Sequence[Incoming],
     on_event: Callable[[], None] | None = None,
 ) -> BatchResult:
-    """Project one partition's batch and advance the offset, in one transaction."""
+    """Project one partition's batch and advance the offset, in one transaction.
+
+    First pipelined: statements go out without waiting for answers, the duplicates and seqs
+    foreseen in three queries and verified before the commit, no savepoint per event. If a
+    record cannot be stored (or a guess was wrong), that transaction is rolled back and the
+    batch is applied again one event at a time, each in a savepoint, so only the bad record
+    is dead-lettered.
+    """
+    args = (conn, consumer, epoch, topic, partition, records, on_event)
+    try:
+        async with conn.pipeline(), conn.transaction():
+            return await _apply_records(*args, pipelined=True)
+    except (*UNSTORABLE, psycopg.errors.PipelineAborted, _Mispredicted):
+        async with conn.transaction():
+            return await _apply_records(*args, pipelined=False)
+
+
+async def _apply_records(
+    conn: AsyncConn,
+    consumer: str,
+    epoch: str,
+    topic: str,
+    partition: int,
+    records: Sequence[Incoming],
+    on_event: Callable[[], None] | None,
+    *,
+    pipelined: bool,
+) -> BatchResult:
+    """The body of apply_batch, inside its transaction."""
     applied = duplicates = skipped = 0
     dead: list[tuple[Incoming, str]] = []
-    async with conn.transaction():
-        await conn.execute("SELECT pg_advisory_xact_lock_shared(%s)", (PROJECTION_LOCK,))
-        await save_offset(conn, consumer, epoch, topic, partition, 0)
-        cur = await conn.execute(
-            "SELECT next_offset FROM consumer_offsets WHERE consumer = %s AND log_epoch = %s"
-            " AND topic = %s AND log_partition = %s FOR UPDATE",
-            (consumer, epoch, topic, partition),
-        )
-        row = await cur.fetchone()
-        stored = row[0] if row else 0
-        next_offset = stored
-        for record in records:
-            if record.offset < stored:
-                skipped += 1
-                continue
-            next_offset = record.offset + 1
-            if on_event is not None:
-                on_event()
-            if record.event is None:
-                reason = f"undecodable: {record.error}"
-                await dead_letter(conn, consumer, epoch, topic, partition, record, reason)
-                dead.append((record, reason))
-                continue
+    await conn.execute("SELECT pg_advisory_xact_lock_shared(%s)", (PROJECTION_LOCK,))
+    await save_offset(conn, consumer, epoch, topic, partition, 0)
+    cur = await conn.execute(
+        "SELECT next_offset FROM consumer_offsets WHERE consumer = %s AND log_epoch = %s"
+        " AND topic = %s AND log_partition = %s FOR UPDATE",
+        (consumer, epoch, topic, partition),
+    )
+    # Read under the offsets row's lock (statements run in order), answered with it.
+    ahead = await Foresight.read(conn, [r.event for r in records if r.event]) if pipelined else None
+    row = await cur.fetchone()
+    stored = row[0] if row else 0
+    next_offset = stored
+    todo = [r for r in records if r.offset >= stored]
+    skipped = len(records) - len(todo)
+    for record in todo:
+        next_offset = record.offset + 1
+        if on_event is not None:
+            on_event()
+        if record.event is None:
+            reason = f"undecodable: {record.error}"
+            await dead_letter(conn, consumer, epoch, topic, partition, record, reason)
+            dead.append((record, reason))
+            continue
+        if ahead is not None:
+            inserted = await project_event(conn, record.event, epoch, partition, record.offset, ahead)
+        else:
             try:
                 async with conn.transaction():
                     inserted = await project_event(conn, record.event, epoch, partition, record.offset)
-            except (psycopg.DataError, psycopg.IntegrityError, DecodeError, ValueError) as exc:
+            except UNSTORABLE as exc:
                 reason = f"projection failed: {exc}"
                 await dead_letter(conn, consumer, epoch, topic, partition, record, reason)
                 dead.append((record, reason))
                 continue
-            if inserted:
-                applied += 1
-            else:
-                duplicates += 1
-        if next_offset > stored:
-            await conn.execute(
-                "UPDATE consumer_offsets SET next_offset = %s, updated_at = now()"
-                " WHERE consumer = %s AND log_epoch = %s AND topic = %s AND log_partition = %s",
-                (next_offset, consumer, epoch, topic, partition),
-            )
+        if inserted:
+            applied += 1
+        else:
+            duplicates += 1
+    if ahead is not None:
+        await ahead.verify()
+    if next_offset > stored:
+        await conn.execute(
+            "UPDATE consumer_offsets SET next_offset = %s, updated_at = now()"
+            " WHERE consumer = %s AND log_epoch = %s AND topic = %s AND log_partition = %s",
+            (next_offset, consumer, epoch, topic, partition),
+        )
     return BatchResult(applied, duplicates, skipped, dead)
 
 
@@ -239,26 +324,39 @@ async def _delete_session(conn: AsyncConn, event: Event) -> None:
     )
 
 
-async def project_event(conn: AsyncConn, event: Event, epoch: str, partition: int, offset: int) -> bool:
+async def project_event(
+    conn: AsyncConn,
+    event: Event,
+    epoch: str,
+    partition: int,
+    offset: int,
+    ahead: Foresight | None = None,
+) -> bool:
     """Insert the event and its derived rows; False if this event id was already projected
-    (or its session was deleted)."""
-    cur = await conn.execute("SELECT 1 FROM deleted_sessions WHERE session_id = %s", (event.session_id,))
-    if await cur.fetchone() is not None:
+    (or its session was deleted). With `ahead`, nothing waits on Postgres to decide that."""
+    if ahead is None:
+        cur = await conn.execute("SELECT 1 FROM deleted_sessions WHERE session_id = %s", (event.session_id,))
+        if await cur.fetchone() is not None:
+            return False
+    elif event.session_id in ahead.deleted or event.event_id in ahead.known:
         return False
     if isinstance(event, SessionDeleted):
         await _delete_session(conn, event)
+        if ahead is not None:
+            ahead.deleted.add(event.session_id)
         return True
-    await conn.execute(
-        "INSERT INTO sessions (session_id, tenant_id, started_at, last_activity_at)"
-        " VALUES (%s, %s, %s, %s) ON CONFLICT (session_id) DO NOTHING",
-        (event.session_id, event.tenant_id, event.occurred_at, event.occurred_at),
-    )
+    if ahead is None or event.session_id not in ahead.last_seq:
+        await conn.execute(
+            "INSERT INTO sessions (session_id, tenant_id, started_at, last_activity_at)"
+            " VALUES (%s, %s, %s, %s) ON CONFLICT (session_id) DO NOTHING",
+            (event.session_id, event.tenant_id, event.occurred_at, event.occurred_at),
+        )
     payload = event.payload.model_dump(mode="json")
     cur = await conn.execute(
         "INSERT INTO events (event_id, session_id, seq, tenant_id, type, turn_id, step,"
         " causation_id, correlation_id, occurred_at, schema_version, payload,"
-        " log_epoch, log_partition, log_offset)"
-        " SELECT %s, %s, s.last_seq + 1, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s"
+        " log_epoch, log_partition, log_offset, traceparent)"
+        " SELECT %s, %s, s.last_seq + 1, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s"
         " FROM sessions s WHERE s.session_id = %s"
         " ON CONFLICT (event_id) DO NOTHING RETURNING seq",
         (
@@ -276,16 +374,24 @@ async def project_event(conn: AsyncConn, event: Event, epoch: str, partition: in
             epoch,
             partition,
             offset,
+            event.traceparent,
             event.session_id,
         ),
     )
-    row = await cur.fetchone()
-    if row is None:
-        return False
-    seq = row[0]
-    delta = _SessionDelta()
+    if ahead is None:
+        row = await cur.fetchone()
+        if row is None:
+            return False
+        seq = row[0]
+    else:
+        # A new session's row starts at last_seq 0; the guess is verified before the commit.
+        seq = ahead.last_seq.get(event.session_id, 0) + 1
+        ahead.last_seq[event.session_id] = seq
+        ahead.known.add(event.event_id)
+        ahead.guesses.append((cur, seq))
+    delta = rows.SessionDelta()
     for op in pj.project(event).ops:
-        await _apply_op(conn, event, seq, op, delta)
+        await rows.apply_op(conn, event, seq, op, delta)
     await conn.execute(
         "UPDATE sessions SET last_seq = %(seq)s,"
         " last_activity_at = GREATEST(last_activity_at, %(at)s),"
@@ -317,286 +423,6 @@ async def project_event(conn: AsyncConn, event: Event, epoch: str, partition: in
     return True
 
 
-@dataclass
-class _SessionDelta:
-    """What one event adds to its session's aggregate row."""
-
-    pending: int = 0
-    turns: int = 0
-    usage: Usage = field(default_factory=Usage)
-    cost: Decimal = Decimal(0)
-    expired: bool = False
-
-
-async def _tool_results_message(conn: AsyncConn, event: Event, seq: int, results: list[Any]) -> None:
-    """All tool results of a step, as the one user message the model is sent."""
-    if results:
-        await conn.execute(
-            "INSERT INTO messages (message_id, session_id, tenant_id, turn_id, seq, role,"
-            " content, created_at) VALUES (%s, %s, %s, %s, %s, 'user', %s, %s)",
-            (
-                event.event_id,
-                event.session_id,
-                event.tenant_id,
-                event.turn_id,
-                seq,
-                Jsonb(results),
-                event.occurred_at,
-            ),
-        )
-
-
-async def _apply_op(conn: AsyncConn, event: Event, seq: int, op: pj.Op, d: _SessionDelta) -> None:
-    at = event.occurred_at
-    match op:
-        case pj.SessionStart():
-            await conn.execute(
-                "UPDATE sessions SET model = %s, system_prompt = %s, metadata = %s, tenant_id = %s,"
-                " policy = %s, max_steps = %s, token_budget = %s, ttl_s = %s, parent_session_id = %s,"
-                " parent_tool_use_id = %s, depth = %s, forked_from = %s, forked_at_seq = %s, ephemeral = %s"
-                " WHERE session_id = %s",
-                (
-                    op.model,
-                    op.system,
-                    Jsonb(op.metadata),
-                    event.tenant_id,
-                    op.policy,
-                    op.max_steps,
-                    op.token_budget,
-                    op.ttl_s,
-                    op.parent_session_id,
-                    op.parent_tool_use_id,
-                    op.depth,
-                    op.forked_from,
-                    op.forked_at_seq,
-                    op.ephemeral,
-                    event.session_id,
-                ),
-            )
-            for ord_, message in enumerate(op.history):
-                await conn.execute(
-                    "INSERT INTO messages (message_id, session_id, tenant_id, seq, ord, role, content,"
-                    " created_at) VALUES (%s, %s, %s, %s, %s, %s, %s, %s)",
-                    (
-                        ids.derive(ids.event_key(event.session_id, "history", ord_)),
-                        event.session_id,
-                        event.tenant_id,
-                        seq,
-                        ord_,
-                        message["role"],
-                        Jsonb(message["content"]),
-                        at,
-                    ),
-                )
-        case pj.TurnRequest():
-            cur = await conn.execute(
-                "INSERT INTO turns (turn_id, session_id, tenant_id, status, idempotency_key,"
-                " user_content, requested_at) VALUES (%s, %s, %s, 'queued', %s, %s, %s)"
-                " ON CONFLICT (turn_id) DO NOTHING RETURNING 1",
-                (op.turn_id, event.session_id, event.tenant_id, op.idempotency_key, Jsonb(op.content), at),
-            )
-            if await cur.fetchone():
-                d.pending += 1
-                await conn.execute(
-                    "UPDATE turns t SET interrupted = true FROM sessions s"
-                    " WHERE s.session_id = t.session_id AND s.policy = 'interrupt'"
-                    " AND t.session_id = %s AND t.status = 'running'",
-                    (event.session_id,),
-                )
-        case pj.TurnStart():
-            cur = await conn.execute(
-                "UPDATE turns SET status = 'running', started_at = %s"
-                " WHERE turn_id = %s AND status = 'queued' RETURNING user_content",
-                (at, op.turn_id),
-            )
-            row = await cur.fetchone()
-            if row is not None:
-                d.turns += 1
-                await conn.execute(
-                    "INSERT INTO messages (message_id, session_id, tenant_id, turn_id, seq, role,"
-                    " content, created_at) VALUES (%s, %s, %s, %s, %s, 'user', %s, %s)",
-                    (event.event_id, event.session_id, event.tenant_id, op.turn_id, seq, Jsonb(row[0]), at),
-                )
-        case pj.ModelStep():
-            cur = await conn.execute(
-                "UPDATE turns SET steps = GREATEST(steps, %s) WHERE turn_id = %s AND status = 'running'"
-                " RETURNING 1",
-                (op.step, op.turn_id),
-            )
-            if await cur.fetchone():
-                await _tool_results_message(conn, event, seq, op.tool_results)
-        case pj.AssistantReply():
-            u = op.usage
-            # Only an answer the turn still waits for joins the transcript; a late one is billed.
-            await conn.execute(
-                "INSERT INTO messages (message_id, session_id, tenant_id, turn_id, seq, role,"
-                " content, model, stop_reason, input_tokens, output_tokens, cache_read_tokens,"
-                " cache_write_tokens, cost_usd, created_at)"
-                " SELECT %s, %s, %s, %s, %s, 'assistant', %s, %s, %s, %s, %s, %s, %s, %s, %s"
-                " WHERE EXISTS (SELECT 1 FROM turns WHERE turn_id = %s AND status = 'running'"
-                " AND NOT interrupted)",
-                (
-                    event.event_id,
-                    event.session_id,
-                    event.tenant_id,
-                    op.turn_id,
-                    seq,
-                    Jsonb(op.content),
-                    op.model,
-                    op.stop_reason,
-                    u.input_tokens,
-                    u.output_tokens,
-                    u.cache_read_input_tokens,
-                    u.cache_creation_input_tokens,
-                    op.cost_usd,
-                    at,
-                    op.turn_id,
-                ),
-            )
-            await conn.execute(
-                "UPDATE turns SET input_tokens = input_tokens + %s,"
-                " output_tokens = output_tokens + %s, cache_read_tokens = cache_read_tokens + %s,"
-                " cache_write_tokens = cache_write_tokens + %s, cost_usd = cost_usd + %s"
-                " WHERE turn_id = %s",
-                (
-                    u.input_tokens,
-                    u.output_tokens,
-                    u.cache_read_input_tokens,
-                    u.cache_creation_input_tokens,
-                    op.cost_usd,
-                    op.turn_id,
-                ),
-            )
-            d.usage = d.usage + u
-            d.cost += op.cost_usd
-        case pj.ToolRequest():
-            await conn.execute(
-                "INSERT INTO tool_calls (tool_use_id, session_id, tenant_id, turn_id, step, name,"
-                " input, status, requested_at) VALUES (%s, %s, %s, %s, %s, %s, %s, 'requested', %s)"
-                " ON CONFLICT (session_id, tool_use_id) DO NOTHING",
-                (
-                    op.tool_use_id,
-                    event.session_id,
-                    event.tenant_id,
-                    op.turn_id,
-                    op.step,
-                    op.name,
-                    Jsonb(op.input),
-                    at,
-                ),
-            )
-        case pj.ToolOutcome() if op.is_error:
-            # A Task call answered with an error before its sub-agent finished (timeouts spent).
-            await conn.execute(
-                "UPDATE subagents SET status = 'timed_out', completed_at = %s WHERE parent_session_id = %s"
-                " AND tool_use_id = %s AND status = 'running'",
-                (at, event.session_id, op.tool_use_id),
-            )
-            await _tool_outcome(conn, event, op)
-        case pj.ToolOutcome():
-            await _tool_outcome(conn, event, op)
-        case pj.ApprovalRequest():
-            await conn.execute(
-                "INSERT INTO approvals (approval_id, session_id, tenant_id, turn_id, step, tool_use_id, name,"
-                " input, status, requested_at) VALUES (%s, %s, %s, %s, %s, %s, %s, %s, 'pending', %s)"
-                " ON CONFLICT (approval_id) DO NOTHING",
-                (
-                    op.approval_id,
-                    event.session_id,
-                    event.tenant_id,
-                    event.turn_id,
-                    event.step,
-                    op.tool_use_id,
-                    op.name,
-                    Jsonb(op.input),
-                    at,
-                ),
-            )
-        case pj.ApprovalDecision():
-            await conn.execute(
-                "UPDATE approvals SET status = %s, reason = %s, decided_at = %s"
-                " WHERE approval_id = %s AND status = 'pending'",
-                ("approved" if op.approved else "denied", op.reason, at, op.approval_id),
-            )
-        case pj.SubagentStart(payload=p):
-            # A newer attempt abandons the older ones (their late answers are ignored).
-            await conn.execute(
-                "UPDATE subagents SET status = 'abandoned' WHERE parent_session_id = %s"
-                " AND tool_use_id = %s AND attempt < %s AND status = 'running'",
-                (event.session_id, p.tool_use_id, p.attempt),
-            )
-            await conn.execute(
-                "INSERT INTO subagents (parent_session_id, tool_use_id, attempt, child_session_id, tenant_id,"
-                " turn_id, step, description, prompt, depth, status, requested_at)"
-                " VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, 'running', %s) ON CONFLICT DO NOTHING",
-                (
-                    event.session_id,
-                    p.tool_use_id,
-                    p.attempt,
-                    p.child_session_id,
-                    event.tenant_id,
-                    event.turn_id,
-                    event.step,
-                    p.description,
-                    p.prompt,
-                    p.depth,
-                    at,
-                ),
-            )
-        case pj.SubagentEnd(payload=p):
-            await conn.execute(
-                "UPDATE subagents SET status = %s, result = %s, is_error = %s, completed_at = %s,"
-                " duration_ms = %s WHERE parent_session_id = %s AND tool_use_id = %s AND attempt = %s"
-                " AND status = 'running'",
-                (
-                    "failed" if p.is_error else "completed",
-                    p.result,
-                    p.is_error,
-                    at,
-                    p.duration_ms,
-                    event.session_id,
-                    p.tool_use_id,
-                    p.attempt,
-                ),
-            )
-        case pj.TurnEnd():
-            cur = await conn.execute(
-                "UPDATE turns SET status = %s, stop_reason = %s, error = %s, completed_at = %s"
-                " WHERE turn_id = %s AND status IN ('queued', 'running') RETURNING 1",
-                (op.status, op.stop_reason, op.error, at, op.turn_id),
-            )
-            if await cur.fetchone():
-                d.pending -= 1
-                await _tool_results_message(conn, event, seq, op.tool_results)
-                # Approvals the turn no longer waits for are closed with it.
-                await conn.execute(
-                    "UPDATE approvals SET status = 'expired', decided_at = %s"
-                    " WHERE turn_id = %s AND status = 'pending'",
-                    (at, op.turn_id),
-                )
-        case pj.SessionExpire():
-            d.expired = True
-        case pj.SessionDelete():
-            pass  # handled before any row is written
-
-
-async def _tool_outcome(conn: AsyncConn, event: Event, op: pj.ToolOutcome) -> None:
-    await conn.execute(
-        "UPDATE tool_calls SET status = CASE WHEN %s THEN 'error' ELSE 'ok' END,"
-        " result = %s, is_error = %s, completed_at = %s, duration_ms = %s"
-        " WHERE session_id = %s AND tool_use_id = %s AND completed_at IS NULL",
-        (
-            op.is_error,
-            Jsonb(op.content),
-            op.is_error,
-            event.occurred_at,
-            op.duration_ms,
-            event.session_id,
-            op.tool_use_id,
-        ),
-    )
-
-
 async def drop_derived(conn: AsyncConn) -> None:
     """Empty the derived tables and the projector's offsets (inside the caller's transaction)."""
     await conn.execute("SELECT pg_advisory_xact_lock(%s)", (PROJECTION_LOCK,))
@@ -620,6 +446,7 @@ def event_from_row(row: dict[str, Any]) -> Event:
             "occurred_at",
             "schema_version",
             "payload",
+            "traceparent",
         )
     }
     raw["event_id"] = str(raw["event_id"])

@@ -11,14 +11,17 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import Awaitable, Callable
 from typing import Any, Generic, TypeVar
 
 import psycopg
+from opentelemetry.trace import Span, SpanKind
 
 from eventstore import ledger, store
 from eventstore.events import Event
 from eventstore.state import SessionState
+from observe import tracing
 from processors import failpoints
 from processors.folding import FoldingWorker
 
@@ -68,6 +71,16 @@ class EffectWorker(FoldingWorker, Generic[R]):
         """The outcome to record instead of one Postgres refuses to store."""
         raise NotImplementedError
 
+    def measure(self, request: R, outcome: Event, attempts: int, seconds: float) -> None:
+        """Count a performed effect in this instance's metrics (not a re-emitted one)."""
+
+    def span(self, request: R) -> tuple[str, SpanKind, dict[str, Any]]:
+        """The name, kind and first attributes of the effect's span."""
+        raise NotImplementedError
+
+    def describe(self, span: Span, outcome: Event) -> None:
+        """Set what the outcome tells on the effect's span (usage, errors)."""
+
     async def perform(self, request: R, state: SessionState) -> tuple[Event, int]:
         """Do the effect; returns its outcome event and the attempts it took. Must not raise
         for failures of the effect itself: those are outcomes too."""
@@ -94,7 +107,7 @@ class EffectWorker(FoldingWorker, Generic[R]):
         # Requests whose log is gone (an older epoch) are found through the projection.
         for state in await self.running_sessions():
             for request in self.unanswered(state):
-                self._spawn(request, None, None)
+                self._spawn(tracing.in_turn_trace(state, request), None, None)
 
     def committable(self, partition: int) -> int:
         pending = self.in_flight.get(partition)
@@ -140,15 +153,22 @@ class EffectWorker(FoldingWorker, Generic[R]):
             self.reemitted += 1
         else:
             failpoints.hit(f"{self.consumer}.before_call")
-            produced, attempts = await self.perform(request, state)
+            started = time.monotonic()
+            name, kind, attributes = self.span(request)
+            with tracing.child_span(name, request.traceparent, kind, attributes) as span:
+                produced, attempts = await self.perform(request, state)
+                _quietly(self.describe, span, produced)
+            _quietly(self.measure, request, produced, attempts, time.monotonic() - started)
+            produced = _in_trace_of(request, produced)
             failpoints.hit(f"{self.consumer}.after_call")
             try:
                 outcome = await self._ledger_call(ledger.record, key, self.kind, request, produced, attempts)
             except psycopg.DataError as exc:
                 # The outcome holds what Postgres cannot store: record a failure that says so.
                 log.warning("%s: outcome of %s cannot be recorded: %s", self.consumer, key, exc)
-                produced = self.unrecordable(
-                    request, f"the result could not be recorded: {exc}".splitlines()[0]
+                produced = _in_trace_of(
+                    request,
+                    self.unrecordable(request, f"the result could not be recorded: {exc}".splitlines()[0]),
                 )
                 outcome = await self._ledger_call(ledger.record, key, self.kind, request, produced, attempts)
             self.performed += 1
@@ -183,3 +203,18 @@ class EffectWorker(FoldingWorker, Generic[R]):
             task.cancel()
         if self.tasks:
             await asyncio.wait(set(self.tasks), timeout=5)
+
+
+def _in_trace_of(request: Event, outcome: Event) -> Event:
+    """The outcome belongs to its request's trace (the turn's)."""
+    if request.traceparent is None or outcome.traceparent is not None:
+        return outcome
+    return outcome.model_copy(update={"traceparent": request.traceparent})
+
+
+def _quietly(observe: Callable[..., None], *args: Any) -> None:
+    """Metrics and spans never fail an effect: it is done, and must be recorded, not rerun."""
+    try:
+        observe(*args)
+    except Exception:
+        log.warning("observing an effect failed", exc_info=True)

@@ -20,6 +20,7 @@ from eventstore.events import Event
 from eventstore.log import KafkaLog, PartitionReader
 from eventstore.settings import Settings
 from eventstore.state import SessionState
+from observe.metrics import Metrics
 from processors import failpoints
 from processors.sessions import SessionCache
 
@@ -49,6 +50,8 @@ class FoldingWorker:
         # Set by a task that failed in a way that must stop the worker (it is restarted).
         self.fatal: BaseException | None = None
         self.tick_s = 1.0
+        # Replaced by the entry point with one that knows the instance (run_role).
+        self.metrics = Metrics(settings.instance or self.consumer, self.consumer)
 
     def observe(self, event: Event) -> None:
         """Called for every decoded record, before folding, duplicates and replays included."""
@@ -103,6 +106,7 @@ class FoldingWorker:
                     self.caught_up = True
                     await self.on_caught_up()
                 await self._save_offsets()
+                self._measure_lag()
             await self.drain()
         finally:
             await self._save_offsets()
@@ -134,8 +138,14 @@ class FoldingWorker:
             self.position[partition] = offset + 1
             failpoints.hit(f"{self.consumer}.after_record")
 
+    def _measure_lag(self) -> None:
+        for partition, highwater in self.reader.highwaters().items():
+            lag = max(0, highwater - self.position.get(partition, 0))
+            self.metrics.consumer_lag.labels(self.consumer, str(partition)).set(lag)
+
     async def _dead_letter(self, record: ConsumerRecord[Any, Any], reason: str) -> None:
         self.dead_letters += 1
+        self.metrics.dead_letters.labels(self.consumer).inc()
         incoming = store.Incoming(record.offset, record.key, record.value, record.headers, None, reason)
         await store.dead_letter(
             self.conn, self.consumer, self.epoch, record.topic, record.partition, incoming, reason

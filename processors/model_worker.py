@@ -14,10 +14,15 @@ import time
 from collections.abc import Awaitable, Callable
 from typing import Any
 
+from opentelemetry.trace import Span, SpanKind, Status, StatusCode
+
 from eventstore import events as ev
 from eventstore import ledger
 from eventstore.events import Event
+from eventstore.log import partition_for
+from eventstore.pricing import DEFAULT_PRICES, priced_as
 from eventstore.state import SessionState
+from observe import tracing
 from processors import reactor
 from processors.effects import EffectWorker
 from processors.model import results
@@ -42,9 +47,19 @@ class ModelWorker(EffectWorker[ev.ModelRequested]):
         self.model = model
         self.tools = tools or default_registry()
         self.calls = 0
+        if self.settings.model_worker_count > 1:
+            self.consumer = f"model-worker-{self.settings.model_worker_index}"
+
+    def owns(self, partition: int) -> bool:
+        """Whether this worker serves the model calls of this partition's sessions."""
+        return partition % self.settings.model_worker_count == self.settings.model_worker_index
 
     def request(self, event: Event) -> ev.ModelRequested | None:
         return event if isinstance(event, ev.ModelRequested) else None
+
+    async def act(self, event: Event, state: SessionState, partition: int, offset: int) -> None:
+        if self.owns(partition):
+            await super().act(event, state, partition, offset)
 
     def key(self, request: ev.ModelRequested) -> str:
         return ledger.model_key(request.session_id, request.turn_id, request.step)
@@ -64,6 +79,8 @@ class ModelWorker(EffectWorker[ev.ModelRequested]):
         turn = state.turn(state.current_turn)
         if turn is None or not turn.model_pending:
             return []
+        if not self.owns(partition_for(state.session_id, self.settings.partitions)):
+            return []
         return [reactor.model_request(state, turn, turn.step, ev.now())]
 
     def unrecordable(self, request: ev.ModelRequested, reason: str) -> Event:
@@ -78,8 +95,83 @@ class ModelWorker(EffectWorker[ev.ModelRequested]):
             tools=self.tools.definitions(state.tools),
             max_tokens=state.max_tokens,
             key=self.key(request),
-            on_text=self._deltas(request) if self.settings.stream_deltas else None,
+            on_text=self._first_text(request, self._deltas(request) if self.settings.stream_deltas else None),
         )
+
+    def _first_text(
+        self, request: ev.ModelRequested, then: Callable[[str], Awaitable[None]] | None
+    ) -> Callable[[str], Awaitable[None]]:
+        """Measures the time to the first text, then passes the text on (if anyone listens)."""
+        started = time.monotonic()
+        first = True
+
+        async def on_text(text: str) -> None:
+            nonlocal first
+            if first:
+                first = False
+                self.metrics.model_ttft.labels(self.model_label(request.payload.model)).observe(
+                    time.monotonic() - started
+                )
+            if then is not None:
+                await then(text)
+
+        return on_text
+
+    def model_label(self, model: str) -> str:
+        """The model as a metric label: a priced (known) model, else `other` (names are user input)."""
+        return priced_as(model, {**DEFAULT_PRICES, **(self.settings.prices or {})}) or "other"
+
+    def span(self, request: ev.ModelRequested) -> tuple[str, SpanKind, dict[str, Any]]:
+        model = request.payload.model
+        return (
+            f"chat {self.model_label(model)}",  # the raw name (user input) is an attribute
+            SpanKind.CLIENT,
+            {
+                "gen_ai.operation.name": "chat",
+                "gen_ai.provider.name": tracing.PROVIDER_NAME,
+                "gen_ai.request.model": model,
+                "gen_ai.conversation.id": request.session_id,
+                "agentlog.turn_id": request.turn_id or "",
+                "agentlog.step": request.step or 0,
+            },
+        )
+
+    def describe(self, span: Span, outcome: Event) -> None:
+        if not isinstance(outcome, ev.AssistantMessage):
+            reason = outcome.payload.reason if isinstance(outcome, ev.TurnFailed) else outcome.type
+            span.set_status(Status(StatusCode.ERROR, reason))
+            span.set_attribute("error.type", "model_call_failed")
+            return
+        p = outcome.payload
+        span.set_attributes(
+            {
+                "gen_ai.response.model": p.model,
+                "gen_ai.response.finish_reasons": [p.stop_reason or ""],
+                "gen_ai.usage.input_tokens": p.usage.input_tokens,
+                "gen_ai.usage.output_tokens": p.usage.output_tokens,
+                "gen_ai.usage.cache_read.input_tokens": p.usage.cache_read_input_tokens,
+                "gen_ai.usage.cache_creation.input_tokens": p.usage.cache_creation_input_tokens,
+                "agentlog.cost_usd": float(p.cost_usd),
+            }
+        )
+
+    def measure(self, request: ev.ModelRequested, outcome: Event, attempts: int, seconds: float) -> None:
+        metrics, model = self.metrics, self.model_label(request.payload.model)
+        metrics.model_duration.labels(model).observe(seconds)
+        metrics.retries.labels(model).inc(max(0, attempts - 1))
+        if not isinstance(outcome, ev.AssistantMessage):
+            metrics.model_calls.labels(model, "error").inc()
+            return
+        metrics.model_calls.labels(model, "ok").inc()
+        usage = outcome.payload.usage
+        for kind, count in (
+            ("input", usage.input_tokens),
+            ("output", usage.output_tokens),
+            ("cache_read", usage.cache_read_input_tokens),
+            ("cache_write", usage.cache_creation_input_tokens),
+        ):
+            metrics.tokens.labels(model, kind).inc(count)
+        metrics.cost.labels(model).inc(float(outcome.payload.cost_usd))
 
     def _deltas(self, request: ev.ModelRequested) -> Callable[[str], Awaitable[None]]:
         """Text as the model streams it, to live views (Postgres NOTIFY; lost on a crash, by design)."""
@@ -107,7 +199,7 @@ class ModelWorker(EffectWorker[ev.ModelRequested]):
         try:
             response = await self.model.complete(self.model_request(request, state))
         except ModelError as exc:
-            return results.failed(request, f"model call failed: {exc.reason}", ev.now()), 1
+            return results.failed(request, f"model call failed: {exc.reason}", ev.now()), exc.attempts
         except Exception as exc:  # an adapter bug must end the turn, not hang it
             log.exception("model adapter raised")
             return results.failed(request, f"model call failed: {type(exc).__name__}: {exc}", ev.now()), 1

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 
 from aiokafka import ConsumerRecord
 
@@ -16,6 +17,7 @@ from eventstore import codec, store
 from eventstore.errors import DecodeError
 from eventstore.log import KafkaLog, PartitionReader
 from eventstore.settings import Settings
+from observe.metrics import Metrics
 from processors import failpoints
 
 log = logging.getLogger(__name__)
@@ -43,6 +45,9 @@ class Projector:
         self.reader = PartitionReader(settings)
         self.applied = 0
         self.dead_letters = 0
+        self.position: dict[int, int] = {}
+        # Replaced by the entry point with one that knows the instance (run_role).
+        self.metrics = Metrics(settings.instance or "projector", "projector")
 
     async def run(self, stop: asyncio.Event) -> None:
         """Project until `stop` is set."""
@@ -50,12 +55,14 @@ class Projector:
         try:
             offsets = await store.load_offsets(self.conn, CONSUMER, self.epoch, codec.EVENTS_TOPIC)
             self.reader.seek(offsets)
+            self.position = dict(offsets)
             log.info("projector: epoch %s, starting at %s", self.epoch, offsets)
             batches = self.reader.batches(max_records=self.settings.projector_batch, timeout_ms=100)
             while not stop.is_set():
                 records = await anext(batches)
                 if records:
                     await self.project(records)
+                self._measure_lag(records)
             # Drain before stopping: with an in-memory broker, what is not projected now is
             # gone after its restart.
             deadline = asyncio.get_running_loop().time() + 10
@@ -89,7 +96,23 @@ class Projector:
                 topic=codec.DEAD_LETTER_TOPIC,
             )
         self.applied += result.applied
+        self.metrics.projected.inc(result.applied)
+        self.metrics.dead_letters.labels(CONSUMER).inc(result.dead_letters)
         if result.dead_letters:
             self.dead_letters += result.dead_letters
             log.warning("projector: %d dead letter(s) in partition %d", result.dead_letters, partition)
         return result
+
+    def _measure_lag(self, records: list[ConsumerRecord[bytes, bytes]]) -> None:
+        """Records behind per partition, and how long the latest projected one waited."""
+        if records:
+            self.position[records[0].partition] = records[-1].offset + 1
+            waited = time.time() - records[-1].timestamp / 1000
+            self.metrics.projection_lag.set(max(0.0, waited))
+        behind = 0
+        for partition, highwater in self.reader.highwaters().items():
+            lag = max(0, highwater - self.position.get(partition, 0))
+            behind += lag
+            self.metrics.consumer_lag.labels(CONSUMER, str(partition)).set(lag)
+        if not records and behind == 0:
+            self.metrics.projection_lag.set(0)

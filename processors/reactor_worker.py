@@ -14,6 +14,7 @@ import uuid
 from eventstore import events as ev
 from eventstore.events import Event
 from eventstore.state import SessionState, fold
+from observe import tracing
 from processors import failpoints, reactor
 from processors.folding import UNAVAILABLE, FoldingWorker
 
@@ -43,7 +44,47 @@ class ReactorWorker(FoldingWorker):
 
     async def act(self, event: Event, state: SessionState, partition: int, offset: int) -> None:
         failpoints.hit("reactor.after_consume")
+        if isinstance(event, ev.TurnCompleted | ev.TurnFailed):
+            try:
+                self._measure_turn(event, state)
+            except Exception:  # observing never stops a reaction
+                log.warning("reactor: measuring turn %s failed", event.turn_id, exc_info=True)
         await self._settle(state)
+
+    def _measure_turn(self, event: ev.TurnCompleted | ev.TurnFailed, state: SessionState) -> None:
+        """Count a turn that ended, whoever ended it (the reactor, or a model worker's failure).
+        After a restart between acting and saving offsets a turn may be counted (and its
+        span recorded, with the same ids) twice: metrics are at-least-once."""
+        turn = state.turn(event.turn_id or "")
+        if turn is None or turn.status not in ("completed", "failed"):
+            return
+        outcome = "refused" if turn.refused else turn.status
+        self.metrics.turns.labels(outcome).inc()
+        if turn.started_at is not None:
+            took = (event.occurred_at - turn.started_at).total_seconds()
+            self.metrics.turn_duration.labels(outcome).observe(max(0.0, took))
+            self.metrics.turn_steps.observe(turn.step)
+        tracing.record_turn(
+            state.session_id,
+            turn.turn_id,
+            turn.traceparent,
+            turn.started_at or event.occurred_at,
+            event.occurred_at,
+            {
+                "gen_ai.conversation.id": state.session_id,
+                "gen_ai.request.model": state.model or "",
+                "gen_ai.usage.input_tokens": turn.usage.input_tokens,
+                "gen_ai.usage.output_tokens": turn.usage.output_tokens,
+                "gen_ai.usage.cache_read.input_tokens": turn.usage.cache_read_input_tokens,
+                "gen_ai.usage.cache_creation.input_tokens": turn.usage.cache_creation_input_tokens,
+                "agentlog.tenant_id": state.tenant_id,
+                "agentlog.turn_id": turn.turn_id,
+                "agentlog.steps": turn.step,
+                "agentlog.outcome": outcome,
+                "agentlog.cost_usd": float(turn.cost_usd),
+            },
+            turn.error or turn.refused if outcome != "completed" else None,
+        )
 
     async def on_caught_up(self) -> None:
         """Resume the unfinished turns the projection knows of (e.g. from an older log epoch)."""
@@ -78,12 +119,13 @@ class ReactorWorker(FoldingWorker):
                     state.session_id,
                     deadline,
                 )
-                await self._append(late)
+                await self._append([tracing.in_turn_trace(ahead, r) for r in late])
 
     async def _settle(self, state: SessionState) -> int:
-        _, reactions = reactor.settle(self._ahead(state), ev.now())
+        ahead = self._ahead(state)
+        _, reactions = reactor.settle(ahead, ev.now())
         if reactions:
-            await self._append(reactions)
+            await self._append([tracing.in_turn_trace(ahead, r) for r in reactions])
         return len(reactions)
 
     async def _append(self, reactions: list[Event]) -> None:

@@ -11,6 +11,8 @@ from typing import Literal
 from eventstore import log as kafka_log
 from eventstore import store
 from eventstore.settings import Settings
+from observe import instances, tracing
+from observe.metrics import Metrics
 from processors import failpoints
 from processors.model import router
 from processors.model_worker import ModelWorker
@@ -33,6 +35,7 @@ async def run_role(
 ) -> None:
     """Run one worker role until `stop` is set (or, without one, until SIGTERM/SIGINT)."""
     failpoints.arm(settings.failpoints)
+    tracing.configure(settings)
     if stop is None:
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
@@ -62,10 +65,18 @@ async def run_role(
             worker = SubagentWorker(settings, kafka, conn, epoch)
         else:
             worker = Projector(settings, kafka, conn, epoch)
-        logging.getLogger(__name__).info("%s started (epoch %s)", role, epoch)
-        if on_start is not None:
-            on_start(worker)
-        await worker.run(stop)
+        worker.metrics = Metrics(instances.instance_id(settings, role), role)
+        async with instances.presence(settings, worker.metrics) as metrics_url:
+            logging.getLogger(__name__).info(
+                "%s started (epoch %s, instance %s, metrics %s)",
+                role,
+                epoch,
+                worker.metrics.instance,
+                metrics_url,
+            )
+            if on_start is not None:
+                on_start(worker)
+            await worker.run(stop)
     finally:
         if model is not None:
             await model.aclose()

@@ -165,7 +165,7 @@ class SubagentWorker(FoldingWorker):
         )
         prompt = ev.user_message(
             p.child_session_id, text=p.prompt, idempotency_key="task", tenant_id=request.tenant_id
-        )
+        ).model_copy(update={"traceparent": request.traceparent})  # the child's turn joins the parent's trace
         self.running.add(p.child_session_id)
         await self.kafka.append_many([child, prompt])
         self.started.append(p.child_session_id)

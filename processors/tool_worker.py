@@ -25,6 +25,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+from opentelemetry.trace import Span, SpanKind, Status, StatusCode
+
 from eventstore import events as ev
 from eventstore import ledger
 from eventstore.events import Event
@@ -113,7 +115,11 @@ class ToolWorker(EffectWorker[ev.ToolRequested]):
         """The session's workspace (created on first use) and settings."""
         workspace = workspace_for(self.settings.workspace_root, state.tenant_id, state.session_id)
         return ToolContext(
-            session_id=state.session_id, workspace=workspace, settings=self.settings, call_id=call_id
+            session_id=state.session_id,
+            workspace=workspace,
+            settings=self.settings,
+            call_id=call_id,
+            tenant_id=state.tenant_id,
         )
 
     def _tool(self, request: ev.ToolRequested, state: SessionState) -> Tool | ToolOutput:
@@ -231,6 +237,35 @@ class ToolWorker(EffectWorker[ev.ToolRequested]):
             "stored_sha256": digest,
             "total_chars": len(whole),
         }
+
+    def span(self, request: ev.ToolRequested) -> tuple[str, SpanKind, dict[str, Any]]:
+        name = request.payload.name
+        known = name if self.tools.get(name) is not None else "unknown"  # names are model output
+        return (
+            f"execute_tool {known}",
+            SpanKind.INTERNAL,
+            {
+                "gen_ai.operation.name": "execute_tool",
+                "gen_ai.tool.name": name,
+                "gen_ai.tool.call.id": request.payload.tool_use_id,
+                "gen_ai.tool.type": "function",
+                "gen_ai.conversation.id": request.session_id,
+                "agentlog.turn_id": request.turn_id or "",
+                "agentlog.step": request.step or 0,
+            },
+        )
+
+    def describe(self, span: Span, outcome: Event) -> None:
+        if isinstance(outcome, ev.ToolResult) and outcome.payload.is_error:
+            span.set_status(Status(StatusCode.ERROR, "the tool returned an error result"))
+            span.set_attribute("error.type", "tool_error")
+
+    def measure(self, request: ev.ToolRequested, outcome: Event, attempts: int, seconds: float) -> None:
+        name = request.payload.name
+        label = name if self.tools.get(name) is not None else "unknown"  # names are model output
+        failed = isinstance(outcome, ev.ToolResult) and outcome.payload.is_error
+        self.metrics.tool_calls.labels(label, "error" if failed else "ok").inc()
+        self.metrics.tool_duration.labels(label).observe(seconds)
 
     async def perform(self, request: ev.ToolRequested, state: SessionState) -> tuple[Event, int]:
         started = time.monotonic()

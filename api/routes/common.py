@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import math
 import time
 from typing import Annotated, Any
 
@@ -16,8 +17,15 @@ from eventstore import reads
 from eventstore.events import TurnPolicy
 from eventstore.log import KafkaLog
 from eventstore.settings import Settings
+from observe import tracing
 
-SessionId = Annotated[str, Path(min_length=1, max_length=200, pattern=r"^[A-Za-z0-9._:-]+$")]
+SESSION_ID_PATTERN = r"^[A-Za-z0-9._:-]+$"
+SessionId = Annotated[str, Path(min_length=1, max_length=200, pattern=SESSION_ID_PATTERN)]
+# The widest values the projection's columns hold (sessions.ttl_s is a Postgres integer,
+# sessions.token_budget a bigint): a setting past them would be accepted here and then
+# dead-lettered by the projector, the session running with settings no one can read back.
+MAX_TTL_S = 2**31 - 1
+MAX_TOKEN_BUDGET = 2**63 - 1
 PROBLEM: dict[str, Any] = {"content": {"application/problem+json": {}}}
 AUTH: dict[int | str, dict[str, Any]] = {401: {**PROBLEM, "description": "no or unknown token"}}
 
@@ -28,9 +36,12 @@ def deps(request: Request) -> tuple[Any, KafkaLog, Settings]:
 
 
 def no_nul(value: Any, where: str = "") -> Any:
-    """Refuse NUL characters and lone surrogates anywhere in a value: Postgres cannot store
-    them in text or jsonb, and a value that cannot be recorded must be refused here, not
+    """Refuse NUL characters, lone surrogates and non-finite numbers (`1e400`, `NaN`, which
+    Python's JSON parser lets through) anywhere in a value: Postgres cannot store them in
+    text or jsonb, and a value that cannot be recorded must be refused here, not
     dead-lettered later."""
+    if isinstance(value, float) and not math.isfinite(value):
+        raise ValueError(f"must be a finite number, not {value}{where}")
     if isinstance(value, str):
         if "\x00" in value:
             raise ValueError(f"must not contain NUL characters{where}")
@@ -65,12 +76,16 @@ class SessionSettings(BaseModel):
         default=None, description="what a message does while a turn runs: enqueue, reject or interrupt"
     )
     max_steps: int | None = Field(default=None, ge=1, le=1000, description="model calls per turn")
-    token_budget: int | None = Field(default=None, ge=1, description="tokens per session")
+    token_budget: int | None = Field(
+        default=None, ge=1, le=MAX_TOKEN_BUDGET, description="tokens per session"
+    )
     tools: list[str] | None = Field(default=None, max_length=100, description="tool names allowed")
     approvals: list[str] | None = Field(
         default=None, max_length=100, description="tool names whose calls wait for a human's approval"
     )
-    ttl_seconds: int | None = Field(default=None, ge=1, description="idle seconds before expiry")
+    ttl_seconds: int | None = Field(
+        default=None, ge=1, le=MAX_TTL_S, description="idle seconds before expiry"
+    )
     max_tokens: int | None = Field(default=None, ge=1, le=128_000, description="per model call")
 
 
@@ -122,3 +137,11 @@ async def wait_for_turn(pool: Any, session_id: str, turn_id: str, wait: float) -
             return None
         await asyncio.sleep(delay)
         delay = min(delay * 1.5, 0.25)
+
+
+def traced(events: list[ev.Event]) -> list[ev.Event]:
+    """The events, in the trace of the request appending them (the turn's trace hangs from it)."""
+    parent = tracing.current()
+    if parent is None:
+        return events
+    return [e if e.traceparent is not None else e.model_copy(update={"traceparent": parent}) for e in events]

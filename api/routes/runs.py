@@ -19,7 +19,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 from api.auth import Tenant
 from api.models import AgentRunResult
 from api.problems import Problem
-from api.routes.common import AUTH, PROBLEM, deps, no_nul, wait_for_turn
+from api.routes.common import AUTH, PROBLEM, SESSION_ID_PATTERN, deps, no_nul, traced, wait_for_turn
 from eventstore import events as ev
 from eventstore import ids, reads
 
@@ -47,7 +47,11 @@ class SubagentRun(Run):
     """A task for a sub-agent (the HTTP model)."""
 
     description: str = Field(default="", max_length=500)
-    parent_session_id: str | None = Field(default=None, max_length=200)
+    # A session id, or it cannot be a parent: refused at once, not after waiting for the
+    # projection to show it.
+    parent_session_id: str | None = Field(
+        default=None, min_length=1, max_length=200, pattern=SESSION_ID_PATTERN
+    )
 
 
 RESPONSES: dict[int | str, dict[str, Any]] = {
@@ -75,7 +79,7 @@ async def _run(
         )
     if not known:
         message = ev.user_message(session_id, text=prompt, idempotency_key="run", tenant_id=started.tenant_id)
-        await kafka.append_many([started, message])
+        await kafka.append_many(traced([started, message]))
     done = await wait_for_turn(pool, session_id, turn_id, timeout_s)
     if done is None:
         raise Problem(
@@ -87,6 +91,32 @@ async def _run(
     return JSONResponse(
         {**done, "session_id": session_id}, headers={"Location": f"/v1/sessions/{session_id}"}
     )
+
+
+async def _parent_depth(pool: Any, parent_session_id: str, tenant: str) -> int | None:
+    """The depth of the tenant's session `parent_session_id`, or None if it has none.
+
+    A Task call's parent may be a moment ahead of the projection; it is known to be in the log
+    when the ledger holds its model call (recorded before the answer that asked for the Task
+    was appended), and only then is it waited for. A parent that is in neither is unknown now.
+    """
+    for _ in range(50):
+        async with pool.connection() as conn:
+            cur = await conn.execute(
+                "SELECT depth FROM sessions WHERE session_id = %s AND tenant_id = %s",
+                (parent_session_id, tenant),
+            )
+            row = await cur.fetchone()
+            if row is not None:
+                return int(row[0])
+            cur = await conn.execute(
+                "SELECT 1 FROM effects WHERE session_id = %s AND tenant_id = %s LIMIT 1",
+                (parent_session_id, tenant),
+            )
+            if await cur.fetchone() is None:
+                return None
+        await asyncio.sleep(0.1)
+    return None
 
 
 @router.post("/agent/run", responses=RESPONSES)
@@ -128,22 +158,12 @@ async def subagent_run(
     sid = "http-" + str(ids.derive(f"subagent/http/{tenant}/{key}"))
     depth = 1
     if body.parent_session_id is not None:
-        row = None
-        for _ in range(50):  # the parent may be a moment ahead of the projection
-            async with pool.connection() as conn:
-                cur = await conn.execute(
-                    "SELECT depth FROM sessions WHERE session_id = %s AND tenant_id = %s",
-                    (body.parent_session_id, tenant),
-                )
-                row = await cur.fetchone()
-            if row is not None:
-                break
-            await asyncio.sleep(0.1)
-        if row is None:
+        parent_depth = await _parent_depth(pool, body.parent_session_id, tenant)
+        if parent_depth is None:
             raise Problem(
                 422, "Unknown parent", f"no session {body.parent_session_id}", field="parent_session_id"
             )
-        depth = row[0] + 1
+        depth = parent_depth + 1
     if depth > settings.subagent_max_depth:
         raise Problem(
             422,

@@ -22,6 +22,7 @@ from api.routes.common import (
     deps,
     require_session,
     session_started,
+    traced,
 )
 from api.routes.common import wait_for_turn as _wait_for_turn
 from eventstore import events as ev
@@ -156,7 +157,7 @@ async def post_message(
             session_id, content=blocks, idempotency_key=key, request_hash=request_hash, tenant_id=tenant
         )
     )
-    await kafka.append_many(appends)
+    await kafka.append_many(traced(appends))
     if wait > 0:
         done = await _wait_for_turn(pool, session_id, turn_id, wait)
         if done is not None:

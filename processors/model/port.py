@@ -52,8 +52,10 @@ class ModelError(Exception):
         retryable: bool,
         status: int | None = None,
         retry_after_s: float | None = None,
+        attempts: int = 1,
     ) -> None:
         super().__init__(reason)
+        self.attempts = attempts
         self.reason = reason
         self.retryable = retryable
         self.status = status

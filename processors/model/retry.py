@@ -57,6 +57,7 @@ def _give_up(attempts: int, last: ModelError, why: str = "") -> ModelError:
         f"gave up after {attempts} {plural}{why}: {last.reason}",
         retryable=False,
         status=last.status,
+        attempts=attempts,
     )
 
 
@@ -82,6 +83,7 @@ async def call_with_retry(
             return await fn(), attempts
         except ModelError as err:
             if not err.retryable:
+                err.attempts = attempts
                 raise
             last = err
         if attempts >= policy.max_attempts:

@@ -40,6 +40,8 @@ class ToolContext:
     allow_network: bool = False
     # The call's tool_use id (a key for tools that must join, not repeat, earlier work).
     call_id: str = ""
+    # The session's tenant (a tool calling the api acts for it).
+    tenant_id: str = "default"
 
 
 class Tool(Protocol):

@@ -14,6 +14,7 @@ from typing import Any, ClassVar
 import httpx
 
 from eventstore.settings import Settings
+from observe import tracing
 from processors.tools.registry import EffectClass, ToolContext, ToolOutput
 
 
@@ -67,7 +68,12 @@ class Task:
         try:
             async with httpx.AsyncClient(base_url=settings.api_url, timeout=timeout + 10) as client:
                 headers = {"Idempotency-Key": f"{ctx.session_id}/{ctx.call_id}"}
-                if settings.api_token:
+                if (parent := tracing.current()) is not None:  # the child's run joins this trace
+                    headers["traceparent"] = parent
+                if settings.service_token:  # acting for the session's tenant, whichever it is
+                    headers["Authorization"] = f"Bearer {settings.service_token}"
+                    headers["X-Agentlog-Tenant"] = ctx.tenant_id
+                elif settings.api_token:  # one tenant's executor
                     headers["Authorization"] = f"Bearer {settings.api_token}"
                 r = await client.post("/v1/subagent/run", json=body, headers=headers)
         except httpx.HTTPError as exc:

@@ -344,17 +344,23 @@ async def test_model_calls_of_many_sessions_are_in_flight_at_once(
     lock = threading.Lock()
     now = [0, 0]  # in flight, most in flight
 
+    sessions = 40
+    crowd = threading.Condition(lock)
+
     def slow(request: dict[str, Any]) -> fake.Reply:
-        with lock:
+        # Each call waits (up to 5 s) until half the sessions' calls are in flight at once,
+        # so the check does not depend on how fast the posts arrive.
+        with crowd:
             now[0] += 1
             now[1] = max(now[1], now[0])
-        time.sleep(0.5)
+            crowd.notify_all()
+            crowd.wait_for(lambda: now[1] >= sessions // 2, timeout=5)
+        time.sleep(0.05)
         with lock:
             now[0] -= 1
         return fake.text("ok")
 
     claude.default = slow
-    sessions = 40
     async with httpx.AsyncClient(base_url=stack.api_url or "") as client:
         for i in range(sessions):
             r = await client.post(f"/v1/sessions/many{i}/messages", json={"content": "go", "model": MODEL})

@@ -139,3 +139,38 @@ async def test_the_task_tool_can_use_the_http_model(pg_server: str, log_dir: Pat
         assert await stack.sql("SELECT count(*) FROM subagents") == [(0,)]  # no queue involved
         children = await stack.sql("SELECT parent_session_id FROM sessions WHERE session_id LIKE 'http-%'")
         assert children == [("direct",)]
+
+
+async def test_one_executor_serves_every_tenant_with_the_service_token(pg_server: str, log_dir: Path) -> None:
+    tokens = "tok-a:tenant-a,tok-b:tenant-b"
+    async with stack_on(
+        pg_server, log_dir, subagent_mode="http", auth_required=True, api_tokens=tokens, service_token="svc-1"
+    ) as stack:
+        url = await stack.start_api()
+        await stack.start("projector", "reactor", "model", "tools", tools=TOOLS, api_url=url)
+        async with httpx.AsyncClient(base_url=url, timeout=120) as client:
+            for tenant in ("a", "b"):
+                r = await client.post(
+                    f"/v1/sessions/svc-{tenant}/messages?wait=60",
+                    json={"content": task(f"Say {tenant}.")},
+                    headers={"Authorization": f"Bearer tok-{tenant}"},
+                )
+                assert r.status_code == 200 and r.json()["status"] == "completed", r.text
+                assert f'You said: "Say {tenant}."' in r.json()["output_text"]
+            # The service token acts only for a tenant it names; a wrong one is refused.
+            bare = await client.get("/v1/sessions", headers={"Authorization": "Bearer svc-1"})
+            assert bare.status_code == 401 and bare.json()["field"] == "X-Agentlog-Tenant"
+            forged = await client.get(
+                "/v1/sessions", headers={"Authorization": "Bearer svc-2", "X-Agentlog-Tenant": "tenant-a"}
+            )
+            assert forged.status_code == 401
+            # A tenant's token cannot borrow another tenant with the header.
+            mine = await client.get(
+                "/v1/sessions", headers={"Authorization": "Bearer tok-b", "X-Agentlog-Tenant": "tenant-a"}
+            )
+            assert {s["id"] for s in mine.json()["data"]} >= {"svc-b"}
+            assert "svc-a" not in {s["id"] for s in mine.json()["data"]}
+        children = await stack.sql(
+            "SELECT parent_session_id, tenant_id FROM sessions WHERE session_id LIKE 'http-%' ORDER BY 1"
+        )
+        assert children == [("svc-a", "tenant-a"), ("svc-b", "tenant-b")]

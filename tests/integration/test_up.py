@@ -98,6 +98,23 @@ def test_up_answers_restarts_children_and_keeps_sessions_across_a_restart(tmp_pa
         first = _post(f"{api}/v1/sessions/kept/messages?wait=30", {"content": "first words"}, "kept-0", token)
         assert first["status"] == "completed"
 
+        # `agentlog top` finds every process through its registration, and scrapes each.
+        top = json.loads(
+            subprocess.run(
+                [sys.executable, "-m", "agentlog", "top", "--once", "--json"],
+                cwd=tmp_path,
+                capture_output=True,
+                text=True,
+                check=True,
+            ).stdout
+        )
+        seen = {(i["role"], i["up"]) for i in top["instances"]}
+        assert seen == {
+            (role, True) for role in ("api", "reactor", "model", "tools", "subagents", "projector")
+        }
+        assert top["roles"]["reactor"]["work"] == 1 and top["roles"]["model"]["work"] == 1
+        assert top["fleet"]["tokens_in"] > 0
+
         # SIGKILL a worker: it is restarted, the restart is logged, and turns still get answered.
         reactor = next(p["pid"] for p in stack["processes"] if p["name"] == "reactor")
         os.kill(reactor, signal.SIGKILL)

@@ -1,0 +1,127 @@
+"""The commands that run or inspect the stack itself: up, status, worker, api, migrate, replay,
+rebuild."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from agentlog.cli.app import app, env_from_stack, settings, setup_logging
+
+
+@app.command()
+def up(
+    data_dir: Annotated[Path, typer.Option(help="where Postgres data and logs live")] = Path(".agentlog"),
+    partitions: Annotated[int, typer.Option(min=1, help="partitions of agentlog.events")] = 8,
+) -> None:
+    """Start Postgres, a broker, the api and every worker role; Ctrl-C stops them all."""
+    from agentlog import devstack
+
+    raise typer.Exit(devstack.up(data_dir, dict(os.environ), partitions))
+
+
+@app.command()
+def status(
+    data_dir: Annotated[Path, typer.Option()] = Path(".agentlog"),
+    as_json: Annotated[bool, typer.Option("--json", help="print stack.json")] = False,
+) -> None:
+    """Where the running stack is: api URL, Postgres URI, bootstrap, processes."""
+    path = data_dir / "stack.json"
+    if not path.exists():
+        typer.echo("agentlog is not running here (no .agentlog/stack.json)", err=True)
+        raise typer.Exit(1)
+    stack = json.loads(path.read_text())
+    if as_json:
+        typer.echo(json.dumps(stack, indent=2))
+        return
+    for key in ("api_url", "database_url", "kafka_bootstrap"):
+        typer.echo(f"{key:16} {stack[key]}")
+    for proc in stack["processes"]:
+        alive = _alive(proc["pid"])
+        typer.echo(f"{proc['name']:16} pid {proc['pid']:<8} {'running' if alive else 'gone'}")
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except OSError:
+        return False
+    return True
+
+
+@app.command()
+def worker(
+    role: Annotated[str, typer.Argument(help="reactor | model | tools | subagents | projector")],
+) -> None:
+    """Run one worker role in the foreground."""
+    from processors.run import ROLES, run_role
+
+    if role not in ROLES:
+        raise typer.BadParameter(f"role must be one of {', '.join(ROLES)}", param_hint="ROLE")
+    setup_logging()
+    asyncio.run(run_role(role, settings()))
+
+
+@app.command()
+def api(
+    host: Annotated[str, typer.Option()] = "127.0.0.1",
+    port: Annotated[int, typer.Option()] = 8000,
+) -> None:
+    """Serve the HTTP api."""
+    import uvicorn
+
+    from api.app import create_app
+
+    setup_logging()
+    uvicorn.run(create_app(settings()), host=host, port=port, log_level="info")
+
+
+@app.command()
+def migrate() -> None:
+    """Apply pending database migrations."""
+    from eventstore import store
+
+    applied = asyncio.run(store.migrate(settings().database_url))
+    typer.echo(f"applied {len(applied)} migration(s): {', '.join(applied) or '-'}")
+
+
+@app.command()
+def replay(
+    session_id: str,
+    source: Annotated[str, typer.Option(help="kafka | postgres")] = "postgres",
+    data_dir: Annotated[Path, typer.Option()] = Path(".agentlog"),
+) -> None:
+    """Print a session's state folded from the log or from Postgres, as JSON."""
+    from agentlog.replay import replay as do_replay
+
+    if source not in ("kafka", "postgres"):
+        raise typer.BadParameter("kafka or postgres", param_hint="--source")
+    env_from_stack(data_dir)
+    state = asyncio.run(do_replay(settings(), session_id, source))  # type: ignore[arg-type]
+    if state.event_count == 0:
+        typer.echo(f"no events for session {session_id} in {source}", err=True)
+        raise typer.Exit(1)
+    typer.echo(json.dumps(state.public(), indent=2, sort_keys=True))
+
+
+@app.command()
+def rebuild(data_dir: Annotated[Path, typer.Option()] = Path(".agentlog")) -> None:
+    """Drop the derived tables and rebuild them from the log (older epochs from Postgres)."""
+    from rich.progress import Progress
+
+    from agentlog.replay import rebuild as do_rebuild
+
+    env_from_stack(data_dir)
+    with Progress() as bar:
+        task = bar.add_task("rebuilding", total=None)
+
+        def progress(done: int, total: int) -> None:
+            bar.update(task, completed=done, total=total)
+
+        result = asyncio.run(do_rebuild(settings(), progress))
+    typer.echo(json.dumps(result))

@@ -1,0 +1,1 @@
+"""Observability: the metrics each process exports, its registration in the fleet, traces."""
