@@ -49,9 +49,15 @@ async def test_same_idempotency_key_is_one_turn(running: Stack) -> None:
         body = {"content": "only once"}
         first = await client.post("/v1/sessions/beta/messages", json=body, headers={"Idempotency-Key": "k"})
         second = await client.post("/v1/sessions/beta/messages", json=body, headers={"Idempotency-Key": "k"})
-        assert first.status_code == 202 and second.status_code in (200, 202)
-        assert first.json()["turn_id"] == second.json()["turn_id"]
+        # The second finds the first not yet projected (202, the same turn), projected and
+        # still in flight (409, the draft's "request in progress"), or finished (200).
+        assert first.status_code == 202 and second.status_code in (200, 202, 409), second.text
         assert first.headers["Location"].endswith(first.json()["turn_id"])
+        assert second.headers["Location"] == first.headers["Location"]
+        if second.status_code == 409:
+            assert second.headers["Retry-After"] == "1"
+        else:
+            assert first.json()["turn_id"] == second.json()["turn_id"]
 
         async def done() -> bool:
             r = await client.get(f"/v1/sessions/beta/turns/{first.json()['turn_id']}")
