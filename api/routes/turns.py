@@ -108,14 +108,20 @@ async def post_message(
     turn_id = ids.turn_id_for(session_id, key)
     blocks = body.blocks()
     async with pool.connection() as conn:
-        if await reads.session_deleted(conn, session_id):
-            raise Problem(404, "Session not found", f"no session {session_id}")
+        # One round trip: the tombstone, the session and this key's turn.
         cur = await conn.execute(
-            "SELECT s.status, t.user_content, s.policy, s.tenant_id, t.status FROM sessions s"
-            " LEFT JOIN turns t ON t.turn_id = %s WHERE s.session_id = %s",
-            (turn_id, session_id),
+            "SELECT d.session_id IS NOT NULL, s.status, t.user_content, s.policy, s.tenant_id, t.status"
+            " FROM (SELECT 1) one"
+            " LEFT JOIN deleted_sessions d ON d.session_id = %(sid)s"
+            " LEFT JOIN sessions s ON s.session_id = %(sid)s"
+            " LEFT JOIN turns t ON t.turn_id = %(tid)s AND t.session_id = %(sid)s",
+            {"sid": session_id, "tid": turn_id},
         )
-        row = await cur.fetchone()
+        found = await cur.fetchone()
+    assert found is not None
+    if found[0]:
+        raise Problem(404, "Session not found", f"no session {session_id}")
+    row = found[1:] if found[1] is not None else None
     headers = {"Location": f"/v1/sessions/{session_id}/turns/{turn_id}", "Idempotency-Key": key}
     if row is not None and row[3] != tenant:
         raise Problem(404, "Session not found", f"no session {session_id}")
