@@ -50,6 +50,8 @@ def serve_metrics(metrics: Metrics, host: str, port: int) -> tuple[str, Any]:
     server, thread = start_http_server(port, addr=host, registry=metrics.registry)
     # Listening on every interface: others reach it by this host's name.
     shown = socket.gethostname() if host in ("0.0.0.0", "::", "") else host
+    if ":" in shown:  # an IPv6 address
+        shown = f"[{shown}]"
     url = f"http://{shown}:{server.server_port}/metrics"
 
     def stop() -> None:

@@ -69,7 +69,7 @@ class Metrics:
         )
         self.model_ttft = Histogram(
             "agentlog_model_time_to_first_token_seconds",
-            "Time from a streaming model call's start to its first text.",
+            "Time from a model call's start (retries included) to its first text (answers with text only).",
             ["model"],
             buckets=FAST_BUCKETS,
             registry=r,
