@@ -21,7 +21,9 @@ from eventstore import store
 from observe import instances
 from observe.outliers import Rule, outliers
 
-# What counts as an instance's work, its errors and its duration, by the metrics it has.
+# What counts as an instance's work, its errors and its duration, by the metrics it has
+# (else http requests for the api, events projected for the projector). The fleet's work
+# sums unlike things; its error rate and duration are most telling per role.
 WORK = (
     # (metric family, label, error values, duration histogram)
     ("agentlog_turns", "outcome", {"failed"}, "agentlog_turn_duration_seconds"),
@@ -106,6 +108,8 @@ def parse(instance_id: str, role: str, text: str) -> Stats:
             )
             stats.duration_sum = total("agentlog_http_request_duration_seconds_sum")
             stats.duration_count = total("agentlog_http_request_duration_seconds_count")
+        else:
+            stats.work = total("agentlog_events_projected_total")  # the projector's
     stats.steps_sum = total("agentlog_turn_steps_sum")
     stats.steps_count = total("agentlog_turn_steps_count")
     stats.tokens_in = total("agentlog_model_tokens_total", type="input")
@@ -120,7 +124,8 @@ def parse(instance_id: str, role: str, text: str) -> Stats:
 
 def fleet(rows: list[Stats], name: str = "fleet") -> Stats:
     """The aggregate of some instances: sums, and rates over the sums."""
-    agg = Stats(name, ",".join(sorted({r.role for r in rows})) or "-")
+    roles = {r.role for r in rows}
+    agg = Stats(name, roles.pop() if len(roles) == 1 else "all")
     for row in rows:
         for key in (
             "work errors duration_sum duration_count steps_sum steps_count tokens_in tokens_out"
