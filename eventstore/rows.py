@@ -54,16 +54,17 @@ async def apply_op(conn: Conn, event: Event, seq: int, op: pj.Op, d: SessionDelt
     at = event.occurred_at
     match op:
         case pj.SessionStart():
+            # The row was made by the session's first event, with its tenant: another tenant's
+            # start changes nothing (as in the fold).
             await conn.execute(
-                "UPDATE sessions SET model = %s, system_prompt = %s, metadata = %s, tenant_id = %s,"
+                "UPDATE sessions SET model = %s, system_prompt = %s, metadata = %s,"
                 " policy = %s, max_steps = %s, token_budget = %s, ttl_s = %s, parent_session_id = %s,"
                 " parent_tool_use_id = %s, depth = %s, forked_from = %s, forked_at_seq = %s, ephemeral = %s"
-                " WHERE session_id = %s",
+                " WHERE session_id = %s AND tenant_id = %s",
                 (
                     op.model,
                     op.system,
                     Jsonb(op.metadata),
-                    event.tenant_id,
                     op.policy,
                     op.max_steps,
                     op.token_budget,
@@ -75,12 +76,14 @@ async def apply_op(conn: Conn, event: Event, seq: int, op: pj.Op, d: SessionDelt
                     op.forked_at_seq,
                     op.ephemeral,
                     event.session_id,
+                    event.tenant_id,
                 ),
             )
             for ord_, message in enumerate(op.history):
                 await conn.execute(
                     "INSERT INTO messages (message_id, session_id, tenant_id, seq, ord, role, content,"
-                    " created_at) VALUES (%s, %s, %s, %s, %s, %s, %s, %s)",
+                    " created_at) SELECT %s, %s, %s, %s, %s, %s, %s, %s"
+                    " WHERE EXISTS (SELECT 1 FROM sessions WHERE session_id = %s AND tenant_id = %s)",
                     (
                         ids.derive(ids.event_key(event.session_id, "history", ord_)),
                         event.session_id,
@@ -90,6 +93,8 @@ async def apply_op(conn: Conn, event: Event, seq: int, op: pj.Op, d: SessionDelt
                         message["role"],
                         Jsonb(message["content"]),
                         at,
+                        event.session_id,
+                        event.tenant_id,
                     ),
                 )
         case pj.TurnRequest():
@@ -101,11 +106,12 @@ async def apply_op(conn: Conn, event: Event, seq: int, op: pj.Op, d: SessionDelt
             )
             if await cur.fetchone():
                 d.pending += 1
+                # As the fold has it: a message of another tenant is refused, and interrupts nothing.
                 await conn.execute(
                     "UPDATE turns t SET interrupted = true FROM sessions s"
-                    " WHERE s.session_id = t.session_id AND s.policy = 'interrupt'"
+                    " WHERE s.session_id = t.session_id AND s.policy = 'interrupt' AND s.tenant_id = %s"
                     " AND t.session_id = %s AND t.status = 'running'",
-                    (event.session_id,),
+                    (event.tenant_id, event.session_id),
                 )
         case pj.TurnStart():
             cur = await conn.execute(

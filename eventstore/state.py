@@ -219,6 +219,8 @@ def _in_step(state: SessionState, event: Event) -> Turn | None:
 def _apply(state: SessionState, event: Event) -> SessionState:
     """One branch per event type; the event is known to be new."""
     match event:
+        case ev.SessionStarted(payload=p) if state.status != "new" and event.tenant_id != state.tenant_id:
+            return state  # another tenant cannot take a session over by starting it again
         case ev.SessionStarted(payload=p):
             return state.model_copy(
                 update={

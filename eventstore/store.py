@@ -29,6 +29,9 @@ PROJECTION_LOCK = 7_402_002
 # Per session (with hashtext(session_id)): a deletion and a ledger write never interleave.
 SESSION_LOCK = 7_402_003
 
+# Emptied by a rebuild and projected again. Not `deleted_sessions`: a tombstone may be the only
+# record of a deletion whose event was in an older log epoch (its session's rows, events
+# included, are gone), and keeping every tombstone gives the same rows as replaying them.
 DERIVED_TABLES = (
     "events",
     "sessions",
@@ -37,7 +40,6 @@ DERIVED_TABLES = (
     "tool_calls",
     "approvals",
     "subagents",
-    "deleted_sessions",
 )
 # Every table holding a session's rows: a deletion empties them all, the ledger included.
 SESSION_TABLES = (

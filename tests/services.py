@@ -158,20 +158,33 @@ async def projected(stack: Stack, count: int) -> bool:
     return bool((await stack.sql("SELECT count(*) FROM events"))[0][0] >= count)
 
 
+# Every table a rebuild leaves as the projection had it: the derived ones (store.DERIVED_TABLES)
+# and the tombstones; every column but the projection's own clock.
 TABLES = {
-    "events": "SELECT event_id, session_id, seq, type, turn_id, step, payload, log_epoch,"
-    " log_partition, log_offset FROM events ORDER BY event_id",
+    "events": "SELECT to_jsonb(e) - 'projected_at' FROM events e ORDER BY event_id",
     "sessions": "SELECT * FROM sessions ORDER BY session_id",
     "turns": "SELECT * FROM turns ORDER BY turn_id",
     "messages": "SELECT * FROM messages ORDER BY message_id",
     "tool_calls": "SELECT * FROM tool_calls ORDER BY session_id, tool_use_id",
+    "approvals": "SELECT * FROM approvals ORDER BY approval_id",
+    "subagents": "SELECT * FROM subagents ORDER BY parent_session_id, tool_use_id, attempt",
     "deleted_sessions": "SELECT * FROM deleted_sessions ORDER BY session_id",
 }
+# Not derived from the log: a rebuild keeps them as they are (`instances` is the fleet's
+# heartbeat and changes on its own; the others are the ledger, inputs and bookkeeping).
+KEPT_TABLES = {
+    "effects": "SELECT * FROM effects ORDER BY effect_key",
+    "tool_outputs": "SELECT * FROM tool_outputs ORDER BY session_id, tool_use_id",
+    "api_tokens": "SELECT * FROM api_tokens ORDER BY token_sha256",
+    "analyst_logins": "SELECT * FROM analyst_logins ORDER BY role_name",
+    "schema_migrations": "SELECT * FROM schema_migrations ORDER BY version",
+}
+UNCOMPARED_TABLES = frozenset({"instances", "consumer_offsets", "dead_letters"})
 
 
-async def snapshot(stack: Stack) -> dict[str, list[tuple[Any, ...]]]:
-    """Every derived row, in a stable order."""
-    return {name: await stack.sql(query) for name, query in TABLES.items()}
+async def snapshot(stack: Stack, tables: dict[str, str] = TABLES) -> dict[str, list[tuple[Any, ...]]]:
+    """Every derived row (or those of `tables`), in a stable order."""
+    return {name: await stack.sql(query) for name, query in tables.items()}
 
 
 @contextlib.asynccontextmanager

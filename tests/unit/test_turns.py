@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import uuid
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -320,6 +321,41 @@ def test_an_expiry_that_raced_a_new_message_is_void() -> None:
     assert again is not None and again.event_id != expired.event_id
 
 
+@pytest.mark.parametrize("policy", ["enqueue", "interrupt", "reject"])
+def test_a_message_from_another_tenant_is_refused_without_a_model_call(policy: Any) -> None:
+    """Invariant 6 in the workers: a user_message whose tenant does not own the session (one
+    appended straight to the log, past the api) never reaches the model or the transcript."""
+    s = Session(policy=policy)
+    s.user("mine")
+    s.settle()
+    running = s.state.current_turn
+    forged = []
+    for n in range(2):  # once while a turn runs, once while the session is idle
+        forged.append(
+            ev.user_message(
+                "s", text=f"forged {n}", idempotency_key=f"forged{n}", tenant_id="intruder", at=AT
+            )
+        )
+        s.log.append(forged[-1])
+        (refused,) = s.settle()
+        assert isinstance(refused, ev.TurnFailed) and refused.turn_id == forged[-1].turn_id
+        assert refused.payload.reason == "refused: the message's tenant does not own this session"
+        assert refused.tenant_id == "default" and s.state.tenant_id == "default"
+        # The running turn goes on, neither interrupted nor queued behind the forged one.
+        assert s.state.current_turn == running
+        assert not any(t.interrupted for t in s.state.turns)
+        if n == 0:
+            s.model(text("answered"))
+            assert [e.type for e in s.settle()] == ["turn_completed"]
+            running = None
+    state = s.state
+    assert [t.status for t in state.turns] == ["completed", "failed", "failed"]
+    assert state.turn_count == 1 and state.status == "idle"
+    assert [m.content[0]["text"] for m in state.messages] == ["mine", "answered"]
+    asked = [e.turn_id for e in s.log if isinstance(e, ev.ModelRequested | ev.TurnStarted)]
+    assert not {f.turn_id for f in forged} & set(asked)
+
+
 def test_requested_tools_cut_short_are_reported_as_unknown_and_unrequested_as_not_run() -> None:
     s = Session(policy="interrupt")
     s.user()
@@ -454,3 +490,10 @@ def test_task_outside_the_session_tools_is_refused() -> None:
     refused, following = s.settle()
     assert isinstance(refused, ev.ToolResult) and isinstance(following, ev.ModelRequested)
     assert "not among this session's tools" in str(refused.payload.content)
+
+
+def test_another_tenant_cannot_take_a_session_over_by_starting_it_again() -> None:
+    first = ev.session_started("owned", model="m", tenant_id="tenant-a", system="mine")
+    forged = ev.session_started("owned", model="x", tenant_id="tenant-b", system="pwned")
+    state = fold("owned", [first, forged.model_copy(update={"event_id": uuid.uuid4()})])
+    assert state.tenant_id == "tenant-a" and state.system == "mine" and state.model == "m"
