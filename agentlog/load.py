@@ -74,7 +74,7 @@ class LoadPlan:
     sessions: int = 100
     turns: int = 2
     model: str = OFFLINE_MODEL
-    streams: int = 20  # sessions watched over SSE (each stream holds a Postgres connection in the api)
+    streams: int = 20  # sessions watched over SSE (the api's streams share one listener)
     wait_s: float = 120.0
     warmup: bool = True
     run_id: str = field(default_factory=lambda: uuid.uuid4().hex[:8])

@@ -1,4 +1,5 @@
-"""The FastAPI factory and lifespan: one Postgres pool and one log producer per process."""
+"""The FastAPI factory and lifespan: one Postgres pool, one log producer and one listener
+(`api.live`) per process."""
 
 from __future__ import annotations
 
@@ -16,6 +17,7 @@ from starlette.middleware.base import BaseHTTPMiddleware, RequestResponseEndpoin
 from starlette.responses import Response
 
 from api import openapi, problems
+from api.live import Live
 from api.routes import approvals, runs, sessions, stream, turns
 from eventstore import log as kafka_log
 from eventstore import tenants
@@ -39,6 +41,10 @@ class BodyLimit(BaseHTTPMiddleware):
             )
         return await call_next(request)
 
+
+# The pool's connections and the listener's (`api.live`), as pg_stat_activity names them.
+APPLICATION_NAME = "agentlog-api"
+POOL_SIZE = 10
 
 METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS", "TRACE", "CONNECT"})
 
@@ -110,20 +116,28 @@ def create_app(settings: Settings) -> FastAPI:
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         pool = AsyncConnectionPool(
-            settings.database_url, min_size=1, max_size=10, open=False, kwargs={"autocommit": True}
+            settings.database_url,
+            min_size=1,
+            max_size=POOL_SIZE,
+            open=False,
+            kwargs={"autocommit": True, "application_name": APPLICATION_NAME},
         )
         await pool.open(wait=True, timeout=30)
         kafka = kafka_log.KafkaLog(settings)
         await kafka_log.ensure_topics(settings)
         await kafka.start()
+        live = Live(settings.database_url, deltas=settings.stream_deltas)
+        await live.start()
         app.state.pool = pool
         app.state.kafka = kafka
+        app.state.live = live
         app.state.settings = settings
         app.state.tokens = tenants.parse_tokens(settings.api_tokens)
         try:
             async with instances.presence(settings, metrics):
                 yield
         finally:
+            await live.stop()
             await kafka.stop()
             await pool.close()
 

@@ -19,7 +19,7 @@ import psycopg
 from psycopg.rows import dict_row
 from psycopg.types.json import Jsonb
 
-from eventstore import codec, rows
+from eventstore import channels, codec, rows
 from eventstore import projection as pj
 from eventstore.errors import DecodeError
 from eventstore.events import Event, SessionDeleted
@@ -264,6 +264,7 @@ async def _apply_records(
     """The body of apply_batch, inside its transaction."""
     applied = duplicates = skipped = 0
     dead: list[tuple[Incoming, str]] = []
+    touched: set[str] = set()
     await conn.execute("SELECT pg_advisory_xact_lock_shared(%s)", (PROJECTION_LOCK,))
     await save_offset(conn, consumer, epoch, topic, partition, 0)
     cur = await conn.execute(
@@ -300,10 +301,13 @@ async def _apply_records(
                 continue
         if inserted:
             applied += 1
+            touched.add(record.event.session_id)
         else:
             duplicates += 1
     if ahead is not None:
         await ahead.verify()
+    if touched:  # live views wake at the commit, when these rows are visible
+        await channels.notify_projected(conn, touched)
     if next_offset > stored:
         await conn.execute(
             "UPDATE consumer_offsets SET next_offset = %s, updated_at = now()"

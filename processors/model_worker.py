@@ -16,8 +16,8 @@ from typing import Any
 
 from opentelemetry.trace import Span, SpanKind, Status, StatusCode
 
+from eventstore import channels, ledger
 from eventstore import events as ev
-from eventstore import ledger
 from eventstore.events import Event
 from eventstore.log import partition_for
 from eventstore.pricing import DEFAULT_PRICES, priced_as
@@ -33,7 +33,7 @@ log = logging.getLogger(__name__)
 
 
 async def _notify(conn: Any, payload: str) -> None:
-    await conn.execute("SELECT pg_notify('agentlog_deltas', %s)", (payload,))
+    await conn.execute("SELECT pg_notify(%s, %s)", (channels.DELTAS, payload))
 
 
 class ModelWorker(EffectWorker[ev.ModelRequested]):

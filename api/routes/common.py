@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import math
 import time
 from typing import Annotated, Any
@@ -11,6 +10,7 @@ from fastapi import Path, Request
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from api.auth import owned
+from api.live import Live
 from api.problems import Problem
 from eventstore import events as ev
 from eventstore import reads
@@ -33,6 +33,12 @@ AUTH: dict[int | str, dict[str, Any]] = {401: {**PROBLEM, "description": "no or 
 def deps(request: Request) -> tuple[Any, KafkaLog, Settings]:
     state = request.app.state
     return state.pool, state.kafka, state.settings
+
+
+def live_of(request: Request) -> Live:
+    """The process's listener (`api.live`)."""
+    live: Live = request.app.state.live
+    return live
 
 
 def no_nul(value: Any, where: str = "") -> Any:
@@ -124,19 +130,22 @@ async def require_session(pool: Any, session_id: str, tenant: str) -> str:
     return status
 
 
-async def wait_for_turn(pool: Any, session_id: str, turn_id: str, wait: float) -> dict[str, Any] | None:
-    """The turn once it finished, polling with backoff; None when `wait` runs out first."""
+async def wait_for_turn(
+    pool: Any, live: Live, session_id: str, turn_id: str, wait: float
+) -> dict[str, Any] | None:
+    """The turn once it finished, read again each time the session's rows change (and every
+    few seconds anyway); None when `wait` runs out first."""
     deadline = time.monotonic() + wait
-    delay = 0.02
-    while True:
-        async with pool.connection() as conn:
-            turn = await reads.turn_view(conn, session_id, turn_id)
-        if turn is not None and turn["status"] in ("completed", "failed"):
-            return turn
-        if time.monotonic() + delay > deadline:
-            return None
-        await asyncio.sleep(delay)
-        delay = min(delay * 1.5, 0.25)
+    with live.subscribe(session_id) as sub:
+        while True:
+            async with pool.connection() as conn:
+                turn = await reads.turn_view(conn, session_id, turn_id)
+            if turn is not None and turn["status"] in ("completed", "failed"):
+                return turn
+            left = deadline - time.monotonic()
+            if left <= 0:
+                return None
+            await sub.wait(min(left, live.poll_interval()))
 
 
 def traced(events: list[ev.Event]) -> list[ev.Event]:

@@ -19,7 +19,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 from api.auth import Tenant
 from api.models import AgentRunResult
 from api.problems import Problem
-from api.routes.common import AUTH, PROBLEM, SESSION_ID_PATTERN, deps, no_nul, traced, wait_for_turn
+from api.routes.common import AUTH, PROBLEM, SESSION_ID_PATTERN, deps, live_of, no_nul, traced, wait_for_turn
 from eventstore import events as ev
 from eventstore import ids, reads
 
@@ -80,7 +80,7 @@ async def _run(
     if not known:
         message = ev.user_message(session_id, text=prompt, idempotency_key="run", tenant_id=started.tenant_id)
         await kafka.append_many(traced([started, message]))
-    done = await wait_for_turn(pool, session_id, turn_id, timeout_s)
+    done = await wait_for_turn(pool, live_of(request), session_id, turn_id, timeout_s)
     if done is None:
         raise Problem(
             504,

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-import asyncio
+import time
 import uuid
 from datetime import datetime
 from typing import Annotated, Any
@@ -12,6 +12,7 @@ from fastapi.responses import JSONResponse
 from pydantic import Field
 
 from api.auth import Tenant
+from api.live import Live
 from api.models import SessionPage, SessionView
 from api.problems import Problem
 from api.routes.common import (
@@ -20,6 +21,7 @@ from api.routes.common import (
     SessionId,
     SessionSettings,
     deps,
+    live_of,
     require_session,
     session_started,
 )
@@ -44,14 +46,22 @@ class Fork(SessionSettings):
     session_id: str | None = Field(default=None, min_length=1, max_length=200, pattern=r"^[A-Za-z0-9._:-]+$")
 
 
-async def _view_when_projected(pool: Any, session_id: str, fallback: dict[str, Any]) -> dict[str, Any]:
-    for _ in range(100):
-        async with pool.connection() as conn:
-            view = await reads.session_view(conn, session_id)
-        if view is not None:
-            return view
-        await asyncio.sleep(0.02)
-    return fallback
+async def _view_when_projected(
+    pool: Any, live: Live, session_id: str, fallback: dict[str, Any], within: float = 2.0
+) -> dict[str, Any]:
+    """The session's view once the projection shows it (read again as its rows are announced),
+    or `fallback` after `within` seconds."""
+    deadline = time.monotonic() + within
+    with live.subscribe(session_id) as sub:
+        while True:
+            async with pool.connection() as conn:
+                view = await reads.session_view(conn, session_id)
+            if view is not None:
+                return view
+            left = deadline - time.monotonic()
+            if left <= 0:
+                return fallback
+            await sub.wait(min(left, live.poll_interval()))
 
 
 def _pending_view(started: ev.SessionStarted) -> dict[str, Any]:
@@ -82,7 +92,7 @@ async def _create(request: Request, tenant: str, started: ev.SessionStarted) -> 
     if taken:
         raise Problem(409, "Session exists", f"a session {sid} exists already; choose another id")
     await kafka.append(started)
-    view = await _view_when_projected(pool, sid, _pending_view(started))
+    view = await _view_when_projected(pool, live_of(request), sid, _pending_view(started))
     return JSONResponse(view, status_code=201, headers={"Location": f"/v1/sessions/{sid}"})
 
 

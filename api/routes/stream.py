@@ -1,29 +1,28 @@
 """Live events: a session's events as server-sent events, and the model's text as it streams.
 
 Each stored event is sent with `id:` its sequence number, so a client that reconnects with
-`Last-Event-ID` (or `?after=`) misses nothing and sees nothing twice. While a model call
-streams, `text_delta` events (no id: ephemeral, never stored) carry its text; they reach
-the api through Postgres NOTIFY from the model worker. Keep-alive comments keep proxies open.
+`Last-Event-ID` (or `?after=`) misses nothing and sees nothing twice. A stream reads when the
+process's listener (`api.live`) announces new rows for its session, and every few seconds
+anyway; `text_delta` events (no id: ephemeral, never stored) carry a streaming model call's
+text, pushed by the model worker through Postgres NOTIFY. Keep-alive comments keep proxies open.
 """
 
 from __future__ import annotations
 
-import asyncio
-import json
+import time
 from collections.abc import AsyncIterator
 from typing import Annotated
 
-import psycopg
 from fastapi import APIRouter, Depends, Header, Query, Request
 from fastapi.sse import EventSourceResponse, ServerSentEvent
 
 from api.auth import Tenant
-from api.routes.common import AUTH, PROBLEM, SessionId, deps, require_session
+from api.routes.common import AUTH, PROBLEM, SessionId, deps, live_of, require_session
 from eventstore import reads
 
 router = APIRouter(prefix="/v1", tags=["events"])
 
-DELTAS_CHANNEL = "agentlog_deltas"
+PAGE = 500
 
 
 async def _owned(request: Request, session_id: SessionId, tenant: Tenant) -> str:
@@ -58,27 +57,22 @@ async def stream_events(
     """The session's events after `Last-Event-ID` (or `after`), then each new one as it is
     projected, with the model's text deltas in between."""
     pool, _, settings = deps(request)
+    live = live_of(request)
     last = _resume_from(last_event_id, after)
-    listener = None
-    if settings.stream_deltas:
-        listener = await psycopg.AsyncConnection.connect(settings.database_url, autocommit=True)
-        await listener.execute(f"LISTEN {DELTAS_CHANNEL}".encode())
-    try:
+    with live.subscribe(session_id, deltas=settings.stream_deltas) as sub:
+        next_read = 0.0  # at once
         while not await request.is_disconnected():
-            async with pool.connection() as conn:
-                page = await reads.events_page(conn, session_id, last, 500)
-            for event in page["data"]:
-                yield ServerSentEvent(data=event, event=event["type"], id=str(event["seq"]))
-                last = event["seq"]
-            if page["has_more"]:
-                continue
-            if listener is None:
-                await asyncio.sleep(0.2)
-                continue
-            async for note in listener.notifies(timeout=0.2):
-                delta = json.loads(note.payload)
-                if delta.pop("session_id", None) == session_id:
-                    yield ServerSentEvent(data=delta, event="text_delta")
-    finally:
-        if listener is not None:
-            await listener.close()
+            # Deltas first: those of a model call arrived before its answer was announced.
+            for delta in sub.take_deltas():
+                yield ServerSentEvent(data=delta, event="text_delta")
+            if sub.due(last) or time.monotonic() >= next_read:
+                next_read = time.monotonic() + live.poll_interval()
+                async with pool.connection() as conn:
+                    page = await reads.events_page(conn, session_id, last, PAGE)
+                for event in page["data"]:
+                    yield ServerSentEvent(data=event, event=event["type"], id=str(event["seq"]))
+                    last = event["seq"]
+                if page["has_more"]:
+                    next_read = 0.0
+                    continue
+            await sub.wait(next_read - time.monotonic())

@@ -20,6 +20,7 @@ from api.routes.common import (
     SessionId,
     SessionSettings,
     deps,
+    live_of,
     require_session,
     session_started,
     traced,
@@ -134,7 +135,9 @@ async def post_message(
                 field="Idempotency-Key",
             )
         if row[4] in ("queued", "running") and idempotency_key is not None:
-            done = await _wait_for_turn(pool, session_id, turn_id, wait) if wait > 0 else None
+            done = (
+                await _wait_for_turn(pool, live_of(request), session_id, turn_id, wait) if wait > 0 else None
+            )
             if done is None:
                 raise Problem(
                     409,
@@ -165,7 +168,7 @@ async def post_message(
     )
     await kafka.append_many(traced(appends))
     if wait > 0:
-        done = await _wait_for_turn(pool, session_id, turn_id, wait)
+        done = await _wait_for_turn(pool, live_of(request), session_id, turn_id, wait)
         if done is not None:
             return JSONResponse(done, status_code=200, headers=headers)
     accepted = TurnAccepted(session_id=session_id, turn_id=turn_id, idempotency_key=key, status="accepted")
