@@ -9,6 +9,7 @@ COPY pyproject.toml README.md ./
 COPY agentlog ./agentlog
 COPY api ./api
 COPY eventstore ./eventstore
+COPY observe ./observe
 COPY processors ./processors
 RUN /opt/venv/bin/pip install .
 
@@ -20,5 +21,5 @@ RUN useradd --create-home --uid 10001 --user-group agentlog
 COPY --from=build /opt/venv /opt/venv
 USER agentlog
 WORKDIR /home/agentlog
-EXPOSE 8000
+EXPOSE 8000 9464
 CMD ["agentlog", "--help"]

@@ -121,3 +121,15 @@ def test_worker_commands_name_a_known_role() -> None:
         assert command[2] == role, name
     api = _command(services["api"])
     assert api[:2] == ["agentlog", "api"]
+
+
+def test_the_image_copies_every_package_the_wheel_ships() -> None:
+    import tomllib
+
+    packages = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["hatch"]["build"]["targets"][
+        "wheel"
+    ]["packages"]
+    copied = {
+        line.split()[1] for line in (ROOT / "Dockerfile").read_text().splitlines() if line.startswith("COPY ")
+    }
+    assert set(packages) <= copied, set(packages) - copied
