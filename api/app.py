@@ -64,8 +64,8 @@ class Observed:
         started = time.monotonic()
         status = 500
         method = scope["method"] if scope["method"] in METHODS else "_OTHER"  # clients choose it
-        carrier = {k.decode("latin-1"): v.decode("latin-1") for k, v in scope.get("headers", [])}
-        caller = tracing.context_of(carrier.get("traceparent"))
+        sent = next((v for k, v in scope.get("headers", []) if k == b"traceparent"), None)
+        caller = tracing.context_of(sent.decode("latin-1") if sent is not None else None)
 
         async def sending(message: Any) -> None:
             nonlocal status
@@ -142,7 +142,7 @@ def create_app(settings: Settings) -> FastAPI:
             await pool.close()
 
     metrics = Metrics(instances.instance_id(settings, "api"), "api")
-    tracing.configure(settings)
+    tracing.configure(settings.otlp_endpoint)
     app = FastAPI(title="agentlog", version="0.1.0", lifespan=lifespan, **_no_native_telemetry())
     app.state.metrics = metrics
     app.add_middleware(BodyLimit, limit=settings.max_body_bytes)

@@ -26,7 +26,6 @@ from opentelemetry.sdk.trace.id_generator import RandomIdGenerator
 from opentelemetry.trace import NonRecordingSpan, Span, SpanContext, SpanKind, Status, StatusCode, TraceFlags
 
 from eventstore.events import Event
-from eventstore.settings import Settings
 from eventstore.state import SessionState
 from observe.metrics import version
 
@@ -51,17 +50,17 @@ class _Ids(RandomIdGenerator):
 _provider: TracerProvider | None = None
 
 
-def configure(settings: Settings, extra: SpanProcessor | None = None) -> TracerProvider:
-    """Install this process's tracer provider (once): OTLP export when an endpoint is set,
-    and `extra` (tests add an in-memory exporter). Later calls return the installed one."""
+def configure(otlp_endpoint: str = "", extra: SpanProcessor | None = None) -> TracerProvider:
+    """Install this process's tracer provider (once): OTLP/HTTP export when an endpoint is
+    given, and `extra` (tests add an in-memory exporter). Later calls add `extra` only."""
     global _provider
     if _provider is None:
         resource = Resource.create({"service.name": "agentlog", "service.version": version()})
         provider = TracerProvider(resource=resource, id_generator=_Ids())
-        if settings.otlp_endpoint:
+        if otlp_endpoint:
             from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
 
-            endpoint = settings.otlp_endpoint.rstrip("/")
+            endpoint = otlp_endpoint.rstrip("/")
             if not endpoint.endswith("/v1/traces"):
                 endpoint += "/v1/traces"
             provider.add_span_processor(BatchSpanProcessor(OTLPSpanExporter(endpoint=endpoint)))
@@ -70,11 +69,6 @@ def configure(settings: Settings, extra: SpanProcessor | None = None) -> TracerP
     if extra is not None:
         _provider.add_span_processor(extra)
     return _provider
-
-
-def configure_for(processor: SpanProcessor) -> TracerProvider:
-    """Add a span processor to this process's provider (tests: an in-memory exporter)."""
-    return configure(Settings(), processor)
 
 
 def tracer() -> trace.Tracer:

@@ -47,6 +47,7 @@ class ModelWorker(EffectWorker[ev.ModelRequested]):
         self.model = model
         self.tools = tools or default_registry()
         self.calls = 0
+        self.price_table = {**DEFAULT_PRICES, **self.settings.prices}  # metric labels: priced names
         if self.settings.model_worker_count > 1:
             self.consumer = f"model-worker-{self.settings.model_worker_index}"
 
@@ -119,7 +120,7 @@ class ModelWorker(EffectWorker[ev.ModelRequested]):
 
     def model_label(self, model: str) -> str:
         """The model as a metric label: a priced (known) model, else `other` (names are user input)."""
-        return priced_as(model, {**DEFAULT_PRICES, **(self.settings.prices or {})}) or "other"
+        return priced_as(model, self.price_table) or "other"
 
     def span(self, request: ev.ModelRequested) -> tuple[str, SpanKind, dict[str, Any]]:
         model = request.payload.model

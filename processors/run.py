@@ -35,7 +35,7 @@ async def run_role(
 ) -> None:
     """Run one worker role until `stop` is set (or, without one, until SIGTERM/SIGINT)."""
     failpoints.arm(settings.failpoints)
-    tracing.configure(settings)
+    tracing.configure(settings.otlp_endpoint)
     if stop is None:
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()

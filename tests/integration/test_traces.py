@@ -29,7 +29,7 @@ CALLER_TRACE = "4bf92f3577b34da6a3ce929d0e0e4736"
 def exporter() -> Iterator[InMemorySpanExporter]:
     spans = InMemorySpanExporter()
     processor = SimpleSpanProcessor(spans)
-    tracing.configure_for(processor)
+    tracing.configure(extra=processor)
     yield spans
     spans.shutdown()  # the processor stays (a provider cannot drop one); nothing more is kept
 
