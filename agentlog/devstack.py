@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any
 
-from eventstore import tenants
+from eventstore import models, tenants
 
 PR_SET_PDEATHSIG = 1
 
@@ -131,6 +131,7 @@ class Stack:
     database_url: str
     kafka_bootstrap: str
     api_token: str = ""
+    default_model: str = ""
     children: list[Child] = field(default_factory=list)
     broker: subprocess.Popen[bytes] | None = None
 
@@ -143,6 +144,7 @@ class Stack:
             "database_url": self.database_url,
             "kafka_bootstrap": self.kafka_bootstrap,
             "api_token": self.api_token,
+            "default_model": self.default_model,
             "processes": procs,
         }
 
@@ -204,6 +206,9 @@ def up(data_dir: Path, env: dict[str, str], partitions: int) -> int:
     api_port = free_port()
     token = dev_token(data_dir)
     stack = Stack(data_dir, f"http://127.0.0.1:{api_port}", database_url, bootstrap, token, broker=broker)
+    stack.default_model = models.default_model(
+        env.get("AGENTLOG_DEFAULT_MODEL", ""), env.get("ANTHROPIC_API_KEY")
+    )
     child_env = {
         **env,
         "AGENTLOG_DATABASE_URL": database_url,
@@ -243,6 +248,7 @@ def up(data_dir: Path, env: dict[str, str], partitions: int) -> int:
     if ready:
         _say(f"api           {stack.api_url}")
         _say(f"token         {token}   (tenant default; also in {data_dir / 'stack.json'})")
+        _say(f"model         {stack.default_model}   ({_model_reason(env)})")
         _say(f"postgres      {database_url}")
         _say(f"kafka         {bootstrap}")
         _say(f"logs          {logs}")
@@ -260,6 +266,15 @@ def up(data_dir: Path, env: dict[str, str], partitions: int) -> int:
         (data_dir / "stack.json").unlink(missing_ok=True)
         _say("stopped")
     return 0
+
+
+def _model_reason(env: dict[str, str]) -> str:
+    """Why new sessions get the model they get."""
+    if env.get("AGENTLOG_DEFAULT_MODEL"):
+        return "AGENTLOG_DEFAULT_MODEL"
+    if env.get("ANTHROPIC_API_KEY"):
+        return "ANTHROPIC_API_KEY is set; AGENTLOG_DEFAULT_MODEL overrides"
+    return "offline: no ANTHROPIC_API_KEY; AGENTLOG_DEFAULT_MODEL overrides"
 
 
 def _wait_ready(api_url: str, give_up: Any, timeout: float = 60) -> bool:

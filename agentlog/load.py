@@ -27,9 +27,9 @@ import typer
 from agentlog.client import SSEParser, locate
 from agentlog.load_stack import ModelSetup
 from eventstore import ids
+from eventstore.models import CLAUDE_DEFAULT, OFFLINE_MODEL
 
-OFFLINE_MODEL = "agentlog-offline-1"
-CLAUDE = "claude-opus-4-5"  # in the default price table, so cost is counted
+CLAUDE = CLAUDE_DEFAULT  # priced by genai-prices, so cost is counted
 OUTPUT_EVENTS = ("text_delta", "assistant_message")
 FINISH_EVENTS = ("turn_completed", "turn_failed")
 
@@ -63,7 +63,7 @@ class TurnSample:
     first_event_s: float | None = None
     first_output_s: float | None = None
     tokens: Tokens = Tokens()
-    cost_usd: Decimal = Decimal(0)
+    cost_usd: Decimal | None = Decimal(0)  # None: the model could not be priced
     error: str | None = None
 
 
@@ -171,7 +171,7 @@ async def _turn(
         view = resp.json()
         usage = view["usage"]
         tokens = Tokens(*(int(usage[k]) for k in ("input", "output", "cache_read", "cache_write")))
-        cost = Decimal(view["cost"])
+        cost = None if view["cost"] is None else Decimal(view["cost"])
     except (ValueError, KeyError, TypeError, ArithmeticError) as exc:
         return start, TurnSample(session_id, turn_id, False, took, error=f"unreadable turn view: {exc!r}")
     ok = view.get("status") == "completed"

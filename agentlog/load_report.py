@@ -13,7 +13,16 @@ from typing import Any
 from rich.console import Console
 from rich.table import Table
 
-from agentlog.load import LoadResult, Tokens
+from agentlog.load import LoadResult, Tokens, TurnSample
+
+
+def _total_cost(samples: Sequence[TurnSample]) -> str | None:
+    """The turns' summed cost; None (unknown) if one of them could not be priced."""
+    costs = [s.cost_usd for s in samples]
+    if any(c is None for c in costs):
+        return None
+    return str(sum((c for c in costs if c is not None), Decimal(0)))
+
 
 QUANTILES = {"p50": 50.0, "p95": 95.0, "p99": 99.0}
 
@@ -66,7 +75,7 @@ def summarize(result: LoadResult, config: dict[str, Any] | None = None) -> dict[
             "cache_read": tokens.cache_read,
             "cache_write": tokens.cache_write,
         },
-        "cost_usd": str(sum((s.cost_usd for s in samples), Decimal(0))),
+        "cost_usd": _total_cost(samples),
         "streams": result.plan.streams,
         "config": config or {},
         "latencies_ms": [round(s.latency_s * 1000, 1) for s in done],
@@ -96,7 +105,10 @@ def table(summary: dict[str, Any]) -> Table:
         ("time to first output p50 / p95 / p99", _three(summary["first_output_ms"])),
         ("tokens input / output", f"{t['input']:,} / {t['output']:,}"),
         ("tokens cache read / write", f"{t['cache_read']:,} / {t['cache_write']:,}"),
-        ("cost", f"${summary['cost_usd']}"),
+        (
+            "cost",
+            "unknown (a model without a price)" if summary["cost_usd"] is None else f"${summary['cost_usd']}",
+        ),
     ]
     for row in rows:
         out.add_row(*row)

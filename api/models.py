@@ -25,7 +25,9 @@ class SessionMetadata(_Body):
     status: str
     turn_count: int
     total_tokens: Tokens
-    session_cost: str = Field(description="USD, a decimal string")
+    session_cost: str | None = Field(
+        description="USD, a decimal string; null when unknown (a call no price source knows)"
+    )
     started_at: str | None
     last_activity_at: str | None
     tenant_id: str
@@ -50,7 +52,7 @@ class SessionSummary(_Body):
     status: str
     model: str | None
     turn_count: int
-    cost_usd: str
+    cost_usd: str | None = Field(description="USD, a decimal string; null when unknown")
     started_at: str | None
     last_activity_at: str | None
     parent_session_id: str | None = None
@@ -81,7 +83,7 @@ class TurnView(_Body):
     output_text: str
     messages: list[dict[str, Any]]
     usage: Tokens
-    cost: str
+    cost: str | None = Field(description="USD, a decimal string; null when unknown")
     requested_at: str | None
     completed_at: str | None
 

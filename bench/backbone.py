@@ -25,6 +25,7 @@ from agentlog import devstack
 from agentlog.replay import Source, replay
 from eventstore import events as ev
 from eventstore.log import KafkaLog
+from eventstore.models import OFFLINE_MODEL
 from tests.services import projected, stack_on, wait_until
 
 
@@ -41,7 +42,7 @@ async def main(n_events: int) -> None:
             # One long session of user messages (no workers running): the projection alone.
             kafka = KafkaLog(stack.settings)
             await kafka.start()
-            batch: list[ev.Event] = [ev.session_started("long", model="agentlog-offline-1")]
+            batch: list[ev.Event] = [ev.session_started("long", model=OFFLINE_MODEL)]
             batch += [
                 ev.user_message("long", text=f"message {i}", idempotency_key=str(i))
                 for i in range(n_events - 1)

@@ -20,10 +20,11 @@ import uuid
 from locust import HttpUser, constant, task
 
 from agentlog.client import locate
+from eventstore.models import OFFLINE_MODEL
 
 STACK = locate()
 TURNS = int(os.environ.get("AGENTLOG_LOAD_TURNS", "2"))
-MODEL = os.environ.get("AGENTLOG_LOAD_MODEL", "agentlog-offline-1")
+MODEL = os.environ.get("AGENTLOG_LOAD_MODEL", OFFLINE_MODEL)
 WAIT_S = float(os.environ.get("AGENTLOG_LOAD_WAIT_S", "120"))
 
 

@@ -49,6 +49,35 @@ class Usage(BaseModel):
         )
 
 
+class Price(BaseModel):
+    """What one model call was priced at, USD per million tokens, and where the price came
+    from: stored with the call, so a later price change never rewrites its cost."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    model: str  # the name the price list knows the model by (a dated name: its alias)
+    source: str  # "genai-prices 0.2.5", "AGENTLOG_PRICES", "agentlog" (the offline model)
+    input: Decimal
+    output: Decimal
+    cache_write: Decimal
+    cache_read: Decimal
+
+    def cost(self, usage: Usage) -> Decimal:
+        """The cost of a call with this usage at these prices."""
+        total = (
+            usage.input_tokens * self.input
+            + usage.output_tokens * self.output
+            + usage.cache_creation_input_tokens * self.cache_write
+            + usage.cache_read_input_tokens * self.cache_read
+        )
+        return total / 1_000_000
+
+
+def add_cost(a: Decimal | None, b: Decimal | None) -> Decimal | None:
+    """A sum of costs: unknown (None) as soon as one part is unknown, as SQL's `+` with NULL."""
+    return None if a is None or b is None else a + b
+
+
 class _Payload(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
 
@@ -114,7 +143,10 @@ class AssistantMessagePayload(_Payload):
     content: list[Block]
     stop_reason: StopReason | None
     usage: Usage = Usage()
-    cost_usd: Decimal = Decimal(0)
+    # None: the model could not be priced (unknown, never 0). Events from before prices
+    # were stored have a cost and no price.
+    cost_usd: Decimal | None = Decimal(0)
+    price: Price | None = None
     duration_ms: int = 0
 
 

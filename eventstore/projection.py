@@ -59,7 +59,7 @@ class AssistantReply:
     content: list[Block]
     stop_reason: str | None
     usage: ev.Usage
-    cost_usd: Decimal
+    cost_usd: Decimal | None
 
 
 @dataclass(frozen=True)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from decimal import Decimal
 from typing import Any
 
 from psycopg.rows import dict_row
@@ -11,6 +12,13 @@ from eventstore.store import AsyncConn
 
 def _iso(value: Any) -> str | None:
     return value.isoformat() if value is not None else None
+
+
+def _money(value: Decimal | None) -> str | None:
+    """A cost as a decimal string; None when unknown (a call could not be priced)."""
+    if value is None:
+        return None
+    return "0" if value == 0 else format(value.normalize(), "f")
 
 
 async def session_view(conn: AsyncConn, session_id: str) -> dict[str, Any] | None:
@@ -41,7 +49,7 @@ async def session_view(conn: AsyncConn, session_id: str) -> dict[str, Any] | Non
                 "cache_read": row["cache_read_tokens"],
                 "cache_write": row["cache_write_tokens"],
             },
-            "session_cost": str(row["cost_usd"].normalize()) if row["cost_usd"] else "0",
+            "session_cost": _money(row["cost_usd"]),
             "started_at": _iso(row["started_at"]),
             "last_activity_at": _iso(row["last_activity_at"]),
             "tenant_id": row["tenant_id"],
@@ -96,7 +104,7 @@ async def sessions_page(
             "status": r["status"],
             "model": r["model"],
             "turn_count": r["turn_count"],
-            "cost_usd": str(r["cost_usd"].normalize()) if r["cost_usd"] else "0",
+            "cost_usd": _money(r["cost_usd"]),
             "started_at": _iso(r["started_at"]),
             "last_activity_at": _iso(r["last_activity_at"]),
             "parent_session_id": r["parent_session_id"],
@@ -149,7 +157,7 @@ async def turn_view(conn: AsyncConn, session_id: str, turn_id: str) -> dict[str,
             "cache_read": row["cache_read_tokens"],
             "cache_write": row["cache_write_tokens"],
         },
-        "cost": str(row["cost_usd"].normalize()) if row["cost_usd"] else "0",
+        "cost": _money(row["cost_usd"]),
         "requested_at": _iso(row["requested_at"]),
         "completed_at": _iso(row["completed_at"]),
     }

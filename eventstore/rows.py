@@ -15,7 +15,7 @@ from psycopg.types.json import Jsonb
 
 from eventstore import ids
 from eventstore import projection as pj
-from eventstore.events import Event, Usage
+from eventstore.events import Event, Usage, add_cost
 
 Conn = psycopg.AsyncConnection[Any]
 
@@ -27,7 +27,7 @@ class SessionDelta:
     pending: int = 0
     turns: int = 0
     usage: Usage = field(default_factory=Usage)
-    cost: Decimal = Decimal(0)
+    cost: Decimal | None = Decimal(0)  # None: unknown (an unpriced call)
     expired: bool = False
 
 
@@ -178,7 +178,7 @@ async def apply_op(conn: Conn, event: Event, seq: int, op: pj.Op, d: SessionDelt
                 ),
             )
             d.usage = d.usage + u
-            d.cost += op.cost_usd
+            d.cost = add_cost(d.cost, op.cost_usd)
         case pj.ToolRequest():
             await conn.execute(
                 "INSERT INTO tool_calls (tool_use_id, session_id, tenant_id, turn_id, step, name,"

@@ -9,6 +9,8 @@ from typing import Literal
 from pydantic import AliasChoices, Field, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from eventstore import models
+
 
 class Settings(BaseSettings):
     """Everything configurable; environment variables are AGENTLOG_<FIELD>."""
@@ -23,7 +25,9 @@ class Settings(BaseSettings):
     kafka_max_request_size: int = Field(default=4 * 1024 * 1024, gt=0)
     partitions: int = Field(default=8, ge=1)
     database_url: str = "postgresql://postgres@localhost/postgres"
-    default_model: str = "agentlog-offline-1"
+    # The model of a session that names none; empty: the offline model without
+    # ANTHROPIC_API_KEY, a current Claude model (eventstore.models.CLAUDE_DEFAULT) with it.
+    default_model: str = ""
     offline_model_latency_ms: int = Field(default=0, ge=0)
     model_concurrency: int = Field(default=256, ge=1)
     tool_concurrency: int = Field(default=64, ge=1)
@@ -91,8 +95,8 @@ class Settings(BaseSettings):
     model_max_attempts: int = Field(default=4, ge=1)
     model_retry_base_s: float = Field(default=0.5, ge=0)
     model_retry_deadline_s: float = Field(default=300.0, gt=0)
-    # Extra or overriding prices, USD per million tokens:
-    # {"model": [input, output, cache_write, cache_read]}.
+    # Prices come from the genai-prices package (upgrade it for new prices); these override
+    # or add models, USD per million tokens: {"model": [input, output, cache_write, cache_read]}.
     prices: dict[str, tuple[Decimal, Decimal, Decimal, Decimal]] = Field(default_factory=dict)
     projector_batch: int = Field(default=500, ge=1)
     # Bearer tokens: `token:tenant,…` (or the api_tokens table). Without a token the api
@@ -118,6 +122,11 @@ class Settings(BaseSettings):
     heartbeat_s: float = Field(default=5.0, gt=0)
     # Traces go to this OTLP/HTTP collector (e.g. http://127.0.0.1:4318); empty: not exported.
     otlp_endpoint: str = ""
+
+    @property
+    def session_model(self) -> str:
+        """The model a new session gets when it names none."""
+        return models.default_model(self.default_model, self.anthropic_api_key)
 
     @model_validator(mode="after")
     def _split_within_bounds(self) -> Settings:

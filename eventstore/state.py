@@ -65,7 +65,7 @@ class Turn(BaseModel):
     stop_reason: StopReason | None = None
     error: str | None = None
     usage: Usage = Usage()
-    cost_usd: Decimal = Decimal(0)
+    cost_usd: Decimal | None = Decimal(0)  # None: a call could not be priced
     tool_uses: tuple[Block, ...] = ()
     requested: frozenset[str] = frozenset()
     results: tuple[Block, ...] = ()
@@ -151,7 +151,7 @@ class SessionState(BaseModel):
     turns: tuple[Turn, ...] = ()
     current_turn: str | None = None
     usage: Usage = Usage()
-    cost_usd: Decimal = Decimal(0)
+    cost_usd: Decimal | None = Decimal(0)  # None: a call could not be priced
     turn_count: int = 0
     started_at: datetime | None = None
     last_activity_at: datetime | None = None
@@ -320,8 +320,11 @@ def _apply(state: SessionState, event: Event) -> SessionState:
             asked = state.turn(event.turn_id)
             if asked is None:
                 return state
-            billed = {"usage": state.usage + p.usage, "cost_usd": state.cost_usd + p.cost_usd}
-            turn_billed = {"usage": asked.usage + p.usage, "cost_usd": asked.cost_usd + p.cost_usd}
+            billed = {"usage": state.usage + p.usage, "cost_usd": ev.add_cost(state.cost_usd, p.cost_usd)}
+            turn_billed = {
+                "usage": asked.usage + p.usage,
+                "cost_usd": ev.add_cost(asked.cost_usd, p.cost_usd),
+            }
             accepting = (
                 asked.status == "running"
                 and asked.model_pending

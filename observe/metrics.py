@@ -77,7 +77,23 @@ class Metrics:
         self.tokens = Counter(
             "agentlog_model_tokens", "Tokens used, by model and type.", ["model", "type"], registry=r
         )
-        self.cost = Counter("agentlog_model_cost_usd", "Cost of model calls in USD.", ["model"], registry=r)
+        self.cost = Counter(
+            "agentlog_model_cost_usd",
+            "Cost of model calls in USD (priced calls only).",
+            ["model"],
+            registry=r,
+        )
+        self.unpriced = Counter(
+            "agentlog_model_unpriced_calls",
+            "Model calls no price source knows: their cost is unknown (NULL), not 0.",
+            registry=r,
+        )
+        self.deprecated = Counter(
+            "agentlog_model_deprecated_calls",
+            "Model calls on a model the SDK marks deprecated.",
+            ["model"],
+            registry=r,
+        )
         self.retries = Counter(
             "agentlog_model_retries", "Model call attempts beyond the first.", ["model"], registry=r
         )

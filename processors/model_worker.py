@@ -20,7 +20,7 @@ from eventstore import channels, ledger
 from eventstore import events as ev
 from eventstore.events import Event
 from eventstore.log import partition_for
-from eventstore.pricing import DEFAULT_PRICES, priced_as
+from eventstore.pricing import priced_as
 from eventstore.state import SessionState
 from observe import tracing
 from processors import reactor
@@ -47,7 +47,8 @@ class ModelWorker(EffectWorker[ev.ModelRequested]):
         self.model = model
         self.tools = tools or default_registry()
         self.calls = 0
-        self.price_table = {**DEFAULT_PRICES, **self.settings.prices}  # metric labels: priced names
+        # Names already warned about (unpriced, deprecated): one log line each, bounded.
+        self.flagged: set[tuple[str, str]] = set()
         if self.settings.model_worker_count > 1:
             self.consumer = f"model-worker-{self.settings.model_worker_index}"
 
@@ -120,7 +121,14 @@ class ModelWorker(EffectWorker[ev.ModelRequested]):
 
     def model_label(self, model: str) -> str:
         """The model as a metric label: a priced (known) model, else `other` (names are user input)."""
-        return priced_as(model, self.price_table) or "other"
+        return priced_as(model, self.settings.prices) or "other"
+
+    def flag_once(self, kind: str, model: str, message: str, *args: Any) -> None:
+        """Log a warning about a model the first time it is seen (at most 1,000 names)."""
+        if (kind, model) in self.flagged or len(self.flagged) >= 1000:
+            return
+        self.flagged.add((kind, model))
+        log.warning(message, *args)
 
     def span(self, request: ev.ModelRequested) -> tuple[str, SpanKind, dict[str, Any]]:
         model = request.payload.model
@@ -152,9 +160,10 @@ class ModelWorker(EffectWorker[ev.ModelRequested]):
                 "gen_ai.usage.output_tokens": p.usage.output_tokens,
                 "gen_ai.usage.cache_read.input_tokens": p.usage.cache_read_input_tokens,
                 "gen_ai.usage.cache_creation.input_tokens": p.usage.cache_creation_input_tokens,
-                "agentlog.cost_usd": float(p.cost_usd),
             }
         )
+        if p.cost_usd is not None:
+            span.set_attribute("agentlog.cost_usd", float(p.cost_usd))
 
     def measure(self, request: ev.ModelRequested, outcome: Event, attempts: int, seconds: float) -> None:
         metrics, model = self.metrics, self.model_label(request.payload.model)
@@ -172,7 +181,18 @@ class ModelWorker(EffectWorker[ev.ModelRequested]):
             ("cache_write", usage.cache_creation_input_tokens),
         ):
             metrics.tokens.labels(model, kind).inc(count)
-        metrics.cost.labels(model).inc(float(outcome.payload.cost_usd))
+        cost = outcome.payload.cost_usd
+        if cost is not None:
+            metrics.cost.labels(model).inc(float(cost))
+        else:
+            metrics.unpriced.inc()
+            self.flag_once(
+                "unpriced",
+                outcome.payload.model,
+                "model %r has no price (genai-prices does not know it; AGENTLOG_PRICES can add it):"
+                " its calls' cost is unknown (NULL)",
+                outcome.payload.model,
+            )
 
     def _deltas(self, request: ev.ModelRequested) -> Callable[[str], Awaitable[None]]:
         """Text as the model streams it, to live views (Postgres NOTIFY; lost on a crash, by design)."""
@@ -205,6 +225,15 @@ class ModelWorker(EffectWorker[ev.ModelRequested]):
             log.exception("model adapter raised")
             return results.failed(request, f"model call failed: {type(exc).__name__}: {exc}", ev.now()), 1
         took = int((time.monotonic() - started) * 1000)
+        if response.deprecated is not None:
+            self.metrics.deprecated.labels(self.model_label(request.payload.model)).inc()
+            self.flag_once(
+                "deprecated",
+                request.payload.model,
+                "model %r is deprecated (end of life %s): move sessions to a current model",
+                request.payload.model,
+                response.deprecated,
+            )
         return results.answered(
             request, response, ev.now(), took, self.settings.prices or None
         ), response.attempts

@@ -13,6 +13,7 @@ from typing import Any
 from eventstore import events as ev
 from eventstore import ids
 from eventstore.events import Block
+from eventstore.models import OFFLINE_MODEL
 from eventstore.state import CLOSED, SessionState, Turn, evolve
 
 TERMINAL_STOPS = frozenset(
@@ -38,9 +39,7 @@ def model_request(
     return ev.ModelRequested(
         event_id=ids.derive(ids.event_key(state.session_id, turn.turn_id, step, "model_requested", 0)),
         **_envelope(state, turn, at, step),
-        payload=ev.ModelRequestedPayload(
-            model=state.model or "agentlog-offline-1", tool_results=tool_results or []
-        ),
+        payload=ev.ModelRequestedPayload(model=state.model or OFFLINE_MODEL, tool_results=tool_results or []),
     )
 
 
@@ -190,7 +189,7 @@ def subagent_request(
             prompt=str(task_input.get("prompt", "")),
             description=str(task_input.get("description", ""))[:500],
             tools=tools,
-            model=state.model or "agentlog-offline-1",
+            model=state.model or OFFLINE_MODEL,
             # The child inherits the parent's rules and limits.
             limits={
                 "approvals": list(state.approvals),

@@ -81,7 +81,8 @@ class ReactorWorker(FoldingWorker):
                 "agentlog.turn_id": turn.turn_id,
                 "agentlog.steps": turn.step,
                 "agentlog.outcome": outcome,
-                "agentlog.cost_usd": float(turn.cost_usd),
+                # An unknown cost (an unpriced model) is left out, never reported as 0.
+                **({} if turn.cost_usd is None else {"agentlog.cost_usd": float(turn.cost_usd)}),
             },
             turn.error or turn.refused if outcome != "completed" else None,
         )

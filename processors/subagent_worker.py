@@ -143,7 +143,7 @@ class SubagentWorker(FoldingWorker):
         system = ev.subagent_system(p.description)
         child = ev.session_started(
             p.child_session_id,
-            model=p.model or s.default_model,
+            model=p.model or s.session_model,
             tenant_id=request.tenant_id,
             system=system,
             metadata={

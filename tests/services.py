@@ -12,15 +12,18 @@ import subprocess
 import uuid
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
+from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
+import genai_prices
 import psycopg
 import uvicorn
 
 from agentlog import devstack
 from api.app import create_app
 from eventstore import store
+from eventstore.events import Usage
 from eventstore.settings import Settings
 from processors.run import Role, run_role
 from processors.tools.registry import Registry
@@ -206,3 +209,19 @@ async def stack_on(server_uri: str, log_dir: Path, **overrides: Any) -> AsyncIte
     finally:
         await stack.stop_all()
         broker.stop()
+
+
+def published_cost(model: str, usage: Usage) -> Decimal:
+    """A call's cost by genai-prices' own calculator, apart from agentlog's pricing code: the
+    model's published prices times the usage (genai-prices counts cached tokens as input)."""
+    total_input = usage.input_tokens + usage.cache_read_input_tokens + usage.cache_creation_input_tokens
+    return genai_prices.calc_price(
+        genai_prices.Usage(
+            input_tokens=total_input,
+            output_tokens=usage.output_tokens,
+            cache_read_tokens=usage.cache_read_input_tokens,
+            cache_write_tokens=usage.cache_creation_input_tokens,
+        ),
+        model_ref=model,
+        provider_id="anthropic",
+    ).total_price

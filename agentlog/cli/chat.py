@@ -73,7 +73,7 @@ def sessions(
             s.status,
             s.model or "",
             str(s.turn_count),
-            s.cost_usd,
+            "unknown" if s.cost_usd is None else s.cost_usd,
             s.started_at or "",
             s.last_activity_at or "",
         )

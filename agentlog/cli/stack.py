@@ -39,8 +39,8 @@ def status(
     if as_json:
         typer.echo(json.dumps(stack, indent=2))
         return
-    for key in ("api_url", "database_url", "kafka_bootstrap"):
-        typer.echo(f"{key:16} {stack[key]}")
+    for key in ("api_url", "database_url", "kafka_bootstrap", "default_model"):
+        typer.echo(f"{key:16} {stack.get(key, '')}")
     for proc in stack["processes"]:
         alive = _alive(proc["pid"])
         typer.echo(f"{proc['name']:16} pid {proc['pid']:<8} {'running' if alive else 'gone'}")

@@ -12,6 +12,7 @@ from dataclasses import dataclass, replace
 from typing import Any, Literal, get_args
 
 from eventstore.events import StopReason
+from eventstore.models import CLAUDE_DEFAULT
 
 Block = dict[str, Any]
 Kind = Literal["message", "error", "hang", "cut", "short", "stream_error"]
@@ -219,7 +220,7 @@ def message_json(reply: Reply, request: dict[str, Any]) -> dict[str, Any]:
         "id": new_id("msg_"),
         "type": "message",
         "role": "assistant",
-        "model": request.get("model", "claude-opus-4-8"),
+        "model": request.get("model", CLAUDE_DEFAULT),
         "content": [dict(b) for b in reply.content],
         "stop_reason": reply.stop_reason,
         "stop_sequence": reply.stop_sequence,

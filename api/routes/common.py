@@ -101,7 +101,7 @@ def session_started(
     """The first event of a session, from a client's settings and the server's defaults."""
     return ev.session_started(
         session_id,
-        model=body.model or settings.default_model,
+        model=body.model or settings.session_model,
         tenant_id=tenant,
         system=body.system,
         metadata=body.metadata,

@@ -132,7 +132,7 @@ async def agent_run(
     sid = "run-" + str(ids.derive(f"agent/run/{tenant}/{key}"))
     started = ev.session_started(
         sid,
-        model=body.model or settings.default_model,
+        model=body.model or settings.session_model,
         tenant_id=tenant,
         system=body.system,
         tools=body.tools,
@@ -174,7 +174,7 @@ async def subagent_run(
     system = body.system or ev.subagent_system(body.description)
     started = ev.session_started(
         sid,
-        model=body.model or settings.default_model,
+        model=body.model or settings.session_model,
         tenant_id=tenant,
         system=system,
         metadata={"parent_session_id": body.parent_session_id, "via": "http"},

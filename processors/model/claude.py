@@ -11,7 +11,8 @@ import asyncio
 import copy
 import email.utils
 import time
-from collections.abc import Awaitable, Callable
+import warnings
+from collections.abc import Awaitable, Callable, Coroutine, Generator, Mapping
 from dataclasses import replace
 from typing import Any, get_args
 
@@ -30,6 +31,16 @@ _STOP_REASONS: frozenset[str] = frozenset(get_args(StopReason))
 _RETRYABLE_TYPES = frozenset({"rate_limit_error", "api_error", "overloaded_error", "timeout_error"})
 # A breakpoint on these would be rejected by the API.
 _UNCACHEABLE_BLOCKS = frozenset({"thinking", "redacted_thinking"})
+
+
+def sdk_deprecations() -> Mapping[str, str]:
+    """The models the installed SDK marks deprecated, with their end of life. The SDK keeps
+    this table in a private module; if it moves, nothing is flagged (calls still work)."""
+    try:
+        from anthropic._data import DEPRECATED_MODELS
+    except ImportError:  # pragma: no cover - depends on the SDK's layout
+        return {}
+    return dict(DEPRECATED_MODELS)
 
 
 class ClaudeModel:
@@ -56,6 +67,7 @@ class ClaudeModel:
         self._retry = retry or RetryPolicy()
         self._timeout_s = timeout_s
         self._cache = cache
+        self._deprecated = sdk_deprecations()
 
     @property
     def client(self) -> anthropic.AsyncAnthropic:
@@ -80,7 +92,7 @@ class ClaudeModel:
                 raise ModelError(f"request timed out after {limit:.1f}s", retryable=True) from exc
 
         response, attempts = await call_with_retry(attempt, self._retry)
-        return replace(response, attempts=attempts)
+        return replace(response, attempts=attempts, deprecated=self._deprecated.get(request.model))
 
     async def aclose(self) -> None:
         """Close the SDK client and its connections."""
@@ -91,9 +103,15 @@ class ClaudeModel:
     ) -> Message:
         try:
             if not self._stream:
-                message: Message = await self._client.messages.create(**params)
+                message: Message = await _QuietStart(self._client.messages.create(**params))
                 return message
-            async with self._client.messages.stream(**params) as stream:
+            # The SDK warns (DeprecationWarning) on a deprecated model as it builds the stream;
+            # the model worker flags that once and counts it (ModelResponse.deprecated), so the
+            # warning must never become a failed call where warnings are errors.
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", DeprecationWarning)
+                manager = self._client.messages.stream(**params)
+            async with manager as stream:
                 stopped = False
                 async for event in stream:
                     stopped = stopped or event.type == "message_stop"
@@ -108,6 +126,43 @@ class ClaudeModel:
             raise
         except Exception as err:
             raise translate_error(err) from err
+
+
+class _QuietStart:
+    """Awaits a coroutine with DeprecationWarning ignored during its first step, where the
+    SDK's `create` checks the model (no other coroutine runs within one step, so the filter
+    touches nothing else); later steps run under the caller's filters."""
+
+    def __init__(self, coro: Coroutine[Any, Any, Message]) -> None:
+        self._coro = coro
+
+    def __await__(self) -> Generator[Any, Any, Message]:
+        steps = self._coro.__await__()
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", DeprecationWarning)
+            try:
+                value = next(steps)
+            except StopIteration as done:
+                result: Message = done.value
+                return result
+        while True:  # `yield from`, resumed after the first step
+            try:
+                sent = yield value
+            except GeneratorExit:
+                steps.close()
+                raise
+            except BaseException as exc:
+                try:
+                    value = steps.throw(exc)
+                except StopIteration as done:
+                    result = done.value
+                    return result
+            else:
+                try:
+                    value = steps.send(sent)
+                except StopIteration as done:
+                    result = done.value
+                    return result
 
 
 def request_params(request: ModelRequest, *, cache: bool = True) -> dict[str, Any]:

@@ -17,9 +17,8 @@ import re
 from typing import Any
 
 from eventstore.events import Block, StopReason, Usage
+from eventstore.models import OFFLINE_MODEL as OFFLINE_MODEL  # the name it answers to
 from processors.model.port import ModelRequest, ModelResponse
-
-OFFLINE_MODEL = "agentlog-offline-1"
 
 CALL_LINE = re.compile(r"^\s*call\s+(?P<name>[A-Za-z0-9_-]{1,64})(?:\s+(?P<input>.*?))?\s*$")
 

@@ -36,6 +36,8 @@ class ModelResponse:
     stop_reason: StopReason | None
     usage: Usage
     attempts: int = 1
+    # The end of life of a model the SDK marks deprecated (it still answers; flag it once).
+    deprecated: str | None = None
 
 
 class ModelError(Exception):

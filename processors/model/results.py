@@ -7,7 +7,7 @@ from typing import Any
 
 from eventstore import events as ev
 from eventstore import ids
-from eventstore.pricing import DEFAULT_PRICES, Prices, cost_of
+from eventstore.pricing import Prices, price_of
 from processors.model.port import ModelResponse
 
 
@@ -30,8 +30,9 @@ def answered(
     duration_ms: int = 0,
     prices: Prices | None = None,
 ) -> ev.AssistantMessage:
-    """The assistant message answering a model request, priced from its usage (the default
-    price table, with `prices` overriding or adding models)."""
+    """The assistant message answering a model request, priced from its usage at the time of
+    the call (`prices` overriding or adding models); the price is stored with the cost."""
+    price = price_of(response.model, response.usage, at, prices)
     key = ids.event_key(request.session_id, request.turn_id, request.step, "assistant_message", 0)
     return ev.AssistantMessage(
         event_id=ids.derive(key),
@@ -41,7 +42,8 @@ def answered(
             content=response.content,
             stop_reason=response.stop_reason,
             usage=response.usage,
-            cost_usd=cost_of(response.model, response.usage, {**DEFAULT_PRICES, **(prices or {})}),
+            cost_usd=None if price is None else price.cost(response.usage),
+            price=price,
             duration_ms=duration_ms,
         ),
     )

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from eventstore import models
 from eventstore.settings import Settings
 from processors.model.offline import OfflineModel
 from processors.model.port import ModelClient, ModelError, ModelRequest, ModelResponse
@@ -15,12 +16,12 @@ class ModelRouter:
         self.claude = claude
 
     async def complete(self, request: ModelRequest) -> ModelResponse:
-        if request.model.startswith("agentlog-offline"):
+        if models.is_offline(request.model):
             return await self.offline.complete(request)
         if self.claude is None:
             raise ModelError(
                 f"model {request.model!r} needs ANTHROPIC_API_KEY (or ANTHROPIC_BASE_URL) to be set;"
-                " the offline model is agentlog-offline-1",
+                f" the offline model is {models.OFFLINE_MODEL}",
                 retryable=False,
             )
         return await self.claude.complete(request)

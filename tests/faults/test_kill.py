@@ -15,6 +15,7 @@ from pathlib import Path
 from agentlog.replay import rebuild
 from eventstore import events as ev
 from eventstore.log import KafkaLog
+from eventstore.models import OFFLINE_MODEL
 from eventstore.settings import Settings
 from tests.services import Stack, projected, snapshot, stack_on, wait_until
 from tests.unit.test_fold import run
@@ -129,7 +130,7 @@ async def test_reactor_killed_before_append_still_answers_every_turn(pg_server: 
         for i in range(6):
             await kafka.append_many(
                 [
-                    ev.session_started(f"x{i}", model="agentlog-offline-1", at=at),
+                    ev.session_started(f"x{i}", model=OFFLINE_MODEL, at=at),
                     ev.user_message(f"x{i}", text=f"hello {i}", idempotency_key="a", at=at),
                 ]
             )

@@ -14,6 +14,7 @@ import pytest
 from agentlog.replay import events_from_kafka
 from eventstore import events as ev
 from eventstore.log import KafkaLog
+from eventstore.models import OFFLINE_MODEL
 from tests.faults.test_kill import kill_then_recover
 from tests.services import Stack, stack_on
 
@@ -40,7 +41,7 @@ async def test_a_killed_sub_agent_worker_still_yields_one_completion_per_call(
         at = datetime.now(UTC)
         await kafka.append_many(
             [
-                ev.session_started("parent", model="agentlog-offline-1", at=at),
+                ev.session_started("parent", model=OFFLINE_MODEL, at=at),
                 ev.user_message("parent", text=lines, idempotency_key="a", at=at),
             ]
         )

@@ -15,6 +15,7 @@ import pytest
 
 from eventstore import events as ev
 from eventstore.log import KafkaLog
+from eventstore.models import OFFLINE_MODEL
 from processors.tools.workspace import workspace_for
 from tests.faults.test_kill import _exited, _stop, _worker
 from tests.services import Stack, stack_on, wait_until
@@ -28,7 +29,7 @@ async def _post(stack: Stack, sid: str, line: str) -> None:
     at = datetime.now(UTC)
     await kafka.append_many(
         [
-            ev.session_started(sid, model="agentlog-offline-1", at=at),
+            ev.session_started(sid, model=OFFLINE_MODEL, at=at),
             ev.user_message(sid, text=line, idempotency_key="a", at=at),
         ]
     )

@@ -21,11 +21,12 @@ import pytest
 from agentlog.replay import events_from_kafka
 from eventstore import events as ev
 from eventstore.log import KafkaLog
+from eventstore.models import CLAUDE_DEFAULT
 from tests.fakes import anthropic as fake
 from tests.faults.test_kill import kill_then_recover
 from tests.services import Stack, stack_on
 
-MODEL = "claude-opus-4-8"
+MODEL = CLAUDE_DEFAULT
 SESSIONS = 3
 
 

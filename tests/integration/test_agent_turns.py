@@ -17,15 +17,20 @@ from agentlog.replay import rebuild, replay
 from eventstore import events as ev
 from eventstore import ids, ledger, store
 from eventstore.events import Usage
-from eventstore.pricing import cost_of
+from eventstore.models import CLAUDE_DEFAULT, OFFLINE_MODEL
 from eventstore.state import Turn, fold
 from processors import reactor
 from processors.tools.registry import Echo, EffectClass, Registry, ToolContext, ToolOutput
 from tests.fakes import anthropic as fake
-from tests.services import Stack, create_database, snapshot, stack_on, wait_until
+from tests.services import Stack, create_database, published_cost, snapshot, stack_on, wait_until
 
-MODEL = "claude-opus-4-8"
-PRICES = {MODEL: (Decimal(5), Decimal(25), Decimal("6.25"), Decimal("0.50"))}
+MODEL = CLAUDE_DEFAULT
+# A session's cost recomputed from its calls' usage and stored prices (docs/sql.md).
+RECOMPUTED = (
+    "sum(m.input_tokens * m.input_usd_per_mtok + m.output_tokens * m.output_usd_per_mtok"
+    " + m.cache_write_tokens * m.cache_write_usd_per_mtok"
+    " + m.cache_read_tokens * m.cache_read_usd_per_mtok) / 1e6"
+)
 
 
 class Add:
@@ -74,7 +79,7 @@ async def stack(pg_server: str, log_dir: Path, claude: fake.FakeAnthropic) -> As
         log_dir,
         anthropic_base_url=claude.base_url,
         anthropic_api_key="test-key",
-        prices=PRICES,
+        default_model=OFFLINE_MODEL,  # with a key set, sessions naming no model would get Claude
         model_retry_base_s=0.05,
         expiry_check_s=0.2,
     ) as stack:
@@ -173,10 +178,10 @@ async def test_three_parallel_tool_calls_through_the_sdk_make_the_exact_request_
     assert two["tools"][-1]["cache_control"] == {"type": "ephemeral"}
     assert two["system"][-1]["cache_control"] == {"type": "ephemeral"}
     assert two["messages"][-1]["content"][-1]["cache_control"] == {"type": "ephemeral"}
-    # Money: the session's cost in SQL is its calls' usage times the price table.
+    # Money: the session's cost in SQL is its calls' usage times the model's published prices.
     expected = sum(
         (
-            cost_of(MODEL, Usage(**u), PRICES)
+            published_cost(MODEL, Usage(**u))
             for u in (
                 {"input_tokens": 50, "output_tokens": 30, "cache_creation_input_tokens": 400},
                 {"input_tokens": 20, "output_tokens": 10, "cache_read_input_tokens": 400},
@@ -185,8 +190,7 @@ async def test_three_parallel_tool_calls_through_the_sdk_make_the_exact_request_
         Decimal(0),
     )
     in_sql = await stack.sql(
-        "SELECT s.cost_usd, sum(m.input_tokens * 5 + m.output_tokens * 25 + m.cache_write_tokens * 6.25"
-        " + m.cache_read_tokens * 0.50) / 1000000, sum(m.cost_usd)"
+        f"SELECT s.cost_usd, {RECOMPUTED}, sum(m.cost_usd)"
         " FROM sessions s JOIN model_calls m USING (session_id)"
         " WHERE s.session_id = 'sdk' GROUP BY s.cost_usd"
     )

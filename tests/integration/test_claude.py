@@ -6,6 +6,7 @@ import copy
 import json
 import socket
 import time
+import warnings
 from collections.abc import AsyncIterator, Iterator
 from typing import Any, Protocol
 
@@ -13,13 +14,14 @@ import httpx2
 import pytest
 
 from eventstore.events import Usage
-from processors.model.claude import ClaudeModel, request_params, retry_after
+from eventstore.models import CLAUDE_DEFAULT
+from processors.model.claude import ClaudeModel, request_params, retry_after, sdk_deprecations
 from processors.model.port import ModelError, ModelRequest
 from processors.model.retry import RetryPolicy
 from tests.fakes import anthropic as api
 from tests.fakes.anthropic import FakeAnthropic
 
-MODEL = "claude-opus-4-8"  # a current model: the SDK warns on deprecated ones
+MODEL = CLAUDE_DEFAULT
 FAST = RetryPolicy(max_attempts=3, base_s=0.01, max_backoff_s=0.02, deadline_s=10.0)
 EPHEMERAL = {"type": "ephemeral"}
 both_paths = pytest.mark.parametrize("stream", [True, False], ids=["stream", "json"])
@@ -438,3 +440,27 @@ def test_breakpoints_stored_in_a_long_history_never_exceed_four(cache: bool) -> 
     if cache:
         assert params["messages"][-1]["content"][-1]["cache_control"] == EPHEMERAL
     assert history == before
+
+
+@both_paths
+async def test_a_deprecated_model_answers_and_is_flagged_even_where_warnings_are_errors(
+    fake: FakeAnthropic, make_model: MakeModel, stream: bool
+) -> None:
+    # Whichever names the installed SDK deprecates this month: the test depends on none.
+    deprecated = next(iter(sdk_deprecations()), None)
+    if deprecated is None:
+        pytest.skip("the installed SDK marks no model deprecated")
+    fake.script(api.text("still here"))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # as in the suite: a warning that escapes is an exception
+        response = await make_model(stream=stream).complete(
+            ModelRequest(model=deprecated, messages=[{"role": "user", "content": "hi"}])
+        )
+    assert response.content == [{"type": "text", "text": "still here"}]
+    assert response.deprecated == sdk_deprecations()[deprecated]
+
+
+async def test_a_current_model_is_not_flagged(fake: FakeAnthropic, make_model: MakeModel) -> None:
+    fake.script(api.text("hello"))
+    response = await make_model().complete(ask())
+    assert response.deprecated is None

@@ -15,11 +15,12 @@ import pytest
 
 from agentlog import top
 from eventstore import store
+from eventstore.models import CLAUDE_DEFAULT
 from observe import instances
 from tests.fakes import anthropic as fake
 from tests.services import Stack, stack_on, wait_until
 
-MODEL = "claude-opus-4-5"
+MODEL = CLAUDE_DEFAULT
 WORKERS = 3
 
 

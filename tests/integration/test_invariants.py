@@ -14,6 +14,7 @@ from agentlog.replay import rebuild, replay
 from eventstore import codec, store
 from eventstore import events as ev
 from eventstore.log import KafkaLog, read_partition
+from eventstore.models import OFFLINE_MODEL
 from tests.services import (
     KEPT_TABLES,
     TABLES,
@@ -130,7 +131,7 @@ async def test_poison_events_are_dead_lettered_and_the_partition_flows(pg_server
         await kafka.append_raw(b"p1", garbage, [])
         await kafka.append_raw(b"p1", b'{"type": "user_message", "session_id": "p1"}', [])
         # Decodes, but Postgres cannot store a NUL character in jsonb: a projection failure.
-        await kafka.append(ev.session_started("p2", model="agentlog-offline-1", metadata={"x": "a\u0000b"}))
+        await kafka.append(ev.session_started("p2", model=OFFLINE_MODEL, metadata={"x": "a\u0000b"}))
         await kafka.stop()
         async with httpx.AsyncClient(base_url=url) as client:
             answer = await _turn(client, "p3", "still flowing?", "p3-0")

@@ -17,9 +17,10 @@ from agentlog.client import SSEParser
 from api.app import POOL_SIZE
 from api.live import APPLICATION_NAME
 from eventstore import channels, store
+from eventstore.models import OFFLINE_MODEL
 from tests.services import Stack, create_database, stack_on, wait_until
 
-MODEL = "agentlog-offline-1"
+MODEL = OFFLINE_MODEL
 FINISHED = ("turn_completed", "turn_failed")
 
 

@@ -16,7 +16,9 @@ from typer.testing import CliRunner
 from agentlog.fake_anthropic import FakeAnthropic, sized
 from agentlog.load import LoadPlan, bench_app, drive
 from agentlog.load_report import summarize
-from tests.services import Stack, stack_on
+from eventstore.events import Usage
+from eventstore.models import CLAUDE_DEFAULT
+from tests.services import Stack, published_cost, stack_on
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 
@@ -72,15 +74,19 @@ async def test_bench_load_reports_json_and_a_png_histogram(stack: Stack, tmp_pat
 async def test_load_through_the_fake_anthropic_api_counts_its_tokens(
     stack: Stack, claude: FakeAnthropic
 ) -> None:
-    plan = LoadPlan(sessions=3, turns=2, model="claude-opus-4-5", streams=2, wait_s=30, warmup=False)
+    plan = LoadPlan(sessions=3, turns=2, model=CLAUDE_DEFAULT, streams=2, wait_s=30, warmup=False)
     calls = claude.calls
     summary = summarize(await drive(stack.api_url or "", None, plan))
     assert summary["errors"] == 0, summary["error_samples"]
     assert summary["turns"] == summary["completed"] == 6
     assert claude.calls - calls == 6  # one model call per turn, each reporting the fixed usage
     assert summary["tokens"] == {"input": 600, "output": 120, "cache_read": 180, "cache_write": 240}
-    # claude-opus-4-5: $5 / $25 / $6.25 / $0.50 per million input / output / cache write / read.
-    expected = (600 * 5 + 120 * 25 + 240 * Decimal("6.25") + 180 * Decimal("0.5")) / 1_000_000
+    # Six calls, each at the model's published prices.
+    per_call = Usage(
+        input_tokens=100, output_tokens=20, cache_read_input_tokens=30, cache_creation_input_tokens=40
+    )
+    expected = 6 * published_cost(CLAUDE_DEFAULT, per_call)
+    assert expected > 0
     assert Decimal(summary["cost_usd"]) == expected
     assert summary["first_event_ms"]["count"] == 4 and summary["first_output_ms"]["count"] == 4
     assert summary["latency_ms"]["p50"] <= summary["latency_ms"]["p95"] <= summary["latency_ms"]["p99"]

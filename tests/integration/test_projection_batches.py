@@ -15,6 +15,7 @@ import pytest
 from bench.synthetic import tool_session
 from eventstore import codec, ids, store
 from eventstore import events as ev
+from eventstore.models import OFFLINE_MODEL
 from tests.services import TABLES, create_database
 
 pytestmark = pytest.mark.services
@@ -34,12 +35,12 @@ def _records(with_unstorable: bool) -> list[store.Incoming]:
         session_id="b",
         occurred_at=ev.now(),
     )
-    unstorable = ev.session_started("c", model="agentlog-offline-1", metadata={"x": "a\u0000b"})
+    unstorable = ev.session_started("c", model=OFFLINE_MODEL, metadata={"x": "a\u0000b"})
     stream: list[ev.Event | bytes] = [*a[:8], b"\x00 not an event", *b, a[3], *a[8:], deleted]
     stream += [ev.user_message("b", text="after the deletion", idempotency_key="late")]
     if with_unstorable:
         stream.insert(5, unstorable)
-    stream.append(ev.session_started("d", model="agentlog-offline-1"))
+    stream.append(ev.session_started("d", model=OFFLINE_MODEL))
     out = []
     for offset, item in enumerate(stream):
         if isinstance(item, bytes):

@@ -16,12 +16,13 @@ from opentelemetry.trace import SpanKind, StatusCode
 
 from eventstore import codec
 from eventstore.log import partition_for, read_partition
+from eventstore.models import CLAUDE_DEFAULT
 from observe import tracing
 from processors.tools.registry import Echo, Registry
 from tests.fakes import anthropic as fake
 from tests.services import Stack, stack_on, wait_until
 
-MODEL = "claude-opus-4-5"
+MODEL = CLAUDE_DEFAULT
 CALLER_TRACE = "4bf92f3577b34da6a3ce929d0e0e4736"
 
 

@@ -12,11 +12,13 @@ import urllib.request
 from pathlib import Path
 from typing import Any
 
+from eventstore.models import OFFLINE_MODEL
+
 ROOT = Path(__file__).resolve().parents[2]
 
 
 def _start(cwd: Path) -> subprocess.Popen[bytes]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("AGENTLOG_")}
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("AGENTLOG_", "ANTHROPIC_"))}
     with open(cwd / "up.out", "ab") as out:
         return subprocess.Popen(
             [sys.executable, "-m", "agentlog", "up", "--partitions", "2"],
@@ -95,6 +97,9 @@ def test_up_answers_restarts_children_and_keeps_sessions_across_a_restart(tmp_pa
         assert json.loads(status.stdout) == stack
         api, token = stack["api_url"], stack["api_token"]
         assert token.startswith("agl_dev_")
+        # No ANTHROPIC_API_KEY here: new sessions get the offline model, and `up` says so.
+        assert stack["default_model"] == OFFLINE_MODEL
+        assert f"model         {OFFLINE_MODEL}" in (tmp_path / "up.out").read_text()
         first = _post(f"{api}/v1/sessions/kept/messages?wait=30", {"content": "first words"}, "kept-0", token)
         assert first["status"] == "completed"
 

@@ -10,6 +10,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from eventstore import events as ev
+from eventstore.models import OFFLINE_MODEL
 from eventstore.state import Message, SessionState, empty, evolve, fold
 from processors import reactor
 from processors.model import results
@@ -44,7 +45,7 @@ class Sim:
     def user(self, n: int, calls: int = 0) -> None:
         if not self.log:
             self.log.append(
-                ev.session_started(self.sid, model="agentlog-offline-1", at=self.at(), policy=self.policy)
+                ev.session_started(self.sid, model=OFFLINE_MODEL, at=self.at(), policy=self.policy)
             )
         text = "\n".join([f"message {n}", *(f'call Echo {{"text": "r{n}.{i}"}}' for i in range(calls))])
         self.log.append(ev.user_message(self.sid, text=text, idempotency_key=f"k{n}", at=self.at()))
