@@ -17,6 +17,10 @@ from eventstore.events import EVENT_ADAPTER, SCHEMA_VERSION, Event
 EVENTS_TOPIC = "agentlog.events"
 DEAD_LETTER_TOPIC = "agentlog.events.dlq"
 CONTENT_TYPE = b"application/json"
+# The first record of a topic's partition 0: the topic's identity (a topic deleted and made
+# again is a new log). Not an event: every reader skips it.
+MARKER_TYPE = b"application/vnd.agentlog.log-marker"
+MARKER_KEY = b"agentlog/log-marker"
 
 Headers = list[tuple[str, bytes]]
 
@@ -47,6 +51,16 @@ def encode(event: Event) -> tuple[bytes, bytes, Headers]:
     if event.traceparent is not None:
         headers.append(("traceparent", event.traceparent.encode()))
     return key_for(event.session_id), value, headers
+
+
+def marker(identity: str) -> tuple[bytes, bytes, Headers]:
+    """(key, value, headers) of a log's identity marker."""
+    return MARKER_KEY, identity.encode(), [("content-type", MARKER_TYPE)]
+
+
+def is_marker(headers: Sequence[tuple[str, bytes]]) -> bool:
+    """Whether a record is a log's identity marker (not an event)."""
+    return dict(headers).get("content-type") == MARKER_TYPE
 
 
 def upcast(raw: dict[str, Any]) -> dict[str, Any]:

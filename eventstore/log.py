@@ -7,6 +7,7 @@ aiokafka's unsafe defaults are overridden here and nowhere else (`producer_confi
 from __future__ import annotations
 
 import asyncio
+import uuid
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -142,13 +143,19 @@ async def _admin(settings: Settings) -> AIOKafkaAdminClient:
             await asyncio.sleep(0.2)
 
 
+# The events topic is the source of truth and the dead letters are evidence: both keep
+# every record, whatever the broker's default retention (Kafka deletes after 7 days).
+KEEP_EVERYTHING = {"retention.ms": "-1", "retention.bytes": "-1", "cleanup.policy": "delete"}
+
+
 async def ensure_topics(settings: Settings) -> None:
-    """Create the events and dead-letter topics if missing (partition count from settings)."""
+    """Create the events and dead-letter topics if missing (partition count from settings),
+    with their retention stated: they keep everything."""
     admin = await _admin(settings)
     try:
         existing = set(await admin.list_topics())
         wanted = [
-            NewTopic(name, settings.partitions, 1)
+            NewTopic(name, settings.partitions, 1, topic_configs=dict(KEEP_EVERYTHING))
             for name in (codec.EVENTS_TOPIC, codec.DEAD_LETTER_TOPIC)
             if name not in existing
         ]
@@ -157,6 +164,64 @@ async def ensure_topics(settings: Settings) -> None:
                 await admin.create_topics(wanted)
             except TopicAlreadyExistsError:
                 pass
+    finally:
+        await admin.close()
+    await _mark(settings)
+
+
+async def _first_record(
+    settings: Settings, topic: str, partition: int
+) -> ConsumerRecord[bytes, bytes] | None:
+    """The first record the partition still holds, if any."""
+    consumer = AIOKafkaConsumer(**consumer_config(settings))
+    await consumer.start()
+    try:
+        tp = TopicPartition(topic, partition)
+        consumer.assign([tp])
+        first = (await consumer.beginning_offsets([tp]))[tp]
+        end = (await consumer.end_offsets([tp]))[tp]
+        if end <= first:
+            return None
+        consumer.seek(tp, first)
+        for _ in range(50):  # Tansu may answer a fetch empty before it has the batch
+            got = await consumer.getmany(tp, timeout_ms=200, max_records=1)
+            if got.get(tp):
+                record: ConsumerRecord[bytes, bytes] = got[tp][0]
+                return record
+        raise LogError(f"{topic}/{partition} holds offsets {first}..{end} but returned none")
+    finally:
+        await consumer.stop()
+
+
+async def _mark(settings: Settings) -> None:
+    """Give an empty events topic its identity: a marker record first in partition 0. (Two
+    processes racing may both append one; the first is the identity, the other is skipped.)"""
+    if await _first_record(settings, codec.EVENTS_TOPIC, 0) is not None:
+        return
+    producer = AIOKafkaProducer(**producer_config(settings))
+    await producer.start()
+    try:
+        key, value, headers = codec.marker(str(uuid.uuid4()))
+        await producer.send_and_wait(codec.EVENTS_TOPIC, value, key=key, headers=headers, partition=0)
+    except KafkaError as exc:
+        raise LogError(f"cannot mark {codec.EVENTS_TOPIC}: {exc}") from exc
+    finally:
+        await producer.stop()
+
+
+async def topic_config(settings: Settings, topic: str = codec.EVENTS_TOPIC) -> dict[str, str]:
+    """The topic's configuration as the broker reports it (retention and the like)."""
+    from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
+
+    admin = await _admin(settings)
+    try:
+        responses = await admin.describe_configs([ConfigResource(ConfigResourceType.TOPIC, topic)])
+        return {
+            entry[0]: entry[1]
+            for response in responses
+            for resource in response.resources
+            for entry in resource[4]
+        }
     finally:
         await admin.close()
 
@@ -172,13 +237,18 @@ async def partition_count(settings: Settings, topic: str = codec.EVENTS_TOPIC) -
 
 
 async def log_epoch(settings: Settings) -> str:
-    """The identity of the log: the broker's cluster id (a fresh one per embedded broker start)."""
+    """The identity of the log: the broker's cluster id (a fresh one per embedded broker
+    start) and the events topic's marker (a topic deleted and made again is a new log).
+    A topic made before markers existed has none: its epoch is the cluster's alone."""
     admin = await _admin(settings)
     try:
-        cluster = await admin.describe_cluster()
-        return str(cluster["cluster_id"])
+        cluster = str((await admin.describe_cluster())["cluster_id"])
     finally:
         await admin.close()
+    first = await _first_record(settings, codec.EVENTS_TOPIC, 0)
+    if first is None or not codec.is_marker(first.headers) or first.value is None:
+        return cluster
+    return f"{cluster}/{first.value.decode()}"
 
 
 class PartitionReader:
@@ -218,6 +288,11 @@ class PartitionReader:
         """The log end per partition as of the latest fetch (partitions not fetched yet left out)."""
         found = {tp.partition: self.consumer.highwater(tp) for tp in self.partitions}
         return {partition: end for partition, end in found.items() if end is not None}
+
+    async def beginning_offsets(self) -> dict[int, int]:
+        """The first offset the log still holds, per partition (above 0 once retention deleted some)."""
+        firsts = await self.consumer.beginning_offsets(self.partitions)
+        return {tp.partition: off for tp, off in firsts.items()}
 
     async def end_offsets(self) -> dict[int, int]:
         """The next offset to be written, per partition."""

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from datetime import datetime
 from decimal import Decimal
 from typing import Any
 
@@ -222,3 +223,18 @@ async def approval(conn: AsyncConn, session_id: str, approval_id: str) -> dict[s
         )
         row = await cur.fetchone()
     return _approval_view(row) if row is not None else None
+
+
+async def timer_candidates(conn: AsyncConn, at: datetime, tool_deadline_s: float) -> list[str]:
+    """Sessions a timer may be due for at `at`, from the projection (not from a walk over
+    cached states): idle past their TTL, a tool call unanswered past the deadline, or a
+    sub-agent running (its timeout is the parent's, checked on the folded state)."""
+    cur = await conn.execute(
+        "SELECT session_id FROM sessions WHERE status = 'idle' AND ttl_s IS NOT NULL"
+        " AND last_activity_at <= %(at)s - make_interval(secs => ttl_s)"
+        " UNION SELECT session_id FROM tool_calls WHERE status = 'requested'"
+        " AND requested_at <= %(at)s - make_interval(secs => %(deadline)s)"
+        " UNION SELECT parent_session_id FROM subagents WHERE status = 'running'",
+        {"at": at, "deadline": tool_deadline_s},
+    )
+    return [row[0] for row in await cur.fetchall()]

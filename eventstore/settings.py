@@ -99,6 +99,10 @@ class Settings(BaseSettings):
     # or add models, USD per million tokens: {"model": [input, output, cache_write, cache_read]}.
     prices: dict[str, tuple[Decimal, Decimal, Decimal, Decimal]] = Field(default_factory=dict)
     projector_batch: int = Field(default=500, ge=1)
+    # Each folding worker keeps at most this many session states, and about this many bytes
+    # of them; a state beyond either is dropped once projected, and loaded again when needed.
+    session_cache_sessions: int = Field(default=10_000, ge=1)
+    session_cache_bytes: int = Field(default=512 * 1024**2, ge=1024**2)
     # Bearer tokens: `token:tenant,…` (or the api_tokens table). Without a token the api
     # answers 401, unless auth_required is off (local development: the `default` tenant).
     api_tokens: str = ""

@@ -106,6 +106,7 @@ class Incoming:
     headers: Sequence[tuple[str, bytes]]
     event: Event | None
     error: str | None = None
+    control: bool = False  # the log's identity marker: not an event, passed over
 
 
 @dataclass(frozen=True)
@@ -283,6 +284,9 @@ async def _apply_records(
         next_offset = record.offset + 1
         if on_event is not None:
             on_event()
+        if record.control:
+            skipped += 1
+            continue
         if record.event is None:
             reason = f"undecodable: {record.error}"
             await dead_letter(conn, consumer, epoch, topic, partition, record, reason)
@@ -462,13 +466,14 @@ def event_from_row(row: dict[str, Any]) -> Event:
 
 
 async def session_events(
-    conn: AsyncConn, session_id: str, *, exclude_epoch: str | None = None
+    conn: AsyncConn, session_id: str, *, epoch: str | None = None, before: int | None = None
 ) -> list[Event]:
-    """A session's projected events in session order (optionally those of older log epochs only)."""
+    """A session's projected events in session order; with `epoch`, those of other log epochs
+    and those of `epoch` below offset `before` (none of it, without `before`)."""
     async with conn.cursor(row_factory=dict_row) as cur:
         await cur.execute(
-            "SELECT * FROM events WHERE session_id = %s"
-            " AND (%s::text IS NULL OR log_epoch <> %s) ORDER BY seq",
-            (session_id, exclude_epoch, exclude_epoch),
+            "SELECT * FROM events WHERE session_id = %(sid)s AND (%(epoch)s::text IS NULL"
+            " OR log_epoch <> %(epoch)s OR log_offset < %(before)s::bigint) ORDER BY seq",
+            {"sid": session_id, "epoch": epoch, "before": before},
         )
         return [event_from_row(r) for r in await cur.fetchall()]

@@ -115,6 +115,24 @@ class Metrics:
             ["consumer", "partition"],
             registry=r,
         )
+        self.log_gap = Gauge(
+            "agentlog_log_gap_records",
+            "Records the log no longer holds that were never projected: lost (finite retention?).",
+            ["consumer", "partition"],
+            registry=r,
+        )
+        self.cached_sessions = Gauge(
+            "agentlog_cached_sessions",
+            "Session states a folding worker holds (bounded by AGENTLOG_SESSION_CACHE_*).",
+            ["consumer"],
+            registry=r,
+        )
+        self.session_loads = Counter(
+            "agentlog_session_loads",
+            "Session states loaded from Postgres (first seen, or evicted and needed again).",
+            ["consumer"],
+            registry=r,
+        )
         self.projection_lag = Gauge(
             "agentlog_projection_lag_seconds",
             "Seconds from the append of the latest projected event to its projection (0 when caught up).",

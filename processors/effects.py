@@ -129,13 +129,14 @@ class EffectWorker(FoldingWorker, Generic[R]):
 
     async def _serve(self, request: R, key: str, partition: int | None, offset: int | None) -> None:
         try:
-            state = self.cache.states.get(request.session_id)
-            if state is not None and self.pending(request, state):
+            # (Loaded again if the bounded cache dropped the state meanwhile.)
+            state = await self.cache.get(request.session_id)
+            if self.pending(request, state):
                 async with self.limit:
                     # Asked again once a slot is free: an interrupt or a deadline may have
                     # answered it while it queued.
-                    state = self.cache.states.get(request.session_id)
-                    if state is not None and self.pending(request, state):
+                    state = await self.cache.get(request.session_id)
+                    if self.pending(request, state):
                         await self._effect(request, key, state)
         except Exception as exc:
             # The outcome could not be recorded or appended: keep the offset where it is

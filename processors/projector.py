@@ -27,6 +27,8 @@ CONSUMER = "projector"
 
 def to_incoming(record: ConsumerRecord[bytes, bytes]) -> store.Incoming:
     """Decode a record for the store, keeping its bytes and the reason if it does not decode."""
+    if codec.is_marker(record.headers):
+        return store.Incoming(record.offset, record.key, record.value, record.headers, None, control=True)
     try:
         event = codec.decode(record.value, record.headers)
     except DecodeError as exc:
@@ -54,6 +56,7 @@ class Projector:
         await self.reader.start()
         try:
             offsets = await store.load_offsets(self.conn, CONSUMER, self.epoch, codec.EVENTS_TOPIC)
+            offsets = await self._past_gaps(offsets)
             self.reader.seek(offsets)
             self.position = dict(offsets)
             log.info("projector: epoch %s, starting at %s", self.epoch, offsets)
@@ -73,6 +76,25 @@ class Projector:
                 await self.project(records)
         finally:
             await self.reader.stop()
+
+    async def _past_gaps(self, offsets: dict[int, int]) -> dict[int, int]:
+        """Start each partition no earlier than the log's beginning; records the log no longer
+        holds and never projected are lost: counted and logged, never skipped in silence."""
+        start = dict(offsets)
+        for partition, first in (await self.reader.beginning_offsets()).items():
+            lost = max(0, first - offsets.get(partition, 0))
+            self.metrics.log_gap.labels(CONSUMER, str(partition)).set(lost)
+            if lost:
+                log.error(
+                    "projector: partition %d starts at %d but only %d was projected: %d record(s)"
+                    " lost (is the events topic's retention finite?)",
+                    partition,
+                    first,
+                    offsets.get(partition, 0),
+                    lost,
+                )
+                start[partition] = first
+        return start
 
     async def project(self, records: list[ConsumerRecord[bytes, bytes]]) -> store.BatchResult:
         """Apply one partition's batch in one transaction."""

@@ -12,8 +12,9 @@ import logging
 import uuid
 
 from eventstore import events as ev
+from eventstore import reads
 from eventstore.events import Event
-from eventstore.state import SessionState, fold
+from eventstore.state import CLOSED, SessionState, fold
 from observe import tracing
 from processors import failpoints, reactor
 from processors.folding import UNAVAILABLE, FoldingWorker
@@ -105,7 +106,12 @@ class ReactorWorker(FoldingWorker):
         retry or give up on sub-agents past their timeout."""
         at = ev.now()
         deadline = self.settings.tool_deadline_s
-        for state in list(self.cache.states.values()):
+        for sid in await reads.timer_candidates(self.conn, at, deadline):
+            if not self.reads(sid):
+                continue
+            state = await self.cache.get(sid)
+            if state.status in CLOSED:
+                continue
             ahead = self._ahead(state)
             expiry = reactor.expiry(ahead, at)
             if expiry is not None:

@@ -79,10 +79,10 @@ class SubagentWorker(FoldingWorker):
             await self._report(event.session_id)
         await self._drain()
 
-    def _current(self, request: ev.SubagentRequested) -> bool:
+    async def _current(self, request: ev.SubagentRequested) -> bool:
         """Whether the parent still waits for this attempt (not abandoned, not answered)."""
-        parent = self.cache.states.get(request.session_id)
-        turn = parent.turn(request.turn_id) if parent is not None else None
+        parent = await self.cache.get(request.session_id)
+        turn = parent.turn(request.turn_id)
         if turn is None or turn.status != "running" or turn.step != request.step:
             return False
         task = turn.task_for(request.payload.tool_use_id)
@@ -132,7 +132,7 @@ class SubagentWorker(FoldingWorker):
             request = self.requests.get(child_id)
             if request is None:
                 continue
-            if not self._current(request):
+            if not await self._current(request):
                 del self.requests[child_id]  # abandoned or answered meanwhile: not worth running
                 continue
             await self._start(request)
@@ -174,8 +174,10 @@ class SubagentWorker(FoldingWorker):
     async def _report(self, child_id: str) -> None:
         """The child's end, as its parent's tool result (once per attempt, by its id)."""
         request = self.requests.get(child_id)
-        child = self.cache.states.get(child_id)
-        if request is None or child is None or not _ended(child):
+        if request is None:
+            return
+        child = await self.cache.get(child_id)
+        if not _ended(child):
             return
         turn = child.turns[0]
         if turn.status == "completed":

@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 
 from agentlog import devstack
+from tests.fakes import anthropic as fake
 
 
 @pytest.fixture(scope="session")
@@ -24,3 +25,10 @@ def pg_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
 @pytest.fixture(scope="session")
 def log_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return tmp_path_factory.mktemp("logs")
+
+
+@pytest.fixture
+def claude() -> Iterator[fake.FakeAnthropic]:
+    """The fake Anthropic Messages API on loopback, one per test."""
+    with fake.FakeAnthropic() as server:
+        yield server

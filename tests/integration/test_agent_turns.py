@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
@@ -64,12 +64,6 @@ class Broken:
 
 
 TOOLS = Registry([Echo(), Add(), Broken()])
-
-
-@pytest.fixture
-def claude() -> Iterator[fake.FakeAnthropic]:
-    with fake.FakeAnthropic() as server:
-        yield server
 
 
 @pytest.fixture

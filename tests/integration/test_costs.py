@@ -3,7 +3,7 @@ through the api, the workers and the real SDK against the fake Messages API."""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
@@ -19,12 +19,6 @@ from tests.services import Stack, published_cost, stack_on
 UNPRICED = "claude-no-price-list-knows-this-1"  # a name no price source knows
 HOUSE = "house-model-7"  # priced by AGENTLOG_PRICES only
 USAGE = {"input_tokens": 1200, "output_tokens": 300, "cache_creation_input_tokens": 800}
-
-
-@pytest.fixture
-def claude() -> Iterator[fake.FakeAnthropic]:
-    with fake.FakeAnthropic() as server:
-        yield server
 
 
 @pytest.fixture

