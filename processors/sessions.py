@@ -11,7 +11,7 @@ from __future__ import annotations
 from eventstore import events as ev
 from eventstore import store
 from eventstore.events import Event
-from eventstore.state import CLOSED, SessionState, Turn, empty, evolve, fold
+from eventstore.state import CLOSED, SessionState, Turn, empty, evolve, fold, put_turn
 
 
 class SessionCache:
@@ -58,7 +58,8 @@ class SessionCache:
             user_content=tuple(event.payload.content),
             refused=f"session {status}",
         )
-        state = empty(event.session_id).model_copy(
-            update={"status": status, "tenant_id": tenant, "turns": (refused,)}
+        blank = empty(event.session_id)
+        state = blank.model_copy(
+            update={"status": status, "tenant_id": tenant, "turns": put_turn(blank.turns, refused)}
         )
         return state, True
