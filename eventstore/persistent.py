@@ -81,7 +81,7 @@ class Vector(_Frozen, Sequence[T]):
     def __getitem__(self, index: slice) -> tuple[T, ...]: ...
     def __getitem__(self, index: int | slice) -> T | tuple[T, ...]:
         if isinstance(index, slice):
-            return tuple(self)[index]
+            return tuple(self[i] for i in range(*index.indices(self._size)))
         i = index + self._size if index < 0 else index
         if not 0 <= i < self._size:
             raise IndexError("Vector index out of range")
@@ -244,29 +244,35 @@ class HashMap(_Frozen, Mapping[K, V]):
     def __len__(self) -> int:
         return self._size
 
-    def __getitem__(self, key: K) -> V:
+    def _lookup(self, key: object) -> Any:
+        """The value under key, or _MISSING."""
         h = _hash(key)
         node, shift = self._root, 0
         while True:
             bit = 1 << ((h >> shift) & _MASK)
             if not node.bitmap & bit:
-                raise KeyError(key)
+                return _MISSING
             entry = node.entries[(node.bitmap & (bit - 1)).bit_count()]
             if type(entry) is _Node:
                 node, shift = entry, shift + _BITS
                 continue
-            leaves = entry.leaves if type(entry) is _Collision else (entry,)
-            for leaf_hash, leaf_key, value in leaves:
+            for leaf_hash, leaf_key, value in entry.leaves if type(entry) is _Collision else (entry,):
                 if leaf_hash == h and leaf_key == key:
-                    return value  # type: ignore[no-any-return]
+                    return value
+            return _MISSING
+
+    def __getitem__(self, key: K) -> V:
+        value = self._lookup(key)
+        if value is _MISSING:
             raise KeyError(key)
+        return value  # type: ignore[no-any-return]
+
+    def get(self, key: K, default: Any = None) -> Any:
+        value = self._lookup(key)
+        return default if value is _MISSING else value
 
     def __contains__(self, key: object) -> bool:
-        try:
-            self[key]  # type: ignore[index]
-        except KeyError:
-            return False
-        return True
+        return self._lookup(key) is not _MISSING
 
     def __iter__(self) -> Iterator[K]:
         return (key for _, key, _ in _leaves(self._root))
