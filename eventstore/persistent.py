@@ -1,8 +1,5 @@
-"""Persistent collections for the pure core: frozen values whose updates share structure.
-
-A session's state grows with every event; with tuples and frozensets each event copied all
-of it. These return a new value in O(log32 n) and never change the one they came from.
-"""
+"""Persistent collections for the pure core: frozen values whose updates return a new value
+in O(log32 n), sharing all the rest with the old one, which never changes."""
 
 from __future__ import annotations
 
@@ -13,14 +10,23 @@ from typing import Any, TypeVar, get_args, overload
 from pydantic import GetCoreSchemaHandler
 from pydantic_core import CoreSchema, core_schema
 
+from eventstore.tries import (
+    BITS,
+    EMPTY,
+    MASK,
+    MISSING,
+    WIDTH,
+    hash_find,
+    hash_insert,
+    hash_leaves,
+    vector_leaf,
+    vector_push,
+    vector_set,
+)
+
 T = TypeVar("T")
 K = TypeVar("K", bound=Hashable)
 V = TypeVar("V")
-
-_BITS = 5
-_WIDTH = 1 << _BITS
-_MASK = _WIDTH - 1
-_MISSING: Any = object()
 
 
 class _Frozen:
@@ -37,13 +43,13 @@ class _Frozen:
 
 class Vector(_Frozen, Sequence[T]):
     """A sequence with amortized O(1) append and O(log32 n) index and set: full leaves of 32
-    items in a 32-way trie, the last up to 32 items in a tail (Clojure's PersistentVector)."""
+    items in a 32-way trie, the last up to 32 items in a tail."""
 
     __slots__ = ("_root", "_shift", "_size", "_tail")
 
     def __init__(self) -> None:
         self._size = 0
-        self._shift = _BITS
+        self._shift = BITS
         self._root: tuple[Any, ...] = ()
         self._tail: tuple[T, ...] = ()
 
@@ -68,12 +74,7 @@ class Vector(_Frozen, Sequence[T]):
 
     def _leaf(self, i: int) -> tuple[T, ...]:
         """The leaf (or the tail) holding index i."""
-        if i >= self._tail_offset():
-            return self._tail
-        node = self._root
-        for level in range(self._shift, 0, -_BITS):
-            node = node[(i >> level) & _MASK]
-        return node
+        return self._tail if i >= self._tail_offset() else vector_leaf(self._root, self._shift, i)
 
     @overload
     def __getitem__(self, index: int) -> T: ...
@@ -85,10 +86,10 @@ class Vector(_Frozen, Sequence[T]):
         i = index + self._size if index < 0 else index
         if not 0 <= i < self._size:
             raise IndexError("Vector index out of range")
-        return self._leaf(i)[i & _MASK]
+        return self._leaf(i)[i & MASK]
 
     def __iter__(self) -> Iterator[T]:
-        for start in range(0, self._tail_offset(), _WIDTH):
+        for start in range(0, self._tail_offset(), WIDTH):
             yield from self._leaf(start)
         yield from self._tail
 
@@ -97,25 +98,11 @@ class Vector(_Frozen, Sequence[T]):
 
     def append(self, item: T) -> Vector[T]:
         """This vector with one more item at the end."""
-        if len(self._tail) < _WIDTH:
+        if len(self._tail) < WIDTH:
             return self._with(self._size + 1, self._shift, self._root, (*self._tail, item))
-        # The tail is full: it becomes a leaf of the trie, which grows a level when full.
-        shift, root = self._shift, self._root
-        if (self._size >> _BITS) > (1 << shift):
-            root, shift = (root, _path(shift, self._tail)), shift + _BITS
-        else:
-            root = self._push_tail(shift, root)
+        # The tail is full: it becomes a leaf of the trie.
+        root, shift = vector_push(self._root, self._shift, self._size, self._tail)
         return self._with(self._size + 1, shift, root, (item,))
-
-    def _push_tail(self, level: int, node: tuple[Any, ...]) -> tuple[Any, ...]:
-        sub = ((self._size - 1) >> level) & _MASK
-        if level == _BITS:
-            child: tuple[Any, ...] = self._tail
-        elif sub < len(node):
-            child = self._push_tail(level - _BITS, node[sub])
-        else:
-            child = _path(level - _BITS, self._tail)
-        return (*node[:sub], child, *node[sub + 1 :])
 
     def set(self, index: int, item: T) -> Vector[T]:
         """This vector with the item at `index` replaced."""
@@ -128,7 +115,7 @@ class Vector(_Frozen, Sequence[T]):
             return self._with(
                 self._size, self._shift, self._root, (*self._tail[:j], item, *self._tail[j + 1 :])
             )
-        return self._with(self._size, self._shift, _assoc(self._shift, self._root, i, item), self._tail)
+        return self._with(self._size, self._shift, vector_set(self._root, self._shift, i, item), self._tail)
 
     def __eq__(self, other: object) -> bool:
         if isinstance(other, Vector):
@@ -150,136 +137,37 @@ class Vector(_Frozen, Sequence[T]):
         return _sequence_schema(cls, source, handler, cls.of)
 
 
-def _path(level: int, leaf: tuple[Any, ...]) -> tuple[Any, ...]:
-    """A branch of single children from `level` down to the leaf."""
-    return leaf if level == 0 else (_path(level - _BITS, leaf),)
-
-
-def _assoc(level: int, node: tuple[Any, ...], i: int, item: Any) -> tuple[Any, ...]:
-    sub = (i >> level) & _MASK
-    child = item if level == 0 else _assoc(level - _BITS, node[sub], i, item)
-    return (*node[:sub], child, *node[sub + 1 :])
-
-
-class _Node:
-    """A branch of the hash trie: a bitmap of the occupied slots, and their entries in order.
-    An entry is a branch, a leaf `(hash, key, value)`, or a `_Collision`."""
-
-    __slots__ = ("bitmap", "entries")
-
-    def __init__(self, bitmap: int, entries: tuple[Any, ...]) -> None:
-        self.bitmap = bitmap
-        self.entries = entries
-
-
-class _Collision:
-    """Leaves whose keys have the same full hash."""
-
-    __slots__ = ("hash", "leaves")
-
-    def __init__(self, hash_: int, leaves: tuple[tuple[int, Any, Any], ...]) -> None:
-        self.hash = hash_
-        self.leaves = leaves
-
-
-def _hash(key: Hashable) -> int:
-    return hash(key) & 0xFFFF_FFFF_FFFF_FFFF
-
-
-def _pair(a: Any, a_hash: int, b: Any, b_hash: int, shift: int) -> _Node:
-    """A branch holding two entries of different hashes, as deep as their hashes agree."""
-    ia, ib = (a_hash >> shift) & _MASK, (b_hash >> shift) & _MASK
-    if ia == ib:
-        return _Node(1 << ia, (_pair(a, a_hash, b, b_hash, shift + _BITS),))
-    return _Node((1 << ia) | (1 << ib), (a, b) if ia < ib else (b, a))
-
-
-def _insert(node: _Node, h: int, shift: int, key: Any, value: Any) -> tuple[_Node, bool]:
-    """The branch with key set to value, and whether the key is new."""
-    bit = 1 << ((h >> shift) & _MASK)
-    i = (node.bitmap & (bit - 1)).bit_count()
-    leaf = (h, key, value)
-    if not node.bitmap & bit:
-        return _Node(node.bitmap | bit, (*node.entries[:i], leaf, *node.entries[i:])), True
-    entry = node.entries[i]
-    child: Any
-    added = True
-    if type(entry) is _Node:
-        child, added = _insert(entry, h, shift + _BITS, key, value)
-    elif type(entry) is _Collision:
-        if entry.hash == h:
-            others = tuple(x for x in entry.leaves if x[1] != key)
-            added = len(others) == len(entry.leaves)
-            child = _Collision(h, (*others, leaf))
-        else:
-            child = _pair(entry, entry.hash, leaf, h, shift + _BITS)
-    elif entry[1] == key:
-        child, added = leaf, False
-    elif entry[0] == h:
-        child = _Collision(h, (entry, leaf))
-    else:
-        child = _pair(entry, entry[0], leaf, h, shift + _BITS)
-    return _Node(node.bitmap, (*node.entries[:i], child, *node.entries[i + 1 :])), added
-
-
-def _leaves(node: _Node) -> Iterator[tuple[int, Any, Any]]:
-    for entry in node.entries:
-        if type(entry) is _Node:
-            yield from _leaves(entry)
-        elif type(entry) is _Collision:
-            yield from entry.leaves
-        else:
-            yield entry
-
-
 class HashMap(_Frozen, Mapping[K, V]):
-    """A mapping with O(log32 n) lookup and set: a hash array mapped trie (Bagwell's HAMT)."""
+    """A mapping with O(log32 n) lookup and set, on a hash array mapped trie."""
 
     __slots__ = ("_root", "_size")
 
     def __init__(self) -> None:
-        self._root = _Node(0, ())
+        self._root = EMPTY
         self._size = 0
 
     def __len__(self) -> int:
         return self._size
 
-    def _lookup(self, key: object) -> Any:
-        """The value under key, or _MISSING."""
-        h = _hash(key)
-        node, shift = self._root, 0
-        while True:
-            bit = 1 << ((h >> shift) & _MASK)
-            if not node.bitmap & bit:
-                return _MISSING
-            entry = node.entries[(node.bitmap & (bit - 1)).bit_count()]
-            if type(entry) is _Node:
-                node, shift = entry, shift + _BITS
-                continue
-            for leaf_hash, leaf_key, value in entry.leaves if type(entry) is _Collision else (entry,):
-                if leaf_hash == h and leaf_key == key:
-                    return value
-            return _MISSING
-
     def __getitem__(self, key: K) -> V:
-        value = self._lookup(key)
-        if value is _MISSING:
+        value = hash_find(self._root, key)
+        if value is MISSING:
             raise KeyError(key)
         return value  # type: ignore[no-any-return]
 
     def get(self, key: K, default: Any = None) -> Any:
-        value = self._lookup(key)
-        return default if value is _MISSING else value
+        value = hash_find(self._root, key)
+        return default if value is MISSING else value
 
     def __contains__(self, key: object) -> bool:
-        return self._lookup(key) is not _MISSING
+        return hash_find(self._root, key) is not MISSING
 
     def __iter__(self) -> Iterator[K]:
-        return (key for _, key, _ in _leaves(self._root))
+        return (key for _, key, _ in hash_leaves(self._root))
 
     def set(self, key: K, value: V) -> HashMap[K, V]:
         """This mapping with key set to value."""
-        root, added = _insert(self._root, _hash(key), 0, key, value)
+        root, added = hash_insert(self._root, key, value)
         out: HashMap[K, V] = HashMap.__new__(HashMap)
         out._root, out._size = root, self._size + added
         return out

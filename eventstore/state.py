@@ -148,9 +148,10 @@ class SessionState(BaseModel):
     ttl_s: int | None = None
     max_tokens: int = 4096
     status: SessionStatus = "new"
-    # What grows with the session is held in persistent collections: an event adds to them
-    # in O(log32 n), sharing the rest, so a fold is linear in the session's length and a
-    # state, once made, never changes (the reactor folds ahead of a cached state it keeps).
+    # What grows with the session is in persistent collections, so that an event costs the
+    # same in a long session as in a short one. Not a mutable accumulator inside `fold`:
+    # `evolve` is the step everywhere, and the reactor folds its unread reactions ahead of a
+    # cached state it keeps, so every state must stay intact and cheap to extend.
     messages: Vector[Message] = Vector()
     turns: Keyed[Turn] = Keyed()
     current_turn: str | None = None

@@ -11,6 +11,7 @@ from typing import Any
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from bench.synthetic import tool_session
 from eventstore import events as ev
 from eventstore import ids
 from eventstore.state import SessionState, evolve, fold
@@ -222,3 +223,20 @@ def test_evolve_equals_the_reference_event_by_event_and_no_state_changes_later(
         assert_same(fold("s", branch, states[i]), ref.fold("s", branch, expected[i]))
     for state, reference in zip(states, expected, strict=True):
         assert_same(state, reference)
+
+
+def test_a_long_session_with_late_answers_to_its_old_turns_equals_the_reference() -> None:
+    # Past 32 turns and 1,024 messages the collections are tries several levels deep; late
+    # answers to old turns (paid for, not in the transcript) change turns deep inside them.
+    log = tool_session("s", 300, window=8)
+    answers = [e for e in log if isinstance(e, ev.AssistantMessage)]
+    late = [e.model_copy(update={"event_id": ids.derive(f"late/{i}")}) for i, e in enumerate(answers[:200:7])]
+    history = [*log[:1500], *late, *log[1500:], *log[::11]]
+    state, expected = fold("s", []), ref.fold("s", [])
+    for i, event in enumerate(history):
+        state, expected = evolve(state, event), ref.evolve(expected, event)
+        if i % 250 == 0:
+            assert_same(state, expected)
+    assert len(state.messages) > 1024 and len(state.turns) == 300
+    assert_same(state, expected)
+    assert_same(fold("s", history), expected)
