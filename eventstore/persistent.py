@@ -13,12 +13,16 @@ from pydantic_core import CoreSchema, core_schema
 from eventstore.tries import (
     BITS,
     EMPTY,
+    EMPTY_SET,
     MASK,
     MISSING,
     WIDTH,
     hash_find,
     hash_insert,
     hash_leaves,
+    set_add,
+    set_has,
+    set_keys,
     vector_leaf,
     vector_push,
     vector_set,
@@ -177,28 +181,33 @@ class HashMap(_Frozen, Mapping[K, V]):
 
 
 class HashSet(_Frozen, Set[K]):
-    """A set with O(log32 n) membership and add, on a HashMap."""
+    """A set with O(log32 n) membership and add; up to 64 items it is one frozenset."""
 
-    __slots__ = ("_map",)
+    __slots__ = ("_root", "_size")
 
     def __init__(self, items: Iterable[K] = ()) -> None:
-        self._map: HashMap[K, None] = HashMap()
+        self._root: Any = EMPTY_SET
+        self._size = 0
         for item in items:
-            self._map = self._map.set(item, None)
+            if not set_has(self._root, item):
+                self._root, self._size = set_add(self._root, item), self._size + 1
 
     def __len__(self) -> int:
-        return len(self._map)
+        return self._size
 
     def __contains__(self, item: object) -> bool:
-        return item in self._map
+        return set_has(self._root, item)
 
     def __iter__(self) -> Iterator[K]:
-        return iter(self._map)
+        return set_keys(self._root)
 
     def add(self, item: K) -> HashSet[K]:
-        """This set with one more item."""
+        """This set with one more item (itself if the item was in it)."""
+        root = set_add(self._root, item)
+        if root is self._root:
+            return self
         out: HashSet[K] = HashSet.__new__(HashSet)
-        out._map = self._map.set(item, None)
+        out._root, out._size = root, self._size + 1
         return out
 
     __hash__ = Set._hash

@@ -152,3 +152,66 @@ def hash_leaves(node: Node) -> Iterator[tuple[int, Any, Any]]:
             yield from entry.leaves
         else:
             yield entry
+
+
+# A set trie holds its keys in frozenset buckets of up to BUCKET keys (C-speed to copy and
+# search), under branches like a hash trie's; a bucket that outgrows that bursts into a
+# branch by the next bits of its keys' hashes. A small set is one bucket, as a frozenset was.
+BUCKET = 64
+EMPTY_SET: frozenset[Any] = frozenset()
+
+
+def set_has(node: Node | frozenset[Any], key: object) -> bool:
+    """Whether the set trie holds key."""
+    h, shift = _hash(key), 0
+    while isinstance(node, Node):
+        bit = 1 << ((h >> shift) & MASK)
+        if not node.bitmap & bit:
+            return False
+        node = node.entries[(node.bitmap & (bit - 1)).bit_count()]
+        shift += BITS
+    return key in node
+
+
+def set_add(node: Node | frozenset[Any], key: object) -> Node | frozenset[Any]:
+    """The set trie with key added (the same trie if it was there)."""
+    return _set_add(node, _hash(key), 0, key)
+
+
+def _set_add(node: Node | frozenset[Any], h: int, shift: int, key: object) -> Node | frozenset[Any]:
+    if not isinstance(node, Node):
+        if key in node:
+            return node
+        if len(node) < BUCKET or shift >= 64:  # past the hash's bits, a bucket only grows
+            return node | {key}
+        return _burst((*node, key), shift)
+    bit = 1 << ((h >> shift) & MASK)
+    i = (node.bitmap & (bit - 1)).bit_count()
+    if not node.bitmap & bit:
+        return Node(node.bitmap | bit, (*node.entries[:i], frozenset((key,)), *node.entries[i:]))
+    child = _set_add(node.entries[i], h, shift + BITS, key)
+    if child is node.entries[i]:
+        return node
+    return Node(node.bitmap, (*node.entries[:i], child, *node.entries[i + 1 :]))
+
+
+def _burst(keys: tuple[object, ...], shift: int) -> Node | frozenset[Any]:
+    """A branch sorting the keys into buckets by their hashes' bits at `shift`."""
+    slots: dict[int, list[object]] = {}
+    for key in keys:
+        slots.setdefault((_hash(key) >> shift) & MASK, []).append(key)
+    entries = []
+    for slot in sorted(slots):
+        bucket = slots[slot]
+        fits = len(bucket) <= BUCKET or shift + BITS >= 64
+        entries.append(frozenset(bucket) if fits else _burst(tuple(bucket), shift + BITS))
+    return Node(sum(1 << slot for slot in slots), tuple(entries))
+
+
+def set_keys(node: Node | frozenset[Any]) -> Iterator[Any]:
+    """Every key of the set trie."""
+    if isinstance(node, Node):
+        for entry in node.entries:
+            yield from set_keys(entry)
+    else:
+        yield from node

@@ -95,6 +95,31 @@ def test_a_hash_map_is_the_dict_it_stands_for_even_when_hashes_collide(
         assert Key("absent", 0) not in mapping and mapping.get(Key("absent", 1)) is None
 
 
+def colliding(n: int) -> Key:
+    """Key n: a third share one hash, a third agree on their hashes' low 60 bits, a third not."""
+    name = f"k{n}"
+    return Key(name, [7, (n % 5) << 60 | 7, hash(name)][n % 3])
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.lists(st.tuples(st.integers(0, 10**6), st.integers(0, 299)), max_size=400))
+def test_a_hash_set_is_the_set_it_stands_for_even_when_hashes_collide(ops: list[tuple[int, int]]) -> None:
+    versions: list[tuple[HashSet[Key], set[Key]]] = [(HashSet(), set())]
+    for pick, n in ops:
+        hashed, model = versions[pick % len(versions)]
+        versions.append((hashed.add(colliding(n)), model | {colliding(n)}))
+    for hashed, model in versions:
+        assert set(hashed) == model and len(hashed) == len(model) and len(list(hashed)) == len(model)
+        assert all(key in hashed for key in model) and Key("absent", 7) not in hashed
+
+
+def test_buckets_of_one_hash_grow_past_their_size_and_the_others_burst() -> None:
+    # 100 keys of one hash: a bucket past the hash's bits, that only grows.
+    hashed: HashSet[Key] = HashSet(colliding(n) for n in range(300))
+    assert set(hashed) == {colliding(n) for n in range(300)} and len(hashed) == 300
+    assert hashed.add(colliding(3)) is hashed
+
+
 def test_a_hash_set_of_many_ids_is_the_set_it_stands_for() -> None:
     ids = [f"event-{i}" for i in range(5000)]
     seen: HashSet[str] = HashSet()
