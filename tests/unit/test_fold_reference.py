@@ -17,7 +17,7 @@ from eventstore import ids
 from eventstore.state import SessionState, evolve, fold
 from processors import reactor
 from tests.unit import reference_fold as ref
-from tests.unit.test_fold import Sim
+from tests.unit.test_fold import T0, Sim
 
 TASK = json.dumps({"description": "d", "prompt": "look it up"})
 
@@ -145,7 +145,7 @@ def simulate(script: list[str], policy: str, asks: tuple[str, ...], verdicts: li
 
 def forged(sid: str, kind: str, n: int) -> ev.Event:
     """An event no honest writer of this session appends, or one of its rarer events."""
-    at = ev.now()
+    at = T0
     if kind == "intruder start":
         start = ev.session_started(sid, model="other", tenant_id="intruder", at=at)
         return start.model_copy(update={"event_id": ids.derive(f"forged/{n}")})
