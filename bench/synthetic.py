@@ -20,13 +20,14 @@ from processors.reactor import settle
 EVENTS_PER_TURN = 9
 
 
-def _effect(state: SessionState, request: ev.Event) -> list[ev.Event]:
+def _effect(state: SessionState, request: ev.Event, window: int | None) -> list[ev.Event]:
     """What an effect worker would append for a request (nothing for other events)."""
     if isinstance(request, ev.ModelRequested):
+        shown = state.messages[-window:] if window else state.messages
         call = ModelRequest(
             model=request.payload.model,
             system=state.system,
-            messages=[m.as_api() for m in state.messages],
+            messages=[m.as_api() for m in shown],
             max_tokens=state.max_tokens,
         )
         return [results.answered(request, answer(call), ev.now())]
@@ -46,8 +47,12 @@ def _effect(state: SessionState, request: ev.Event) -> list[ev.Event]:
     return []
 
 
-def tool_session(session_id: str, turns: int) -> list[ev.Event]:
-    """A session started and then `turns` one-tool turns, in log order (1 + 9 x turns events)."""
+def tool_session(session_id: str, turns: int, window: int | None = None) -> list[ev.Event]:
+    """A session started and then `turns` one-tool turns, in log order (1 + 9 x turns events).
+
+    With a `window` the model is shown only the latest messages (its answer depends on the
+    last one), so that a long session is made in time linear in its length.
+    """
     first = ev.session_started(session_id, model=OFFLINE_MODEL)
     state = evolve(empty(session_id), first)
     log: list[ev.Event] = [first]
@@ -61,7 +66,7 @@ def tool_session(session_id: str, turns: int) -> list[ev.Event]:
             state, reactions = settle(state, ev.now())
             log += reactions
             for reaction in reactions:
-                pending += _effect(state, reaction)
+                pending += _effect(state, reaction, window)
         if state.turns[-1].status != "completed":
             raise RuntimeError(f"synthetic turn {t} of {session_id} ended {state.turns[-1].status}")
     return log

@@ -15,6 +15,7 @@ from pydantic import BaseModel, ConfigDict
 
 from eventstore import events as ev
 from eventstore.events import Block, Event, StopReason, TurnPolicy, Usage
+from eventstore.persistent import HashSet, Keyed, Vector
 
 TurnStatus = Literal["queued", "running", "completed", "failed"]
 SessionStatus = Literal["new", "idle", "running", "expired", "deleted"]
@@ -147,8 +148,12 @@ class SessionState(BaseModel):
     ttl_s: int | None = None
     max_tokens: int = 4096
     status: SessionStatus = "new"
-    messages: tuple[Message, ...] = ()
-    turns: tuple[Turn, ...] = ()
+    # What grows with the session is in persistent collections, so that an event costs the
+    # same in a long session as in a short one. Not a mutable accumulator inside `fold`:
+    # `evolve` is the step everywhere, and the reactor folds its unread reactions ahead of a
+    # cached state it keeps, so every state must stay intact and cheap to extend.
+    messages: Vector[Message] = Vector()
+    turns: Keyed[Turn] = Keyed()
     current_turn: str | None = None
     usage: Usage = Usage()
     cost_usd: Decimal | None = Decimal(0)  # None: a call could not be priced
@@ -156,18 +161,15 @@ class SessionState(BaseModel):
     started_at: datetime | None = None
     last_activity_at: datetime | None = None
     event_count: int = 0
-    seen: frozenset[str] = frozenset()
+    seen: HashSet[str] = HashSet()
 
     def turn(self, turn_id: str | None) -> Turn | None:
         """The turn with this id, if the session has it."""
-        for t in self.turns:
-            if t.turn_id == turn_id:
-                return t
-        return None
+        return self.turns.get(turn_id) if turn_id is not None else None
 
     def queued(self) -> tuple[Turn, ...]:
         """Turns waiting to start, oldest first."""
-        return tuple(t for t in self.turns if t.status == "queued")
+        return tuple(t for t in self.turns.open() if t.status == "queued")
 
     def tokens_used(self) -> int:
         """Every token the session's model calls were billed for, cached ones included."""
@@ -184,19 +186,25 @@ def empty(session_id: str) -> SessionState:
     return SessionState(session_id=session_id)
 
 
-def _replace_turn(state: SessionState, turn: Turn) -> tuple[Turn, ...]:
-    return tuple(turn if t.turn_id == turn.turn_id else t for t in state.turns)
+def put_turn(turns: Keyed[Turn], turn: Turn) -> Keyed[Turn]:
+    """The turns with this one added, or in the place of its older version."""
+    # Unfinished turns are listed apart: finding them must not scan a long session's turns.
+    return turns.put(turn.turn_id, turn, turn.status in ("queued", "running"))
 
 
-def _ended_status(state: SessionState, turns: tuple[Turn, ...]) -> SessionStatus:
+def _replace_turn(state: SessionState, turn: Turn) -> Keyed[Turn]:
+    return put_turn(state.turns, turn)
+
+
+def _ended_status(state: SessionState, turns: Keyed[Turn]) -> SessionStatus:
     if state.status in CLOSED:
         return state.status
-    return "running" if any(t.status in ("queued", "running") for t in turns) else "idle"
+    return "running" if turns.open() else "idle"
 
 
-def _with_results(messages: tuple[Message, ...], results: list[Block]) -> tuple[Message, ...]:
+def _with_results(messages: Vector[Message], results: list[Block]) -> Vector[Message]:
     """All tool results of a step go back in one user message."""
-    return (*messages, Message(role="user", content=tuple(results))) if results else messages
+    return messages.append(Message(role="user", content=tuple(results))) if results else messages
 
 
 def _refusal(state: SessionState) -> str | None:
@@ -242,7 +250,9 @@ def _apply(state: SessionState, event: Event) -> SessionState:
                     "parent_tool_use_id": p.parent_tool_use_id,
                     "forked_from": p.forked_from,
                     "ephemeral": p.ephemeral,
-                    "messages": tuple(Message(role=m["role"], content=tuple(m["content"])) for m in p.history)
+                    "messages": Vector.of(
+                        Message(role=m["role"], content=tuple(m["content"])) for m in p.history
+                    )
                     if state.status == "new"
                     else state.messages,
                     "ttl_s": p.ttl_s,
@@ -272,7 +282,7 @@ def _apply(state: SessionState, event: Event) -> SessionState:
                 turns = _replace_turn(state, current.model_copy(update={"interrupted": True}))
             return state.model_copy(
                 update={
-                    "turns": (*turns, turn),
+                    "turns": put_turn(turns, turn),
                     "tenant_id": state.tenant_id if state.status != "new" else event.tenant_id,
                     "status": state.status if state.status in CLOSED else "running",
                     "started_at": state.started_at or event.occurred_at,
@@ -287,7 +297,7 @@ def _apply(state: SessionState, event: Event) -> SessionState:
                 update={
                     "turns": _replace_turn(state, started),
                     "current_turn": queued.turn_id,
-                    "messages": (*state.messages, Message(role="user", content=queued.user_content)),
+                    "messages": state.messages.append(Message(role="user", content=queued.user_content)),
                     "turn_count": state.turn_count + 1,
                     "status": "running",
                 }
@@ -347,10 +357,7 @@ def _apply(state: SessionState, event: Event) -> SessionState:
             return state.model_copy(
                 update={
                     "turns": _replace_turn(state, answered),
-                    "messages": (
-                        *state.messages,
-                        Message(role="assistant", content=tuple(p.content)),
-                    ),
+                    "messages": state.messages.append(Message(role="assistant", content=tuple(p.content))),
                     **billed,
                 }
             )
@@ -484,7 +491,7 @@ def evolve(state: SessionState, event: Event) -> SessionState:
     applied = _apply(state, event)
     return applied.model_copy(
         update={
-            "seen": state.seen | {key},
+            "seen": state.seen.add(key),
             "event_count": state.event_count + 1,
             "last_activity_at": event.occurred_at
             if state.last_activity_at is None or event.occurred_at > state.last_activity_at

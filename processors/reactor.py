@@ -300,8 +300,8 @@ def react(state: SessionState, at: datetime) -> list[ev.Event]:
     closed = state.status in CLOSED
     refused = [
         event
-        for turn in state.turns
-        if turn.status == "queued" and (turn.refused or closed)
+        for turn in state.queued()
+        if turn.refused or closed
         for event in _fail(state, turn, turn.refused or f"session {state.status}", at)
     ]
     if refused:

@@ -22,7 +22,7 @@ from eventstore import codec, store
 from eventstore import events as ev
 from eventstore.events import Event
 from eventstore.log import partition_for
-from eventstore.state import CLOSED, SessionState, Turn, empty, evolve, fold
+from eventstore.state import CLOSED, SessionState, Turn, empty, evolve, fold, put_turn
 
 # Memory of a folded session per event, measured (issue 13: about 1–1.4 KB per event).
 EVENT_BYTES = 1400
@@ -161,7 +161,8 @@ class SessionCache:
             user_content=tuple(event.payload.content),
             refused=f"session {status}",
         )
-        state = empty(event.session_id).model_copy(
-            update={"status": status, "tenant_id": tenant, "turns": (refused,)}
+        state = empty(event.session_id)
+        state = state.model_copy(
+            update={"status": status, "tenant_id": tenant, "turns": put_turn(state.turns, refused)}
         )
         return state, True

@@ -3,6 +3,7 @@ incremental state (which folds its own reactions early) are the same state."""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 
@@ -138,7 +139,7 @@ def run(script: list[str], sid: str = "s", policy: str = "enqueue") -> Sim:
     return sim
 
 
-def assert_transcript_valid(messages: tuple[Message, ...]) -> None:
+def assert_transcript_valid(messages: Sequence[Message]) -> None:
     """Invariant 7: every tool_use is answered by exactly one tool_result, in the next message."""
     answered: list[str] = []
     for i, message in enumerate(messages):
