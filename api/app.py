@@ -13,10 +13,9 @@ from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
 from opentelemetry.trace import SpanKind, Status, StatusCode
 from psycopg_pool import AsyncConnectionPool
-from starlette.middleware.base import BaseHTTPMiddleware, RequestResponseEndpoint
-from starlette.responses import Response
 
 from api import openapi, problems
+from api.body import BodyLimit
 from api.live import Live
 from api.routes import approvals, runs, sessions, stream, turns
 from eventstore import log as kafka_log
@@ -24,23 +23,6 @@ from eventstore import tenants
 from eventstore.settings import Settings
 from observe import instances, tracing
 from observe.metrics import Metrics
-
-
-class BodyLimit(BaseHTTPMiddleware):
-    """Refuse bodies over the configured size with 413 before reading them."""
-
-    def __init__(self, app: Any, limit: int) -> None:
-        super().__init__(app)
-        self.limit = limit
-
-    async def dispatch(self, request: Request, call_next: RequestResponseEndpoint) -> Response:
-        length = request.headers.get("content-length")
-        if length is not None and length.isdigit() and int(length) > self.limit:
-            return problems.problem_response(
-                request, 413, "Request body too large", f"the limit is {self.limit} bytes"
-            )
-        return await call_next(request)
-
 
 # The pool's connections and the listener's (`api.live`), as pg_stat_activity names them.
 APPLICATION_NAME = "agentlog-api"
