@@ -204,9 +204,21 @@ def _sort(args: Sequence[_Word]) -> bool:
     )
 
 
+def _operands(args: Sequence[_Word]) -> int:
+    """How many words are file operands: `-` (standard input) is one, and every word after `--`.
+    An option's separate value (`-f 1`) counts too, which errs toward more operands: closed."""
+    count, options = 0, True
+    for w in args:
+        if options and w.text == "--":
+            options = False
+        elif not options or w.text == "-" or not w.text.startswith("-"):
+            count += 1
+    return count
+
+
 def _uniq(args: Sequence[_Word]) -> bool:
-    # A second file operand is uniq's output file.
-    return _no_expansion(args) and sum(not w.text.startswith("-") for w in args) <= 1
+    # A second file operand is uniq's output file (`uniq - out.txt`, `uniq -- in out`).
+    return _no_expansion(args) and _operands(args) <= 1
 
 
 def _date(args: Sequence[_Word]) -> bool:
