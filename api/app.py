@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import inspect
+import logging
 import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -23,6 +24,8 @@ from eventstore import tenants
 from eventstore.settings import Settings
 from observe import instances, tracing
 from observe.metrics import Metrics
+
+log = logging.getLogger(__name__)
 
 # The pool's connections and the listener's (`api.live`), as pg_stat_activity names them.
 APPLICATION_NAME = "agentlog-api"
@@ -146,7 +149,9 @@ def create_app(settings: Settings) -> FastAPI:
             async with request.app.state.pool.connection(timeout=2) as conn:
                 await conn.execute("SELECT 1")
         except Exception as exc:
-            return problems.problem_response(request, 503, "Not ready", f"postgres: {exc}")
+            # Anyone may ask: the answer names no host, user or database; the log has the detail.
+            log.warning("not ready: postgres: %s: %s", type(exc).__name__, exc)
+            return problems.problem_response(request, 503, "Not ready", "the database does not answer")
         return JSONResponse({"status": "ready"})
 
     return app
