@@ -26,7 +26,7 @@ async def stack(pg_server: str, log_dir: Path) -> AsyncIterator[Stack]:
 async def test_not_ready_names_no_database_detail(
     stack: Stack, pg_server: str, caplog: pytest.LogCaptureFixture
 ) -> None:
-    database = psycopg.conninfo.conninfo_to_dict(stack.settings.database_url)["dbname"]
+    database = str(psycopg.conninfo.conninfo_to_dict(stack.settings.database_url)["dbname"])
     async with httpx.AsyncClient(base_url=stack.api_url or "", timeout=30) as api:
         assert (await api.get("/readyz")).status_code == 200
         async with await psycopg.AsyncConnection.connect(pg_server, autocommit=True) as admin:
