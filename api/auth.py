@@ -11,7 +11,6 @@ Another tenant's session answers 404, exactly as a session that does not exist.
 from __future__ import annotations
 
 import hmac
-import re
 from typing import Annotated
 
 from fastapi import Depends, Request
@@ -22,7 +21,6 @@ from eventstore.store import AsyncConn
 
 CHALLENGE = {"WWW-Authenticate": 'Bearer realm="agentlog"'}
 SERVICE_TENANT_HEADER = "X-Agentlog-Tenant"
-TENANT_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._:@-]{0,199}")
 
 
 async def current_tenant(request: Request) -> str:
@@ -56,11 +54,11 @@ async def current_tenant(request: Request) -> str:
 def _acting_for(request: Request) -> str:
     """The tenant a service call acts for (agentlog's own processes: the Task tool)."""
     tenant = request.headers.get(SERVICE_TENANT_HEADER, "").strip()
-    if not TENANT_ID.fullmatch(tenant):
+    if not tenants.is_tenant_id(tenant):
         raise Problem(
             401,
             "Unauthorized",
-            f"a service token acts for a tenant: send {SERVICE_TENANT_HEADER} (letters, digits, ._:@-)",
+            f"a service token acts for a tenant: send {SERVICE_TENANT_HEADER}: {tenants.TENANT_ID_RULE}",
             CHALLENGE,
             field=SERVICE_TENANT_HEADER,
         )

@@ -6,14 +6,17 @@ from decimal import Decimal
 from pathlib import Path
 from typing import Literal
 
-from pydantic import AliasChoices, Field, model_validator
+from pydantic import AliasChoices, Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
 class Settings(BaseSettings):
     """Everything configurable; environment variables are AGENTLOG_<FIELD>."""
 
-    model_config = SettingsConfigDict(env_prefix="AGENTLOG_", frozen=True, extra="ignore")
+    # Errors never echo a value: settings hold tokens, keys and database passwords.
+    model_config = SettingsConfigDict(
+        env_prefix="AGENTLOG_", frozen=True, extra="ignore", hide_input_in_errors=True
+    )
 
     kafka_bootstrap: str = "127.0.0.1:9092"
     # Tansu refuses idempotent producers; real Kafka should have them on.
@@ -118,6 +121,15 @@ class Settings(BaseSettings):
     heartbeat_s: float = Field(default=5.0, gt=0)
     # Traces go to this OTLP/HTTP collector (e.g. http://127.0.0.1:4318); empty: not exported.
     otlp_endpoint: str = ""
+
+    @field_validator("api_tokens")
+    @classmethod
+    def _tokens_name_valid_tenants(cls, spec: str) -> str:
+        """Each `token:tenant` is well formed and names a valid tenant id, checked once at start."""
+        from eventstore.tenants import parse_tokens
+
+        parse_tokens(spec)
+        return spec
 
     @model_validator(mode="after")
     def _split_within_bounds(self) -> Settings:

@@ -50,6 +50,9 @@ def token_create(
     """Issue a bearer token for TENANT and print it (it is shown once; only its hash is kept)."""
     from eventstore import store, tenants
 
+    if not tenants.is_tenant_id(tenant):
+        typer.echo(f"agentlog: invalid tenant id {tenant[:80]!r}: {tenants.TENANT_ID_RULE}", err=True)
+        raise typer.Exit(2)
     url = database_url(data_dir)
 
     async def create() -> str:
