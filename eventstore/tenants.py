@@ -82,8 +82,7 @@ async def create_token(
         raise ValueError("a token's lifetime must be positive")
     token = TOKEN_PREFIX + secrets.token_urlsafe(32)
     await conn.execute(
-        "INSERT INTO api_tokens (token_sha256, tenant_id, name, expires_at)"
-        " VALUES (%s, %s, %s, now() + %s)",
+        "INSERT INTO api_tokens (token_sha256, tenant_id, name, expires_at) VALUES (%s, %s, %s, now() + %s)",
         (digest(token), tenant_id, name, expires_in),
     )
     return token
