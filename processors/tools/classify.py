@@ -237,7 +237,9 @@ def _rg(args: Sequence[_Word]) -> bool:
     return not any(w.text.startswith("--pre") for w in args)
 
 
-_SED_PRINT = re.compile(r"\s*(?:(?:\d+|\$)(?:\s*,\s*(?:\d+|\$))?)?\s*[pdq=]?\s*")
+# Matched on a stripped part: no two runs of spaces compete, so matching is linear in the
+# script (adjacent `\s*` runs made it cubic in a model's long run of spaces).
+_SED_PRINT = re.compile(r"(?:(?:\d+|\$)(?:\s*,\s*(?:\d+|\$))?)?\s*[pdq=]?")
 
 
 def _sed(args: Sequence[_Word]) -> bool:
@@ -257,7 +259,7 @@ def _sed(args: Sequence[_Word]) -> bool:
             operands.append(word)
     if not scripts and operands:
         scripts.append(operands.pop(0))
-    return bool(scripts) and all(_SED_PRINT.fullmatch(part) for s in scripts for part in s.split(";"))
+    return bool(scripts) and all(_SED_PRINT.fullmatch(part.strip()) for s in scripts for part in s.split(";"))
 
 
 _ANY_ARGUMENTS = frozenset(
