@@ -2,7 +2,8 @@
 
 Tokens come from AGENTLOG_API_TOKENS (`token:tenant,…`) or the `api_tokens` table. No
 token is 401 with `WWW-Authenticate: Bearer` (unless AGENTLOG_AUTH_REQUIRED is off, for
-local development, when it is the `default` tenant); a token nobody issued is always 401.
+local development, when it is the `default` tenant); a token nobody issued, or one expired
+or revoked, is always 401.
 The service token (AGENTLOG_SERVICE_TOKEN) is agentlog's own processes acting for the
 tenant named in X-Agentlog-Tenant.
 Another tenant's session answers 404, exactly as a session that does not exist.
@@ -45,7 +46,7 @@ async def current_tenant(request: Request) -> str:
         raise Problem(
             401,
             "Unauthorized",
-            "unknown or revoked token",
+            "unknown, expired or revoked token",
             {"WWW-Authenticate": 'Bearer error="invalid_token"'},
         )
     return tenant

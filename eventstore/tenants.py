@@ -107,13 +107,13 @@ class TokenInfo:
 
 
 _INFO = (
-    "SELECT left(token_sha256, 12), tenant_id, name, created_at, expires_at, revoked_at,"
+    f"SELECT left(token_sha256, {TOKEN_ID_CHARS}), tenant_id, name, created_at, expires_at, revoked_at,"
     " CASE WHEN revoked_at IS NOT NULL THEN 'revoked'"
     "      WHEN expires_at IS NOT NULL AND expires_at <= now() THEN 'expired'"
     "      ELSE 'active' END"
     " FROM api_tokens"
 )
-_TOKEN_ID = re.compile(r"[0-9a-f]{12,64}")
+_TOKEN_ID = re.compile(rf"[0-9a-f]{{{TOKEN_ID_CHARS},64}}")
 
 
 async def list_tokens(conn: AsyncConn, tenant_id: str | None = None) -> list[TokenInfo]:
