@@ -149,18 +149,28 @@ class Stack:
         }
 
     def write(self) -> None:
+        """stack.json, private to its owner: it holds the development token."""
         path = self.data_dir / "stack.json"
         tmp = path.with_suffix(".tmp")
-        tmp.write_text(json.dumps(self.describe(), indent=2))
+        tmp.unlink(missing_ok=True)  # a leftover may have been made with other permissions
+        write_private(tmp, json.dumps(self.describe(), indent=2))
         tmp.replace(path)
+
+
+def write_private(path: Path, text: str) -> None:
+    """Create `path` readable and writable by its owner only, whatever the umask (refusing to
+    write through an existing file or a symlink planted there)."""
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
+    with os.fdopen(fd, "w") as out:
+        out.write(text)
 
 
 def _secret(path: Path, kind: str, size: int) -> str:
     """A token kept in `path` (made once, private to its owner, reused)."""
     if not path.exists():
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-        with os.fdopen(fd, "w") as out:
-            out.write(tenants.TOKEN_PREFIX + kind + "_" + secrets.token_urlsafe(size))
+        write_private(path, tenants.TOKEN_PREFIX + kind + "_" + secrets.token_urlsafe(size))
+    elif path.stat().st_mode & 0o077:
+        path.chmod(0o600)  # made by an older version, or by hand: a token is for its owner only
     return path.read_text().strip()
 
 

@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import inspect
+import logging
 import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -13,10 +14,9 @@ from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
 from opentelemetry.trace import SpanKind, Status, StatusCode
 from psycopg_pool import AsyncConnectionPool
-from starlette.middleware.base import BaseHTTPMiddleware, RequestResponseEndpoint
-from starlette.responses import Response
 
 from api import openapi, problems
+from api.body import BodyLimit
 from api.live import Live
 from api.routes import approvals, runs, sessions, stream, turns
 from eventstore import log as kafka_log
@@ -25,22 +25,7 @@ from eventstore.settings import Settings
 from observe import instances, tracing
 from observe.metrics import Metrics
 
-
-class BodyLimit(BaseHTTPMiddleware):
-    """Refuse bodies over the configured size with 413 before reading them."""
-
-    def __init__(self, app: Any, limit: int) -> None:
-        super().__init__(app)
-        self.limit = limit
-
-    async def dispatch(self, request: Request, call_next: RequestResponseEndpoint) -> Response:
-        length = request.headers.get("content-length")
-        if length is not None and length.isdigit() and int(length) > self.limit:
-            return problems.problem_response(
-                request, 413, "Request body too large", f"the limit is {self.limit} bytes"
-            )
-        return await call_next(request)
-
+log = logging.getLogger(__name__)
 
 # The pool's connections and the listener's (`api.live`), as pg_stat_activity names them.
 APPLICATION_NAME = "agentlog-api"
@@ -164,7 +149,9 @@ def create_app(settings: Settings) -> FastAPI:
             async with request.app.state.pool.connection(timeout=2) as conn:
                 await conn.execute("SELECT 1")
         except Exception as exc:
-            return problems.problem_response(request, 503, "Not ready", f"postgres: {exc}")
+            # Anyone may ask: the answer names no host, user or database; the log has the detail.
+            log.warning("not ready: postgres: %s: %s", type(exc).__name__, exc)
+            return problems.problem_response(request, 503, "Not ready", "the database does not answer")
         return JSONResponse({"status": "ready"})
 
     return app

@@ -2,7 +2,8 @@
 
 Tokens come from AGENTLOG_API_TOKENS (`token:tenant,…`) or the `api_tokens` table. No
 token is 401 with `WWW-Authenticate: Bearer` (unless AGENTLOG_AUTH_REQUIRED is off, for
-local development, when it is the `default` tenant); a token nobody issued is always 401.
+local development, when it is the `default` tenant); a token nobody issued, or one expired
+or revoked, is always 401.
 The service token (AGENTLOG_SERVICE_TOKEN) is agentlog's own processes acting for the
 tenant named in X-Agentlog-Tenant.
 Another tenant's session answers 404, exactly as a session that does not exist.
@@ -11,7 +12,6 @@ Another tenant's session answers 404, exactly as a session that does not exist.
 from __future__ import annotations
 
 import hmac
-import re
 from typing import Annotated
 
 from fastapi import Depends, Request
@@ -22,7 +22,6 @@ from eventstore.store import AsyncConn
 
 CHALLENGE = {"WWW-Authenticate": 'Bearer realm="agentlog"'}
 SERVICE_TENANT_HEADER = "X-Agentlog-Tenant"
-TENANT_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._:@-]{0,199}")
 
 
 async def current_tenant(request: Request) -> str:
@@ -47,7 +46,7 @@ async def current_tenant(request: Request) -> str:
         raise Problem(
             401,
             "Unauthorized",
-            "unknown or revoked token",
+            "unknown, expired or revoked token",
             {"WWW-Authenticate": 'Bearer error="invalid_token"'},
         )
     return tenant
@@ -56,11 +55,11 @@ async def current_tenant(request: Request) -> str:
 def _acting_for(request: Request) -> str:
     """The tenant a service call acts for (agentlog's own processes: the Task tool)."""
     tenant = request.headers.get(SERVICE_TENANT_HEADER, "").strip()
-    if not TENANT_ID.fullmatch(tenant):
+    if not tenants.is_tenant_id(tenant):
         raise Problem(
             401,
             "Unauthorized",
-            f"a service token acts for a tenant: send {SERVICE_TENANT_HEADER} (letters, digits, ._:@-)",
+            f"a service token acts for a tenant: send {SERVICE_TENANT_HEADER}: {tenants.TENANT_ID_RULE}",
             CHALLENGE,
             field=SERVICE_TENANT_HEADER,
         )

@@ -10,12 +10,13 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from eventstore.errors import AgentlogError, AppendTimeout, LogError, StoreError
+from eventstore.errors import AgentlogError, AppendTimeout, LogError, RecordTooLarge, StoreError
 
 MEDIA_TYPE = "application/problem+json"
 
 # exception type -> (status, title)
 STATUS: dict[type[Exception], tuple[int, str]] = {
+    RecordTooLarge: (413, "Too large for the event log"),
     AppendTimeout: (503, "The event log did not acknowledge in time"),
     LogError: (503, "The event log is unavailable"),
     StoreError: (503, "The store is unavailable"),

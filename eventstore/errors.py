@@ -3,6 +3,7 @@
 AgentlogError
 ├── DecodeError        bytes that are not an event we can read (never retriable)
 ├── AppendTimeout      the broker did not acknowledge in time (retriable)
+├── RecordTooLarge     an event over the log's record size (never retriable)
 ├── LogError           any other failure of the log adapter (retriable)
 └── StoreError         a failure of the Postgres store (retriable)
 """
@@ -26,6 +27,12 @@ class AppendTimeout(AgentlogError):
     """The broker did not acknowledge an append within the configured timeout."""
 
     retriable = True
+
+
+class RecordTooLarge(AgentlogError):
+    """An event whose record is over the log's maximum request size: no retry can help."""
+
+    retriable = False
 
 
 class LogError(AgentlogError):

@@ -14,10 +14,11 @@ from typing import Any
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
-from aiokafka.errors import KafkaError, TopicAlreadyExistsError
+from aiokafka.errors import KafkaError, MessageSizeTooLargeError, TopicAlreadyExistsError
+from aiokafka.record.default_records import DefaultRecordBatchBuilder
 
 from eventstore import codec
-from eventstore.errors import AppendTimeout, LogError
+from eventstore.errors import AppendTimeout, LogError, RecordTooLarge
 from eventstore.events import Event
 from eventstore.settings import Settings
 
@@ -88,11 +89,19 @@ class KafkaLog:
         return (await self.append_many([event]))[0]
 
     async def append_many(self, events: Sequence[Event]) -> list[Appended]:
-        """Append events in order (one session's events keep their order); all acknowledged."""
-        futures = []
-        for event in events:
-            key, value, headers = codec.encode(event)
-            futures.append(await self._send(self.topic, key, value, headers))
+        """Append events in order (one session's events keep their order); all acknowledged.
+
+        Every record is sized before any is sent: one too large for the log appends none,
+        so a refused user turn leaves no session_started behind."""
+        records = [codec.encode(event) for event in events]
+        for event, (key, value, headers) in zip(events, records, strict=True):
+            size = DefaultRecordBatchBuilder.estimate_size_in_bytes(key, value, list(headers))
+            if size > self.settings.kafka_max_request_size:
+                raise RecordTooLarge(
+                    f"the {event.type} event is {size} bytes as a record, over the log's limit of"
+                    f" {self.settings.kafka_max_request_size}"
+                )
+        futures = [await self._send(self.topic, key, value, headers) for key, value, headers in records]
         return await self._acked(futures)
 
     async def append_raw(
@@ -114,6 +123,8 @@ class KafkaLog:
             )
         except TimeoutError as exc:
             raise AppendTimeout(f"append to {topic} not queued in time") from exc
+        except MessageSizeTooLargeError as exc:
+            raise RecordTooLarge(f"append to {topic} refused: {exc}") from exc
         except KafkaError as exc:
             raise LogError(f"append to {topic} failed: {exc}") from exc
 

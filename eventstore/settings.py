@@ -6,7 +6,7 @@ from decimal import Decimal
 from pathlib import Path
 from typing import Literal
 
-from pydantic import AliasChoices, Field, model_validator
+from pydantic import AliasChoices, Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from eventstore import models
@@ -15,7 +15,10 @@ from eventstore import models
 class Settings(BaseSettings):
     """Everything configurable; environment variables are AGENTLOG_<FIELD>."""
 
-    model_config = SettingsConfigDict(env_prefix="AGENTLOG_", frozen=True, extra="ignore")
+    # Errors never echo a value: settings hold tokens, keys and database passwords.
+    model_config = SettingsConfigDict(
+        env_prefix="AGENTLOG_", frozen=True, extra="ignore", hide_input_in_errors=True
+    )
 
     kafka_bootstrap: str = "127.0.0.1:9092"
     # Tansu refuses idempotent producers; real Kafka should have them on.
@@ -131,6 +134,15 @@ class Settings(BaseSettings):
     def session_model(self) -> str:
         """The model a new session gets when it names none."""
         return models.default_model(self.default_model, self.anthropic_api_key)
+
+    @field_validator("api_tokens")
+    @classmethod
+    def _tokens_name_valid_tenants(cls, spec: str) -> str:
+        """Each `token:tenant` is well formed and names a valid tenant id, checked once at start."""
+        from eventstore.tenants import parse_tokens
+
+        parse_tokens(spec)
+        return spec
 
     @model_validator(mode="after")
     def _split_within_bounds(self) -> Settings:

@@ -7,7 +7,8 @@ from agentlog.cli.app import app
 # isort: off
 from agentlog.cli import stack  # noqa: F401 - up, status, worker, api, migrate, replay, rebuild
 from agentlog.cli import chat  # noqa: F401 - send, sessions, chat
-from agentlog.cli import sql  # noqa: F401 - sql, token create
+from agentlog.cli import sql  # noqa: F401 - sql
+from agentlog.cli import tokens  # noqa: F401 - token create, list, revoke
 from agentlog.cli import top  # noqa: F401 - top
 from agentlog.load import bench_app
 # isort: on

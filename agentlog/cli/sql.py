@@ -1,5 +1,5 @@
-"""The commands that go straight to the database: `sql` over the projection (as the analyst role
-when a tenant is given) and `token create`."""
+"""`agentlog sql`: a query straight to the database, over the projection (as the analyst role
+when a tenant is given)."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ from typing import Annotated
 
 import typer
 
-from agentlog.cli.app import DataDir, app, database_url, token_app
+from agentlog.cli.app import DataDir, app, database_url
 
 
 @app.command()
@@ -39,24 +39,3 @@ def sql(
     for row in rows:
         table.add_row(*("" if v is None else str(v) for v in row))
     Console().print(table)
-
-
-@token_app.command("create")
-def token_create(
-    tenant: Annotated[str, typer.Argument(metavar="TENANT")],
-    name: Annotated[str, typer.Option(help="what the token is for")] = "",
-    data_dir: DataDir = Path(".agentlog"),
-) -> None:
-    """Issue a bearer token for TENANT and print it (it is shown once; only its hash is kept)."""
-    from eventstore import store, tenants
-
-    url = database_url(data_dir)
-
-    async def create() -> str:
-        await store.migrate(url)
-        async with await store.connect(url) as conn:
-            return await tenants.create_token(conn, tenant, name)
-
-    token = asyncio.run(create())
-    typer.echo(f"token for tenant {tenant} (shown once):", err=True)
-    typer.echo(token)

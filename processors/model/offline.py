@@ -20,7 +20,9 @@ from eventstore.events import Block, StopReason, Usage
 from eventstore.models import OFFLINE_MODEL as OFFLINE_MODEL  # the name it answers to
 from processors.model.port import ModelRequest, ModelResponse
 
-CALL_LINE = re.compile(r"^\s*call\s+(?P<name>[A-Za-z0-9_-]{1,64})(?:\s+(?P<input>.*?))?\s*$")
+# Matched on a stripped line: no two runs of spaces compete, so matching is linear in the
+# line (a lazy `.*?` before `\s*$` was quadratic in a user's long line of spaces).
+CALL_LINE = re.compile(r"call\s+(?P<name>[A-Za-z0-9_-]{1,64})(?:\s+(?P<input>.*))?")
 
 
 def _text_of(content: Any) -> str:
@@ -44,7 +46,7 @@ def _calls(text: str, digest: str) -> tuple[list[Block], list[str]]:
     blocks: list[Block] = []
     errors: list[str] = []
     for number, line in enumerate(text.splitlines(), 1):
-        match = CALL_LINE.match(line)
+        match = CALL_LINE.fullmatch(line.strip())
         if match is None:
             continue
         raw = match.group("input") or "{}"

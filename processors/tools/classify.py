@@ -204,9 +204,21 @@ def _sort(args: Sequence[_Word]) -> bool:
     )
 
 
+def _operands(args: Sequence[_Word]) -> int:
+    """How many words are file operands: `-` (standard input) is one, and every word after `--`.
+    An option's separate value (`-f 1`) counts too, which errs toward more operands: closed."""
+    count, options = 0, True
+    for w in args:
+        if options and w.text == "--":
+            options = False
+        elif not options or w.text == "-" or not w.text.startswith("-"):
+            count += 1
+    return count
+
+
 def _uniq(args: Sequence[_Word]) -> bool:
-    # A second file operand is uniq's output file.
-    return _no_expansion(args) and sum(not w.text.startswith("-") for w in args) <= 1
+    # A second file operand is uniq's output file (`uniq - out.txt`, `uniq -- in out`).
+    return _no_expansion(args) and _operands(args) <= 1
 
 
 def _date(args: Sequence[_Word]) -> bool:
@@ -225,7 +237,9 @@ def _rg(args: Sequence[_Word]) -> bool:
     return not any(w.text.startswith("--pre") for w in args)
 
 
-_SED_PRINT = re.compile(r"\s*(?:(?:\d+|\$)(?:\s*,\s*(?:\d+|\$))?)?\s*[pdq=]?\s*")
+# Matched on a stripped part: no two runs of spaces compete, so matching is linear in the
+# script (adjacent `\s*` runs made it cubic in a model's long run of spaces).
+_SED_PRINT = re.compile(r"(?:(?:\d+|\$)(?:\s*,\s*(?:\d+|\$))?)?\s*[pdq=]?")
 
 
 def _sed(args: Sequence[_Word]) -> bool:
@@ -245,7 +259,7 @@ def _sed(args: Sequence[_Word]) -> bool:
             operands.append(word)
     if not scripts and operands:
         scripts.append(operands.pop(0))
-    return bool(scripts) and all(_SED_PRINT.fullmatch(part) for s in scripts for part in s.split(";"))
+    return bool(scripts) and all(_SED_PRINT.fullmatch(part.strip()) for s in scripts for part in s.split(";"))
 
 
 _ANY_ARGUMENTS = frozenset(

@@ -1,6 +1,6 @@
-"""File tools, named and shaped as models know them: Read, Grep, Glob (pure reads) and
-Write, Edit (guarded writes). Paths are relative to the session's workspace and never
-leave it; a refusal or a failure is a result the model can read.
+"""File tools, named and shaped as models know them: Read (a pure read) and Write, Edit
+(guarded writes); Grep and Glob are in `processors.tools.search`. Paths are relative to the
+session's workspace and never leave it; a refusal or a failure is a result the model can read.
 
 A guarded write is planned before it is applied: the plan names the file, the sha256 of
 its content now (the pre-image, None when it does not exist) and of its content after
@@ -11,10 +11,8 @@ can tell done (post-image present) from not done (pre-image) from changed by som
 from __future__ import annotations
 
 import asyncio
-import fnmatch
 import hashlib
 import os
-import re
 import stat
 import tempfile
 from dataclasses import dataclass
@@ -26,9 +24,6 @@ from processors.tools.workspace import PathRefused, relative, resolve
 
 READ_DEFAULT_LINES = 2000
 READ_MAX_LINE = 2000
-GREP_MAX_MATCHES = 500
-GLOB_MAX_FILES = 1000
-SEARCH_MAX_FILE_BYTES = 5_000_000
 MAX_FILE_BYTES = 20_000_000
 
 
@@ -51,28 +46,30 @@ def sha256_of(path: Path) -> str | None:
         os.close(fd)
 
 
-def _error(message: str) -> ToolOutput:
+def error(message: str) -> ToolOutput:
+    """A result the model reads as a failure."""
     return ToolOutput(message, is_error=True)
 
 
-def _text_of(path: Path, shown: str) -> str | ToolOutput:
+def text_of(path: Path, shown: str) -> str | ToolOutput:
+    """A regular file's text (shown to the model as `shown`), or an error result saying why not."""
     try:
         # Non-blocking open and fstat: a FIFO or a device is refused, never waited on.
         fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK)
     except FileNotFoundError:
-        return _error(f"{shown} does not exist")
+        return error(f"{shown} does not exist")
     except IsADirectoryError:
-        return _error(f"{shown} is a directory; use Glob to list files")
+        return error(f"{shown} is a directory; use Glob to list files")
     except OSError as exc:
-        return _error(f"cannot read {shown}: {exc.strerror}")
+        return error(f"cannot read {shown}: {exc.strerror}")
     try:
         info = os.fstat(fd)
         if stat.S_ISDIR(info.st_mode):
-            return _error(f"{shown} is a directory; use Glob to list files")
+            return error(f"{shown} is a directory; use Glob to list files")
         if not stat.S_ISREG(info.st_mode):
-            return _error(f"{shown} is not a regular file")
+            return error(f"{shown} is not a regular file")
         if info.st_size > MAX_FILE_BYTES:
-            return _error(
+            return error(
                 f"{shown} is {info.st_size} bytes, over the {MAX_FILE_BYTES}-byte limit of file tools"
             )
         with os.fdopen(fd, "rb", closefd=False) as f:
@@ -80,7 +77,7 @@ def _text_of(path: Path, shown: str) -> str | ToolOutput:
     finally:
         os.close(fd)
     if b"\x00" in data[:8192]:
-        return _error(f"{shown} is a binary file ({len(data)} bytes)")
+        return error(f"{shown} is a binary file ({len(data)} bytes)")
     return data.decode("utf-8", errors="replace")
 
 
@@ -116,7 +113,7 @@ def _write_atomically(path: Path, content: bytes, workspace: Path) -> None:
     _match_owner(path, workspace)
 
 
-class _FileTool:
+class FileTool:
     """File tools do blocking I/O: they run in a thread, never on the event loop."""
 
     def run_sync(self, tool_input: dict[str, Any], ctx: ToolContext) -> ToolOutput:
@@ -126,7 +123,7 @@ class _FileTool:
         return await asyncio.to_thread(self.run_sync, tool_input, ctx)
 
 
-class Read(_FileTool):
+class Read(FileTool):
     name = "Read"
     description = (
         "Reads a file from the workspace. Lines are numbered from 1 (`cat -n` style). "
@@ -150,11 +147,11 @@ class Read(_FileTool):
         try:
             path = resolve(ctx.workspace, tool_input.get("file_path"))
         except PathRefused as exc:
-            return _error(str(exc))
+            return error(str(exc))
         offset, limit = tool_input.get("offset", 1), tool_input.get("limit", READ_DEFAULT_LINES)
         if not isinstance(offset, int) or offset < 1 or not isinstance(limit, int) or limit < 1:
-            return _error("offset and limit must be positive integers")
-        text = _text_of(path, relative(ctx.workspace, path))
+            return error("offset and limit must be positive integers")
+        text = text_of(path, relative(ctx.workspace, path))
         if isinstance(text, ToolOutput):
             return text
         lines = text.splitlines()
@@ -162,7 +159,7 @@ class Read(_FileTool):
             return ToolOutput(f"{relative(ctx.workspace, path)} is empty")
         chosen = lines[offset - 1 : offset - 1 + limit]
         if not chosen:
-            return _error(f"offset {offset} is past the end ({len(lines)} lines)")
+            return error(f"offset {offset} is past the end ({len(lines)} lines)")
         out = [
             f"{n:>6}\t{line if len(line) <= READ_MAX_LINE else line[:READ_MAX_LINE] + '… [line cut]'}"
             for n, line in enumerate(chosen, offset)
@@ -171,114 +168,6 @@ class Read(_FileTool):
         if rest > 0:
             out.append(f"[{rest} more lines; read on with offset={offset + len(chosen)}]")
         return ToolOutput("\n".join(out))
-
-
-def _walk(root: Path, workspace: Path) -> list[Path]:
-    """Files under `root`, not following symlinks out of the workspace, in a stable order."""
-    found: list[Path] = []
-    real_ws = workspace.resolve()
-    for dirpath, dirnames, filenames in os.walk(root, followlinks=False):
-        dirnames[:] = sorted(d for d in dirnames if not d.startswith(".git"))
-        for name in sorted(filenames):
-            path = Path(dirpath) / name
-            real = Path(os.path.realpath(path))
-            if real_ws in real.parents and real.is_file():
-                found.append(path)
-    return sorted(found)
-
-
-class Grep(_FileTool):
-    name = "Grep"
-    description = (
-        "Searches file contents with a regular expression (Python syntax). Returns "
-        "`path:line:text` for each matching line. `path` is a file or directory in the "
-        "workspace (default: the whole workspace); `glob` filters file names, e.g. `*.py`."
-    )
-    input_schema: ClassVar[dict[str, Any]] = {
-        "type": "object",
-        "properties": {
-            "pattern": {"type": "string", "description": "the regular expression"},
-            "path": {"type": "string", "description": "file or directory to search"},
-            "glob": {"type": "string", "description": "only files whose name matches, e.g. *.md"},
-        },
-        "required": ["pattern"],
-    }
-
-    def effect_class(self, tool_input: dict[str, Any]) -> EffectClass:
-        return "read"
-
-    def run_sync(self, tool_input: dict[str, Any], ctx: ToolContext) -> ToolOutput:
-        pattern = tool_input.get("pattern")
-        if not isinstance(pattern, str) or not pattern:
-            return _error("pattern must be a non-empty string")
-        try:
-            regex = re.compile(pattern)
-        except re.error as exc:
-            return _error(f"invalid regular expression: {exc}")
-        try:
-            base = resolve(ctx.workspace, tool_input.get("path") or ".", must_exist=True)
-        except PathRefused as exc:
-            return _error(str(exc))
-        glob = tool_input.get("glob")
-        files = [base] if base.is_file() else _walk(base, ctx.workspace)
-        if isinstance(glob, str) and glob:
-            files = [f for f in files if fnmatch.fnmatch(f.name, glob) or fnmatch.fnmatch(str(f), glob)]
-        matches: list[str] = []
-        for path in files:
-            if path.stat().st_size > SEARCH_MAX_FILE_BYTES:
-                continue
-            text = _text_of(path, "")
-            if isinstance(text, ToolOutput):
-                continue
-            for n, line in enumerate(text.splitlines(), 1):
-                if regex.search(line):
-                    matches.append(f"{relative(ctx.workspace, path)}:{n}:{line[:500]}")
-                    if len(matches) >= GREP_MAX_MATCHES:
-                        matches.append(f"[stopped at {GREP_MAX_MATCHES} matches]")
-                        return ToolOutput("\n".join(matches))
-        return ToolOutput("\n".join(matches) if matches else "No matches")
-
-
-class Glob(_FileTool):
-    name = "Glob"
-    description = (
-        "Lists files in the workspace whose path matches a glob pattern such as `**/*.py` "
-        "or `src/*.md`, relative to `path` (default: the workspace root)."
-    )
-    input_schema: ClassVar[dict[str, Any]] = {
-        "type": "object",
-        "properties": {
-            "pattern": {"type": "string", "description": "the glob pattern"},
-            "path": {"type": "string", "description": "the directory to search from"},
-        },
-        "required": ["pattern"],
-    }
-
-    def effect_class(self, tool_input: dict[str, Any]) -> EffectClass:
-        return "read"
-
-    def run_sync(self, tool_input: dict[str, Any], ctx: ToolContext) -> ToolOutput:
-        pattern = tool_input.get("pattern")
-        if not isinstance(pattern, str) or not pattern or "\x00" in pattern:
-            return _error("pattern must be a non-empty string")
-        if Path(pattern).is_absolute() or ".." in Path(pattern).parts:
-            return _error("pattern must be relative and stay inside the workspace (no '..')")
-        try:
-            base = resolve(ctx.workspace, tool_input.get("path") or ".", must_exist=True)
-        except PathRefused as exc:
-            return _error(str(exc))
-        if not base.is_dir():
-            return _error(f"{relative(ctx.workspace, base)} is not a directory")
-        real_ws = ctx.workspace.resolve()
-        found: list[str] = []
-        for path in sorted(base.glob(pattern)):
-            real = Path(os.path.realpath(path))
-            if real_ws in real.parents and real.is_file():
-                found.append(relative(ctx.workspace, path))
-            if len(found) >= GLOB_MAX_FILES:
-                found.append(f"[stopped at {GLOB_MAX_FILES} files]")
-                break
-        return ToolOutput("\n".join(found) if found else "No files found")
 
 
 @dataclass(frozen=True)
@@ -296,7 +185,7 @@ class WritePlan:
         return {"path": str(self.path), "pre_sha256": self.pre_sha256, "post_sha256": self.post_sha256}
 
 
-class _GuardedWrite(_FileTool):
+class _GuardedWrite(FileTool):
     """Plan, then apply; `run` does both (the executor does them around its ledger)."""
 
     def effect_class(self, tool_input: dict[str, Any]) -> EffectClass:
@@ -309,7 +198,7 @@ class _GuardedWrite(_FileTool):
         try:
             _write_atomically(plan.path, plan.content, ctx.workspace.resolve())
         except OSError as exc:
-            return _error(f"cannot write {relative(ctx.workspace, plan.path)}: {exc.strerror}")
+            return error(f"cannot write {relative(ctx.workspace, plan.path)}: {exc.strerror}")
         return ToolOutput(plan.summary)
 
     def run_sync(self, tool_input: dict[str, Any], ctx: ToolContext) -> ToolOutput:
@@ -336,12 +225,12 @@ class Write(_GuardedWrite):
         try:
             path = resolve(ctx.workspace, tool_input.get("file_path"))
         except PathRefused as exc:
-            return _error(str(exc))
+            return error(str(exc))
         content = tool_input.get("content")
         if not isinstance(content, str):
-            return _error("content must be a string")
+            return error("content must be a string")
         if path.is_dir():
-            return _error(f"{relative(ctx.workspace, path)} is a directory")
+            return error(f"{relative(ctx.workspace, path)} is a directory")
         data = content.encode()
         shown = relative(ctx.workspace, path)
         return WritePlan(
@@ -374,22 +263,22 @@ class Edit(_GuardedWrite):
         try:
             path = resolve(ctx.workspace, tool_input.get("file_path"))
         except PathRefused as exc:
-            return _error(str(exc))
+            return error(str(exc))
         old, new = tool_input.get("old_string"), tool_input.get("new_string")
         if not isinstance(old, str) or not isinstance(new, str) or not old:
-            return _error("old_string must be a non-empty string and new_string a string")
+            return error("old_string must be a non-empty string and new_string a string")
         if old == new:
-            return _error("old_string and new_string are the same; nothing to change")
+            return error("old_string and new_string are the same; nothing to change")
         shown = relative(ctx.workspace, path)
-        text = _text_of(path, shown)
+        text = text_of(path, shown)
         if isinstance(text, ToolOutput):
             return text
         count = text.count(old)
         if count == 0:
-            return _error(f"old_string was not found in {shown}")
+            return error(f"old_string was not found in {shown}")
         replace_all = bool(tool_input.get("replace_all", False))
         if count > 1 and not replace_all:
-            return _error(
+            return error(
                 f"old_string occurs {count} times in {shown};"
                 " add context to make it unique or set replace_all"
             )

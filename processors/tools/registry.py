@@ -120,7 +120,8 @@ class Registry:
 def default_registry() -> Registry:
     """The built-in tools, which every worker has unless configured otherwise."""
     from processors.tools.bash import Bash
-    from processors.tools.files import Edit, Glob, Grep, Read, Write
+    from processors.tools.files import Edit, Read, Write
+    from processors.tools.search import Glob, Grep
     from processors.tools.task import Task
     from processors.tools.web import WebFetch
 

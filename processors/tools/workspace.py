@@ -13,12 +13,23 @@ import os
 import re
 from pathlib import Path
 
+from eventstore import tenants
+
 _UNSAFE = re.compile(r"[^A-Za-z0-9._-]")
 SANDBOX_UID = 65534  # nobody
 
 
 class PathRefused(Exception):
     """A path the tool may not touch; the message is for the model."""
+
+
+def _tenant_dir(tenant_id: str) -> str:
+    """The tenant's directory name: the id itself when it keeps the tenant id rule (which
+    admits no `..`), else a cleaned, digested name (an event forged around the api)."""
+    if tenants.is_tenant_id(tenant_id):
+        return tenant_id
+    digest = hashlib.sha256(tenant_id.encode()).hexdigest()[:10]
+    return f"_{_UNSAFE.sub('_', tenant_id)[:40]}-{digest}"
 
 
 def workspace_for(root: Path, tenant_id: str, session_id: str) -> Path:
@@ -28,7 +39,10 @@ def workspace_for(root: Path, tenant_id: str, session_id: str) -> Path:
     """
     digest = hashlib.sha256(f"{tenant_id}/{session_id}".encode()).hexdigest()[:10]
     name = f"{_UNSAFE.sub('_', session_id)[:80]}-{digest}"
-    path = root.resolve() / _UNSAFE.sub("_", tenant_id)[:80] / name
+    base = root.resolve()
+    path = base / _tenant_dir(tenant_id) / name
+    if Path(os.path.normpath(path)).parent.parent != base:  # defense in depth: ids come from events
+        raise PathRefused(f"no workspace for tenant {tenant_id[:80]!r}: it would leave {base}")
     if not path.is_dir():
         path.mkdir(parents=True, exist_ok=True)
         if os.geteuid() == 0:

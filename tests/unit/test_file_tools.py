@@ -11,8 +11,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from eventstore.settings import Settings
-from processors.tools.files import Edit, Glob, Grep, Read, Write, WritePlan, sha256_of
+from processors.tools.files import Edit, Read, Write, WritePlan, sha256_of
 from processors.tools.registry import ToolContext
+from processors.tools.search import Glob, Grep
 from processors.tools.workspace import PathRefused, resolve, workspace_for
 
 
