@@ -28,7 +28,7 @@ from typing import Any
 from opentelemetry.trace import Span, SpanKind, Status, StatusCode
 
 from eventstore import events as ev
-from eventstore import ledger
+from eventstore import ids, ledger
 from eventstore.events import Event
 from eventstore.log import partition_for
 from eventstore.state import SessionState
@@ -40,10 +40,14 @@ from processors.tools.workspace import workspace_for
 
 log = logging.getLogger(__name__)
 
-UNKNOWN = (
-    "outcome unknown: the command may or may not have run (the executor stopped while it was"
-    " running); it was not run again. Check its effects before retrying."
-)
+
+def unknown(tool: Tool) -> str:
+    """The result of a `write` call whose start was recorded and whose outcome was not."""
+    what = "the command" if tool.name == "Bash" else f"the {tool.name} call"
+    return (
+        f"outcome unknown: {what} may or may not have run (the executor stopped while it was"
+        " running); it was not run again. Check its effects before retrying."
+    )
 
 
 class ToolWorker(EffectWorker[ev.ToolRequested]):
@@ -111,15 +115,22 @@ class ToolWorker(EffectWorker[ev.ToolRequested]):
             causation_id=request.event_id,
         )
 
-    def context(self, state: SessionState, call_id: str = "") -> ToolContext:
-        """The session's workspace (created on first use) and settings."""
+    def context(self, state: SessionState, request: ev.ToolRequested | None = None) -> ToolContext:
+        """The session's workspace (created on first use), settings, and the call's identity:
+        its tool_use id, its idempotency key (the same on every redelivery) and a logger."""
         workspace = workspace_for(self.settings.workspace_root, state.tenant_id, state.session_id)
+        call_id = request.payload.tool_use_id if request is not None else ""
+        key = str(ids.derive(self.key(request))) if request is not None else ""
+        name = request.payload.name if request is not None else "tool"
+        bound = {"session_id": state.session_id, "tenant_id": state.tenant_id, "tool_use_id": call_id}
         return ToolContext(
             session_id=state.session_id,
             workspace=workspace,
             settings=self.settings,
             call_id=call_id,
             tenant_id=state.tenant_id,
+            idempotency_key=key,
+            log=logging.LoggerAdapter(logging.getLogger(f"agentlog.tools.{name}"), {**bound, "key": key}),
         )
 
     def _tool(self, request: ev.ToolRequested, state: SessionState) -> Tool | ToolOutput:
@@ -128,6 +139,8 @@ class ToolWorker(EffectWorker[ev.ToolRequested]):
         tool = self.tools.get(name)
         if tool is None or name not in allowed:
             offer = ", ".join(sorted(allowed)) or "none"
+            # The model may have been offered a tool this executor did not load (its modules
+            # differ from the model worker's): an answer the model can read, never a hang.
             return ToolOutput(f"unknown tool {name!r}; the tools available are: {offer}", is_error=True)
         return tool
 
@@ -156,7 +169,7 @@ class ToolWorker(EffectWorker[ev.ToolRequested]):
 
     async def _run_locked(self, tool: Tool, request: ev.ToolRequested, state: SessionState) -> ToolOutput:
         tool_input = dict(request.payload.input)
-        ctx = self.context(state, request.payload.tool_use_id)
+        ctx = self.context(state, request)
         kind: EffectClass = tool.effect_class(tool_input)
         key = self.key(request)
         # Reads and fetches need no look at the ledger here: a recorded outcome was re-emitted
@@ -165,7 +178,7 @@ class ToolWorker(EffectWorker[ev.ToolRequested]):
             # A start already recorded (by us before a crash, or by another executor): the
             # command may have run, so it is never run again.
             if await self._ledger_call(ledger.start, key, self.kind, request, {"class": kind}) is not None:
-                return ToolOutput(UNKNOWN, is_error=True)
+                return ToolOutput(unknown(tool), is_error=True)
             failpoints.hit(f"{self.consumer}.after_start")
         elif kind == "guarded_write":
             # The file is judged against a recorded plan before planning again: an applied Edit
