@@ -16,7 +16,7 @@ from psycopg_pool import AsyncConnectionPool
 from starlette.middleware.base import BaseHTTPMiddleware, RequestResponseEndpoint
 from starlette.responses import Response
 
-from api import openapi, problems
+from api import agents, openapi, problems
 from api.live import Live
 from api.routes import approvals, runs, sessions, stream, turns
 from eventstore import log as kafka_log
@@ -141,10 +141,12 @@ def create_app(settings: Settings) -> FastAPI:
             await kafka.stop()
             await pool.close()
 
+    catalog = agents.load(settings.agents)  # a wrong agents file stops the start, here
     metrics = Metrics(instances.instance_id(settings, "api"), "api")
     tracing.configure(settings.otlp_endpoint)
     app = FastAPI(title="agentlog", version="0.1.0", lifespan=lifespan, **_no_native_telemetry())
     app.state.metrics = metrics
+    app.state.agents = catalog
     app.add_middleware(BodyLimit, limit=settings.max_body_bytes)
     app.add_middleware(Observed, metrics=metrics)
     problems.install(app)
