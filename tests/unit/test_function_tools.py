@@ -15,6 +15,7 @@ import pytest
 from pydantic import Field
 
 from agentlog import ToolContext, ToolError, tool
+from agentlog.testing import tool_context
 from eventstore.settings import Settings
 from processors.tools import discovery
 from processors.tools.errors import ToolConfigError
@@ -22,14 +23,8 @@ from processors.tools.function import FunctionTool
 from tests import custom_tools
 
 
-def ctx(tmp_path: Path, **settings: Any) -> ToolContext:
-    return ToolContext(
-        session_id="s",
-        workspace=tmp_path,
-        settings=Settings(workspace_root=tmp_path, **settings),
-        call_id="toolu_1",
-        idempotency_key="key-1",
-    )
+def ctx(tmp_path: Path) -> ToolContext:
+    return tool_context(tmp_path, idempotency_key="key-1", session_id="s")
 
 
 def test_the_schema_comes_from_the_signature_and_the_docstring() -> None:
