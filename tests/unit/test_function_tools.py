@@ -216,3 +216,26 @@ def test_the_context_logger_is_usable_without_a_worker(
     with caplog.at_level(logging.INFO, "agentlog.tools"):
         ctx(tmp_path).log.info("hello")
     assert caplog.messages == ["hello"]
+
+
+@pytest.mark.parametrize(
+    ("argv", "env", "said"),
+    [
+        (["worker", "tools"], {"AGENTLOG_TOOL_MODULES": "no_such_module_here"}, "does not import"),
+        (
+            ["up"],
+            {"AGENTLOG_TOOL_MODULES": "logging"},
+            "module 'logging' (AGENTLOG_TOOL_MODULES) defines no @tool",
+        ),
+        (["api"], {"AGENTLOG_AGENTS": "/nonexistent/agents.toml"}, "agents file /nonexistent/agents.toml"),
+    ],
+)
+def test_the_commands_refuse_to_start_with_a_bad_tool_or_agents_file(
+    argv: list[str], env: dict[str, str], said: str
+) -> None:
+    from typer.testing import CliRunner
+
+    from agentlog.cli import app
+
+    result = CliRunner().invoke(app, argv, env=env)
+    assert result.exit_code == 2 and said in result.output, result.output
