@@ -115,13 +115,12 @@ class ToolWorker(EffectWorker[ev.ToolRequested]):
             causation_id=request.event_id,
         )
 
-    def context(self, state: SessionState, request: ev.ToolRequested | None = None) -> ToolContext:
+    def context(self, state: SessionState, request: ev.ToolRequested) -> ToolContext:
         """The session's workspace (created on first use), settings, and the call's identity:
         its tool_use id, its idempotency key (the same on every redelivery) and a logger."""
         workspace = workspace_for(self.settings.workspace_root, state.tenant_id, state.session_id)
-        call_id = request.payload.tool_use_id if request is not None else ""
-        key = str(ids.derive(self.key(request))) if request is not None else ""
-        name = request.payload.name if request is not None else "tool"
+        call_id = request.payload.tool_use_id
+        key = str(ids.derive(self.key(request)))  # the ledger key, short enough for any API
         bound = {"session_id": state.session_id, "tenant_id": state.tenant_id, "tool_use_id": call_id}
         return ToolContext(
             session_id=state.session_id,
@@ -130,7 +129,9 @@ class ToolWorker(EffectWorker[ev.ToolRequested]):
             call_id=call_id,
             tenant_id=state.tenant_id,
             idempotency_key=key,
-            log=logging.LoggerAdapter(logging.getLogger(f"agentlog.tools.{name}"), {**bound, "key": key}),
+            log=logging.LoggerAdapter(
+                logging.getLogger(f"agentlog.tools.{request.payload.name}"), {**bound, "key": key}
+            ),
         )
 
     def _tool(self, request: ev.ToolRequested, state: SessionState) -> Tool | ToolOutput:

@@ -107,7 +107,8 @@ class FunctionTool(Generic[P, R]):
         if inspect.iscoroutinefunction(fn):
             return await cast(Callable[..., Awaitable[Any]], fn)(**kwargs)
         # A thread cannot be stopped: past the limit it finishes unobserved (reported as such).
-        return await asyncio.to_thread(fn, **kwargs)
+        value = await asyncio.to_thread(fn, **kwargs)
+        return await value if inspect.isawaitable(value) else value  # a wrapped coroutine function
 
 
 @overload
