@@ -102,8 +102,9 @@ def load(path: Path | None) -> Agents:
 
 
 def settings_from(agent: AgentDefinition, request: SessionSettings) -> SessionSettings:
-    """The agent's settings with the request's own (those it set) over them; metadata merges."""
-    own = request.model_dump(exclude_unset=True)
+    """The agent's settings with the request's own (those it set, null meaning unset) over
+    them; metadata merges."""
+    own = {k: v for k, v in request.model_dump(exclude_unset=True).items() if v is not None}
     merged: dict[str, Any] = {**agent.model_dump(exclude_unset=True, exclude={"description"}), **own}
     merged["metadata"] = {**agent.metadata, **request.metadata}
     return SessionSettings(**{k: v for k, v in merged.items() if k in SessionSettings.model_fields})

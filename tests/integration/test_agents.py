@@ -12,6 +12,7 @@ import httpx
 import pytest
 
 from api import agents
+from api.routes.common import SessionSettings
 from tests.fakes import anthropic as fake
 from tests.integration.test_agent_turns import MODEL, PRICES, _plain
 from tests.services import Stack, stack_on
@@ -148,6 +149,19 @@ async def test_agents_are_listed(stack: Stack) -> None:
     assert support["name"] == "support" and support["tools"] == ["Echo", "lookup"]
     assert support["description"] == "Answers questions about orders"
     assert offline == {"name": "offline", "sha256": offline["sha256"], "tools": ["charge"], "metadata": {}}
+
+
+def test_the_request_overrides_what_it_sets_and_null_is_not_set() -> None:
+    agent = agents.AgentDefinition(model="m", system="s", tools=["Echo"], metadata={"a": 1}, max_steps=3)
+    request = SessionSettings(model=None, system="mine", metadata={"b": 2})
+    merged = agents.settings_from(agent, request)
+    assert merged.model_dump(exclude_unset=True) == {
+        "model": "m",
+        "system": "mine",
+        "tools": ["Echo"],
+        "metadata": {"a": 1, "b": 2},
+        "max_steps": 3,
+    }
 
 
 @pytest.mark.parametrize(
