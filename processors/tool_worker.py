@@ -5,7 +5,8 @@ appends their results, each exactly as often as its idempotency class allows.
 - `guarded_write` (Write, Edit): the plan (file, pre- and post-image hashes) is recorded
   before the file changes. After a crash the file says what happened: the post-image means
   done, the pre-image means not yet (run it), anything else is reported as changed under
-  the tool.
+  the tool. A `@tool` function of this class records its start, and after a crash its
+  check says: in place (done), not (run it), or it cannot tell ("outcome unknown").
 - `write` (a Bash command that may change things): its start is recorded before it runs;
   a start without an outcome after a crash is answered "outcome unknown", never rerun.
 
@@ -35,6 +36,7 @@ from eventstore.state import SessionState
 from processors import failpoints, reactor
 from processors.effects import EffectWorker
 from processors.tools.files import WritePlan, sha256_of
+from processors.tools.function import FunctionTool
 from processors.tools.registry import EffectClass, Registry, Tool, ToolContext, ToolOutput, default_registry
 from processors.tools.workspace import workspace_for
 
@@ -181,6 +183,8 @@ class ToolWorker(EffectWorker[ev.ToolRequested]):
             if await self._ledger_call(ledger.start, key, self.kind, request, {"class": kind}) is not None:
                 return ToolOutput(unknown(tool), is_error=True)
             failpoints.hit(f"{self.consumer}.after_start")
+        elif kind == "guarded_write" and isinstance(tool, FunctionTool):
+            return await self._checked(tool, tool_input, ctx, request)
         elif kind == "guarded_write":
             # The file is judged against a recorded plan before planning again: an applied Edit
             # no longer finds its old_string.
@@ -192,6 +196,32 @@ class ToolWorker(EffectWorker[ev.ToolRequested]):
         return await self._guard(
             tool.run(tool_input, ctx), tool.name, limit(self.settings) if limit else None
         )
+
+    async def _checked(
+        self,
+        tool: FunctionTool[..., Any],
+        tool_input: dict[str, Any],
+        ctx: ToolContext,
+        request: ev.ToolRequested,
+    ) -> ToolOutput:
+        """A function tool's guarded write: its start is recorded before it runs; a start found
+        recorded (a crash, or another executor) is judged by the tool's check."""
+        earlier = await self._ledger_call(
+            ledger.start, self.key(request), self.kind, request, {"class": "guarded_write"}
+        )
+        if earlier is not None:
+            verdict = await tool.confirm(tool_input, ctx)
+            if verdict is None:
+                return ToolOutput(unknown(tool), is_error=True)
+            if verdict:
+                return ToolOutput(
+                    f"done: the {tool.name} call had taken effect before the executor stopped (its check"
+                    " confirms it); it was not run again"
+                )
+        else:
+            failpoints.hit(f"{self.consumer}.after_start")
+        self.runs += 1
+        return await self._guard(tool.run(tool_input, ctx), tool.name, tool.time_limit_s(self.settings))
 
     async def _guarded(
         self,

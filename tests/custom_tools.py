@@ -6,6 +6,7 @@ and see the idempotency key every run was given.
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 from agentlog import ToolContext, tool
@@ -41,3 +42,20 @@ async def lookup(order_id: str, ctx: ToolContext) -> dict[str, Any]:
 def close_account(account_id: str) -> str:
     """Close an account: every call waits for a human's approval."""
     return f"closed {account_id}"
+
+
+@tool(effect="guarded_write")
+def set_price(sku: str, cents: int, ctx: ToolContext) -> str:
+    """Set a product's price (a write whose effect can be checked afterwards)."""
+    prices = ctx.workspace / "prices.json"
+    current = json.loads(prices.read_text()) if prices.exists() else {}
+    prices.write_text(json.dumps({**current, sku: cents}))
+    with open(ctx.workspace / "prices.log", "a") as out:
+        out.write(f"{sku} {cents} {ctx.idempotency_key}\n")
+    return f"{sku} costs {cents} cents"
+
+
+@set_price.check
+def price_is_set(sku: str, cents: int, ctx: ToolContext) -> bool:
+    prices = ctx.workspace / "prices.json"
+    return prices.exists() and json.loads(prices.read_text()).get(sku) == cents

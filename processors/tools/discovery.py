@@ -39,6 +39,8 @@ def load_registry(modules: Iterable[str] = ()) -> Registry:
             raise ToolConfigError(
                 f"{origin}: tool {found.name!r} is defined twice (also in {origins[found.name]})"
             )
+        if isinstance(found, FunctionTool):
+            found.ready()
         registry.register(found)
         origins[found.name] = origin
     return registry

@@ -3,7 +3,9 @@
 The JSON schema the model sees comes from the signature and the docstring (pydantic); the
 input is validated before the function runs, and a bad input is an error result the model
 can read. `effect` is the call's idempotency class (DESIGN.md), `write` (never rerun) unless
-said. Sync functions run in a thread, async ones on the executor's loop.
+said; a `guarded_write` tool names a check (`@mytool.check`) that tells, after a crash,
+whether its effect is in place. Sync functions run in a thread, async ones on the
+executor's loop.
 """
 
 from __future__ import annotations
@@ -25,9 +27,7 @@ from processors.tools.registry import EffectClass, ToolContext, ToolOutput
 P = ParamSpec("P")
 R = TypeVar("R")
 
-# What a function tool may declare. `guarded_write` is the file tools' class: it judges a
-# file against recorded pre- and post-images, which an arbitrary function does not have.
-EFFECTS: tuple[EffectClass, ...] = ("read", "fetch", "write")
+EFFECTS: tuple[EffectClass, ...] = ("read", "fetch", "guarded_write", "write")
 # The Messages API's pattern for tool names.
 TOOL_NAME = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
 _SECTION = re.compile(r"^(Args|Arguments|Parameters|Params):\s*$")
@@ -58,6 +58,7 @@ class FunctionTool(Generic[P, R]):
         self.description = description or doc or f"The {name} tool."
         self.model, self.context_param = _input_model(fn, name, params)
         self.input_schema = _schema(self.model)
+        self.checker: Callable[..., Any] | None = None
         self.__doc__ = fn.__doc__
         self.__wrapped__ = fn
 
@@ -69,6 +70,42 @@ class FunctionTool(Generic[P, R]):
 
     def effect_class(self, tool_input: dict[str, Any]) -> EffectClass:
         return self.effect
+
+    def check(self, checker: Callable[..., bool]) -> Callable[..., bool]:
+        """Decorate the check of a `guarded_write` tool: given the call's input (any of the
+        tool's parameters, its ToolContext too), whether the call's effect is in place."""
+        known = {*self.model.model_fields, self.context_param}
+        for param in inspect.signature(checker).parameters:
+            if param not in known:
+                raise ToolConfigError(f"tool {self.name}: its check takes {param!r}, which the tool does not")
+        self.checker = checker
+        return checker
+
+    def ready(self) -> None:
+        """Refuse a tool that cannot be run as declared (at start-up, once its module is loaded)."""
+        if self.effect == "guarded_write" and self.checker is None:
+            raise ToolConfigError(
+                f"tool {self.name} is a guarded_write without a check: decorate one with @{self.name}.check"
+            )
+
+    async def confirm(self, tool_input: dict[str, Any], ctx: ToolContext) -> bool | None:
+        """The check's verdict on a call: True (in place), False (not: run it), None (it could
+        not tell: it raised or answered something else)."""
+        if self.checker is None:
+            return None
+        try:
+            parsed = self.model.model_validate(tool_input)
+        except ValidationError:
+            return False  # a call whose input is wrong never ran: running it answers why
+        given = {field: getattr(parsed, field) for field in type(parsed).model_fields}
+        if self.context_param is not None:
+            given[self.context_param] = ctx
+        wanted = inspect.signature(self.checker).parameters
+        try:
+            verdict = await _called(self.checker, {k: v for k, v in given.items() if k in wanted})
+        except Exception:
+            return None
+        return verdict if isinstance(verdict, bool) else None
 
     def time_limit_s(self, settings: Settings) -> float:
         """The executor's outer limit: a little past the tool's own, which reports by class."""
@@ -89,11 +126,11 @@ class FunctionTool(Generic[P, R]):
             kwargs[self.context_param] = ctx
         limit = self.limit(ctx.settings)
         try:
-            value = await asyncio.wait_for(self._call(kwargs), limit)
+            value = await asyncio.wait_for(_called(self.fn, kwargs), limit)
         except ToolError as exc:
             return ToolOutput(str(exc), is_error=True)
         except TimeoutError:
-            if self.effect == "write":
+            if self.effect in ("write", "guarded_write"):
                 return ToolOutput(
                     f"outcome unknown: {self.name} did not finish within {limit:g} s; it was stopped"
                     " and may or may not have taken effect. Check before retrying.",
@@ -101,14 +138,6 @@ class FunctionTool(Generic[P, R]):
                 )
             return ToolOutput(f"{self.name} did not finish within {limit:g} s and was stopped", is_error=True)
         return as_output(value)
-
-    async def _call(self, kwargs: dict[str, Any]) -> Any:
-        fn = cast(Callable[..., Any], self.fn)
-        if inspect.iscoroutinefunction(fn):
-            return await cast(Callable[..., Awaitable[Any]], fn)(**kwargs)
-        # A thread cannot be stopped: past the limit it finishes unobserved (reported as such).
-        value = await asyncio.to_thread(fn, **kwargs)
-        return await value if inspect.isawaitable(value) else value  # a wrapped coroutine function
 
 
 @overload
@@ -140,12 +169,13 @@ def tool(
 
     `effect` is how a call may be repeated after a crash: `read` and `fetch` run again or
     reuse a recorded result; `write` (the default) never runs twice, and a call cut short
-    is reported to the model as "outcome unknown". `approval=True` makes every call wait
-    for a human. A parameter annotated `ToolContext` receives the call's context.
+    is reported to the model as "outcome unknown"; `guarded_write` asks its check
+    (`@name.check`) whether a call cut short took effect: done, run it, or unknown.
+    `approval=True` makes every call wait for a human. A parameter annotated `ToolContext`
+    receives the call's context.
     """
     if effect not in EFFECTS:
-        hint = " (the file tools' class: a function tool declares `write`)" * (effect == "guarded_write")
-        raise ToolConfigError(f"effect must be one of {', '.join(EFFECTS)}, not {effect!r}{hint}")
+        raise ToolConfigError(f"effect must be one of {', '.join(EFFECTS)}, not {effect!r}")
     if timeout_s is not None and not timeout_s > 0:
         raise ToolConfigError(f"timeout_s must be positive, not {timeout_s!r}")
 
@@ -163,6 +193,15 @@ def tool(
         )
 
     return decorate(fn) if fn is not None else decorate
+
+
+async def _called(fn: Callable[..., Any], kwargs: dict[str, Any]) -> Any:
+    """Call a sync or async function; a sync one in a thread."""
+    if inspect.iscoroutinefunction(fn):
+        return await cast(Callable[..., Awaitable[Any]], fn)(**kwargs)
+    # A thread cannot be stopped: past the limit it finishes unobserved (reported as such).
+    value = await asyncio.to_thread(fn, **kwargs)
+    return await value if inspect.isawaitable(value) else value  # a wrapped coroutine function
 
 
 def _docstring(fn: Callable[..., Any]) -> tuple[str, dict[str, str]]:

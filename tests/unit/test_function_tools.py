@@ -138,9 +138,7 @@ async def test_a_tool_error_is_the_result_and_a_slow_write_is_outcome_unknown(tm
 
 
 def test_what_cannot_be_a_tool_is_refused_when_it_is_defined() -> None:
-    with pytest.raises(ToolConfigError, match="file tools' class"):
-        tool(effect="guarded_write")
-    with pytest.raises(ToolConfigError, match="must be one of read, fetch, write"):
+    with pytest.raises(ToolConfigError, match="must be one of read, fetch, guarded_write, write"):
         tool(effect="delete")  # type: ignore[call-overload]
     with pytest.raises(ToolConfigError, match="must match"):
         tool(name="no spaces")(lambda: "x")
@@ -157,6 +155,34 @@ def test_what_cannot_be_a_tool_is_refused_when_it_is_defined() -> None:
             return "x"
 
 
+async def test_a_guarded_write_asks_its_check_whether_a_call_took_effect(
+    tmp_path: Path, fake_module: types.ModuleType
+) -> None:
+    @tool(effect="guarded_write")
+    def put(key: str, value: int) -> str:
+        return "put"
+
+    fake_module.put = put  # type: ignore[attr-defined]
+    with pytest.raises(ToolConfigError, match=r"without a check: decorate one with @put\.check"):
+        discovery.load_registry(["fake_user_tools"])
+    with pytest.raises(ToolConfigError, match="its check takes 'other', which the tool does not"):
+        put.check(lambda key, other: True)
+    store: dict[str, int] = {}
+
+    @put.check
+    def is_put(key: str, value: int) -> bool:
+        if key == "broken":
+            raise OSError("cannot tell")
+        return store.get(key) == value
+
+    assert discovery.load_registry(["fake_user_tools"]).get("put") is put
+    store["a"] = 1
+    assert await put.confirm({"key": "a", "value": 1}, ctx(tmp_path)) is True
+    assert await put.confirm({"key": "a", "value": 2}, ctx(tmp_path)) is False
+    assert await put.confirm({"key": "broken", "value": 2}, ctx(tmp_path)) is None
+    assert await put.confirm({"key": "a"}, ctx(tmp_path)) is False  # a wrong input never ran
+
+
 @pytest.fixture
 def fake_module() -> Iterator[types.ModuleType]:
     module = types.ModuleType("fake_user_tools")
@@ -167,7 +193,7 @@ def fake_module() -> Iterator[types.ModuleType]:
 
 def test_modules_add_their_tools_to_the_built_in_ones(fake_module: types.ModuleType) -> None:
     registry = discovery.load_registry(["tests.custom_tools"])
-    assert {"Read", "Bash", "charge", "lookup", "close_account"} <= set(registry.tools)
+    assert {"Read", "Bash", "charge", "lookup", "close_account", "set_price"} <= set(registry.tools)
     assert registry.get("charge") is custom_tools.charge
     assert registry.needing_approval() == {"close_account"}
     # The same tool reached twice is one tool.
