@@ -4,6 +4,7 @@ fields override it, its first event records the definition, and a fork keeps it.
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
@@ -126,6 +127,25 @@ async def test_an_agents_users_tools_run_and_others_are_refused(stack: Stack) ->
     assert done["output_text"].count("(error)") == 1
     assert "(error): unknown tool 'Echo'; the tools available are: charge" in done["output_text"]
     assert ": charged 3 cents to o" in done["output_text"]
+
+
+async def test_cli_chat_starts_a_session_from_an_agent(stack: Stack, tmp_path: Path) -> None:
+    from typer.testing import CliRunner
+
+    from agentlog.cli import app
+
+    argv = ["chat", "a4", "--agent", "offline", "--data-dir", str(tmp_path)]
+    result = await asyncio.to_thread(
+        CliRunner().invoke,
+        app,
+        argv,
+        input='call charge {"order_id": "c", "amount_cents": 1}\n',
+        env={"AGENTLOG_API_URL": stack.api_url},
+        catch_exceptions=False,
+    )
+    assert result.exit_code == 0, result.output
+    assert "← charged 1 cents to c" in result.stdout, result.stdout
+    assert (await _started(stack, "a4"))["agent"]["name"] == "offline"
 
 
 async def test_an_unknown_agent_is_a_422_naming_the_field(stack: Stack) -> None:
