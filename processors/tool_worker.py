@@ -142,8 +142,10 @@ class ToolWorker(EffectWorker[ev.ToolRequested]):
         tool = self.tools.get(name)
         if tool is None or name not in allowed:
             offer = ", ".join(sorted(allowed)) or "none"
-            # The model may have been offered a tool this executor did not load (its modules
-            # differ from the model worker's): an answer the model can read, never a hang.
+            if tool is None and state.tools is not None and name in state.tools:
+                # Offered to the model by a worker that loaded it, missing here: the roles'
+                # tool modules differ. The model gets an answer it can read, never a hang.
+                log.warning("tool %r is allowed in session %s but not loaded here", name, state.session_id)
             return ToolOutput(f"unknown tool {name!r}; the tools available are: {offer}", is_error=True)
         return tool
 
