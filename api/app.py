@@ -15,7 +15,7 @@ from fastapi.responses import JSONResponse
 from opentelemetry.trace import SpanKind, Status, StatusCode
 from psycopg_pool import AsyncConnectionPool
 
-from api import openapi, problems
+from api import agents, openapi, problems
 from api.body import BodyLimit
 from api.live import Live
 from api.routes import approvals, runs, sessions, stream, turns
@@ -126,10 +126,12 @@ def create_app(settings: Settings) -> FastAPI:
             await kafka.stop()
             await pool.close()
 
+    catalog = agents.load(settings.agents)  # a wrong agents file stops the start, here
     metrics = Metrics(instances.instance_id(settings, "api"), "api")
     tracing.configure(settings.otlp_endpoint)
     app = FastAPI(title="agentlog", version="0.1.0", lifespan=lifespan, **_no_native_telemetry())
     app.state.metrics = metrics
+    app.state.agents = catalog
     app.add_middleware(BodyLimit, limit=settings.max_body_bytes)
     app.add_middleware(Observed, metrics=metrics)
     problems.install(app)

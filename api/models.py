@@ -65,6 +65,21 @@ class SessionPage(_Body):
     last_id: str | None
 
 
+class AgentView(_Body):
+    """An agent of the agents file: its settings (as POST /v1/sessions takes them) and digest."""
+
+    name: str
+    sha256: str = Field(description="what a session started from it records")
+    description: str | None = None
+    model: str | None = None
+    system: str | None = None
+    tools: list[str] | None = None
+
+
+class AgentList(_Body):
+    data: list[AgentView]
+
+
 class TurnAccepted(_Body):
     session_id: str
     turn_id: str

@@ -85,6 +85,15 @@ class _Payload(BaseModel):
 TurnPolicy = Literal["enqueue", "reject", "interrupt"]
 
 
+class AgentUsed(_Payload):
+    """The agent definition a session started from, as it was then: replay and forks see it
+    so, whatever its file says today."""
+
+    name: str
+    sha256: str = Field(description="of the definition's canonical JSON")
+    definition: dict[str, Any]
+
+
 class SessionStartedPayload(_Payload):
     """A session's settings, fixed at its start."""
 
@@ -119,6 +128,8 @@ class SessionStartedPayload(_Payload):
     # Idle seconds before the session expires; None keeps it forever.
     ttl_s: int | None = Field(default=None, ge=1)
     max_tokens: int = Field(default=4096, ge=1)
+    # The named agent whose definition gave these settings (request fields override it).
+    agent: AgentUsed | None = None
 
 
 class UserMessagePayload(_Payload):

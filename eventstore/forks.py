@@ -12,6 +12,7 @@ from typing import Any
 
 from psycopg.rows import dict_row
 
+from eventstore.events import AgentUsed
 from eventstore.state import empty, evolve
 from eventstore.store import AsyncConn, event_from_row
 
@@ -23,6 +24,7 @@ class Source:
     messages: list[dict[str, Any]]
     settings: dict[str, Any]
     at_seq: int
+    agent: AgentUsed | None = None  # the definition the source started from, as it was
 
 
 async def history(conn: AsyncConn, session_id: str, at_seq: int | None) -> Source:
@@ -53,4 +55,6 @@ async def history(conn: AsyncConn, session_id: str, at_seq: int | None) -> Sourc
         "ttl_seconds": s.ttl_s,
         "max_tokens": s.max_tokens,
     }
-    return Source([m.as_api() for m in s.messages], {k: v for k, v in settings.items() if v is not None}, cut)
+    return Source(
+        [m.as_api() for m in s.messages], {k: v for k, v in settings.items() if v is not None}, cut, s.agent
+    )

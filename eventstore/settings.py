@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from decimal import Decimal
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import AliasChoices, Field, field_validator, model_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from eventstore import models
 
@@ -47,6 +47,11 @@ class Settings(BaseSettings):
     # Model workers: this one serves the partitions p with p % count == index.
     model_worker_index: int = Field(default=0, ge=0)
     model_worker_count: int = Field(default=1, ge=1)
+    # Users' tools: modules whose `@tool` functions every worker loads (comma-separated in
+    # AGENTLOG_TOOL_MODULES), besides those of the `agentlog.tools` entry points.
+    tool_modules: Annotated[list[str], NoDecode] = Field(default_factory=list)
+    # A TOML file of agent definitions (name -> model, system prompt, tools, limits).
+    agents: Path | None = None
     # A tool result longer than this is stored whole in Postgres; the model sees it cut.
     tool_result_max_chars: int = Field(default=30_000, ge=100)
     # Tools whose calls wait for a human's approval (a session may name its own).
@@ -143,6 +148,13 @@ class Settings(BaseSettings):
 
         parse_tokens(spec)
         return spec
+
+    @field_validator("tool_modules", mode="before")
+    @classmethod
+    def _comma_separated(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            return [name.strip() for name in value.split(",") if name.strip()]
+        return value
 
     @model_validator(mode="after")
     def _split_within_bounds(self) -> Settings:

@@ -144,6 +144,7 @@ class SessionState(BaseModel):
     parent_tool_use_id: str | None = None
     subagents_started: int = 0
     forked_from: str | None = None
+    agent: ev.AgentUsed | None = None
     ephemeral: bool = False
     ttl_s: int | None = None
     max_tokens: int = 4096
@@ -249,6 +250,7 @@ def _apply(state: SessionState, event: Event) -> SessionState:
                     "parent_session_id": p.parent_session_id,
                     "parent_tool_use_id": p.parent_tool_use_id,
                     "forked_from": p.forked_from,
+                    "agent": p.agent,
                     "ephemeral": p.ephemeral,
                     "messages": Vector.of(
                         Message(role=m["role"], content=tuple(m["content"])) for m in p.history

@@ -240,16 +240,17 @@ def _task(state: SessionState, turn: Turn, block: Block, started: int, at: datet
     return [subagent_request(state, turn, block, 1, at)]
 
 
-def _tool_requests(state: SessionState, turn: Turn, at: datetime) -> list[ev.Event]:
-    """Requests for the step's tool calls not yet asked for; a call that needs approval
-    first asks a human, runs once approved, and is answered with an error once denied."""
+def _tool_requests(state: SessionState, turn: Turn, at: datetime, approve: frozenset[str]) -> list[ev.Event]:
+    """Requests for the step's tool calls not yet asked for; a call that needs approval (the
+    session's list, or a tool that always asks) first asks a human, runs once approved,
+    and is answered with an error once denied."""
     out: list[ev.Event] = []
     started = 0
     for index, block in enumerate(turn.tool_uses):
         tool_use_id = str(block.get("id"))
         if tool_use_id in turn.requested or turn.result_for(tool_use_id) is not None:
             continue
-        if block.get("name") in state.approvals:
+        if block.get("name") in state.approvals or block.get("name") in approve:
             decision = turn.decision(tool_use_id)
             if decision is None:
                 if tool_use_id not in turn.awaiting:
@@ -276,14 +277,14 @@ def _tool_requests(state: SessionState, turn: Turn, at: datetime) -> list[ev.Eve
     return out
 
 
-def _continue(state: SessionState, turn: Turn, at: datetime) -> list[ev.Event]:
+def _continue(state: SessionState, turn: Turn, at: datetime, approve: frozenset[str]) -> list[ev.Event]:
     """What follows a running turn whose model has answered."""
     if turn.stop_reason == "tool_use":
         if not turn.tool_uses:
             return _fail(state, turn, "the model stopped for tool_use but sent no tool_use block", at)
         if len(turn.tool_use_ids()) != len(turn.tool_uses):
             return _fail(state, turn, "the model sent tool_use blocks without unique string ids", at)
-        missing = _tool_requests(state, turn, at)
+        missing = _tool_requests(state, turn, at, approve)
         if missing:
             return missing
         if len(turn.results) < len(turn.tool_uses):
@@ -295,8 +296,9 @@ def _continue(state: SessionState, turn: Turn, at: datetime) -> list[ev.Event]:
     return _complete(state, turn, at)
 
 
-def react(state: SessionState, at: datetime) -> list[ev.Event]:
-    """The events that must follow this state now (empty when it waits on an effect)."""
+def react(state: SessionState, at: datetime, approve: frozenset[str] = frozenset()) -> list[ev.Event]:
+    """The events that must follow this state now (empty when it waits on an effect).
+    `approve` names tools whose every call waits for a human (`@tool(approval=True)`)."""
     closed = state.status in CLOSED
     refused = [
         event
@@ -317,7 +319,7 @@ def react(state: SessionState, at: datetime) -> list[ev.Event]:
         return []
     if current.step == 0:
         return _next_call(state, current, 1, [], at)
-    return _continue(state, current, at)
+    return _continue(state, current, at, approve)
 
 
 def overdue(state: SessionState, at: datetime, deadline_s: float) -> list[ev.Event]:
@@ -388,7 +390,9 @@ def expiry(state: SessionState, at: datetime) -> ev.SessionExpired | ev.SessionD
     )
 
 
-def settle(state: SessionState, at: datetime, limit: int = 64) -> tuple[SessionState, list[ev.Event]]:
+def settle(
+    state: SessionState, at: datetime, limit: int = 64, approve: frozenset[str] = frozenset()
+) -> tuple[SessionState, list[ev.Event]]:
     """React until the state asks for nothing more; returns the state with the reactions folded.
 
     A reaction can enable another (a turn's completion starts the next queued turn), and the
@@ -396,7 +400,7 @@ def settle(state: SessionState, at: datetime, limit: int = 64) -> tuple[SessionS
     """
     out: list[ev.Event] = []
     for _ in range(limit):
-        reactions = react(state, at)
+        reactions = react(state, at, approve)
         if not reactions:
             return state, out
         for reaction in reactions:

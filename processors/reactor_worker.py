@@ -27,8 +27,10 @@ class ReactorWorker(FoldingWorker):
 
     consumer = "reactor"
 
-    def __init__(self, *args: object, **kwargs: object) -> None:
+    def __init__(self, *args: object, approve: frozenset[str] = frozenset(), **kwargs: object) -> None:
         super().__init__(*args, **kwargs)  # type: ignore[arg-type]
+        # Tools whose every call waits for a human (declared by the tool, not the session).
+        self.approve = approve
         self.unseen: dict[str, dict[uuid.UUID, Event]] = {}
         self.tick_s = self.settings.expiry_check_s
         self.expired = 0
@@ -130,7 +132,7 @@ class ReactorWorker(FoldingWorker):
 
     async def _settle(self, state: SessionState) -> int:
         ahead = self._ahead(state)
-        _, reactions = reactor.settle(ahead, ev.now())
+        _, reactions = reactor.settle(ahead, ev.now(), approve=self.approve)
         if reactions:
             await self._append([tracing.in_turn_trace(ahead, r) for r in reactions])
         return len(reactions)

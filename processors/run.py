@@ -20,6 +20,7 @@ from processors.projector import Projector
 from processors.reactor_worker import ReactorWorker
 from processors.subagent_worker import SubagentWorker
 from processors.tool_worker import ToolWorker
+from processors.tools.discovery import load_registry
 from processors.tools.registry import Registry
 
 Role = Literal["reactor", "model", "tools", "subagents", "projector"]
@@ -33,8 +34,11 @@ async def run_role(
     on_start: Callable[[object], None] | None = None,
     tools: Registry | None = None,
 ) -> None:
-    """Run one worker role until `stop` is set (or, without one, until SIGTERM/SIGINT)."""
+    """Run one worker role until `stop` is set (or, without one, until SIGTERM/SIGINT).
+    The roles that know tools load the built-in and the users' ones (unless given `tools`)."""
     failpoints.arm(settings.failpoints)
+    if tools is None and role in ("reactor", "model", "tools"):
+        tools = load_registry(settings.tool_modules)  # a bad tool stops the start, here
     tracing.configure(settings.otlp_endpoint)
     if stop is None:
         stop = asyncio.Event()
@@ -51,7 +55,8 @@ async def run_role(
     try:
         worker: ReactorWorker | ModelWorker | ToolWorker | SubagentWorker | Projector
         if role == "reactor":
-            worker = ReactorWorker(settings, kafka, conn, epoch)
+            approve = tools.needing_approval() if tools is not None else frozenset()
+            worker = ReactorWorker(settings, kafka, conn, epoch, approve=approve)
         elif role == "model":
             model = router.from_settings(settings)
             worker = ModelWorker(

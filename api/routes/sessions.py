@@ -11,15 +11,17 @@ from fastapi import APIRouter, Query, Request
 from fastapi.responses import JSONResponse
 from pydantic import Field
 
+from api import agents
 from api.auth import Tenant
 from api.live import Live
-from api.models import SessionPage, SessionView
+from api.models import AgentList, SessionPage, SessionView
 from api.problems import Problem
 from api.routes.common import (
     AUTH,
     PROBLEM,
     SessionId,
     SessionSettings,
+    agents_of,
     deps,
     live_of,
     require_session,
@@ -35,6 +37,11 @@ class NewSession(SessionSettings):
     """A session to create; without an id the server makes one."""
 
     session_id: str | None = Field(default=None, min_length=1, max_length=200, pattern=r"^[A-Za-z0-9._:-]+$")
+    agent: str | None = Field(
+        default=None,
+        max_length=100,
+        description="start from this agent's definition (GET /v1/agents); the fields given here override it",
+    )
 
 
 class Fork(SessionSettings):
@@ -103,8 +110,18 @@ async def create_session(request: Request, body: NewSession, tenant: Tenant) -> 
     """Create a session with its settings (model, system prompt, tools, TTL, policy, …)."""
     _, _, settings = deps(request)
     sid = body.session_id or f"s-{uuid.uuid4()}"
-    settings_only = SessionSettings(**body.model_dump(exclude={"session_id"}))
-    return await _create(request, tenant, session_started(sid, tenant, settings_only, settings))
+    own = SessionSettings(**body.model_dump(exclude={"session_id", "agent"}, exclude_unset=True))
+    settings_only, recorded = agents.starting_from(agents_of(request), body.agent, own)
+    return await _create(request, tenant, session_started(sid, tenant, settings_only, settings, **recorded))
+
+
+@router.get("/agents", response_model=AgentList, response_model_exclude_none=True, responses={**AUTH})
+async def list_agents(request: Request, tenant: Tenant) -> dict[str, Any]:
+    """The agents a session can start from (`{"agent": NAME}`), as the agents file defines them."""
+    catalog = agents_of(request)
+    return {
+        "data": [agents.public(n, d, catalog.recorded[n]) for n, d in sorted(catalog.definitions.items())]
+    }
 
 
 @router.get("/sessions", response_model=SessionPage, responses={**AUTH, 422: PROBLEM})
@@ -163,6 +180,7 @@ async def fork_session(request: Request, session_id: SessionId, body: Fork, tena
         history=source.messages,
         forked_from=session_id,
         forked_at_seq=source.at_seq,
+        agent=source.agent,
     )
     return await _create(request, tenant, started)
 

@@ -11,6 +11,7 @@ from fastapi import APIRouter, Header, Path, Query, Request
 from fastapi.responses import JSONResponse
 from pydantic import Field, field_validator
 
+from api import agents
 from api.auth import Tenant
 from api.models import EventPage, TurnAccepted, TurnView
 from api.problems import Problem
@@ -19,6 +20,7 @@ from api.routes.common import (
     PROBLEM,
     SessionId,
     SessionSettings,
+    agents_of,
     deps,
     live_of,
     require_session,
@@ -52,6 +54,9 @@ class PostMessage(SessionSettings):
     """A user turn: text or Anthropic content blocks; the settings apply to a new session."""
 
     content: str | list[dict[str, Any]] = Field(description="text, or content blocks")
+    agent: str | None = Field(
+        default=None, max_length=100, description="a new session starts from this agent (GET /v1/agents)"
+    )
 
     @field_validator("content")
     @classmethod
@@ -159,7 +164,9 @@ async def post_message(
         )
     appends: list[ev.Event] = []
     if row is None:
-        appends.append(session_started(session_id, tenant, body, settings))
+        own = SessionSettings(**body.model_dump(exclude={"content", "agent"}, exclude_unset=True))
+        settings_only, recorded = agents.starting_from(agents_of(request), body.agent, own)
+        appends.append(session_started(session_id, tenant, settings_only, settings, **recorded))
     request_hash = hashlib.sha256(json.dumps(blocks, sort_keys=True).encode()).hexdigest()
     appends.append(
         ev.user_message(

@@ -6,8 +6,9 @@ tools) build the same registry. A session may allow a subset of the registered t
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar, Literal, Protocol
 
@@ -32,7 +33,9 @@ class ToolOutput:
 @dataclass(frozen=True)
 class ToolContext:
     """Where and how a call runs: the session's workspace (a directory owned by this
-    executor), the settings, and the session's permissions."""
+    executor), the settings, and the session's permissions. Tools written with `@tool`
+    get it too: the session and tenant ids, the workspace, a logger bound to the call and
+    the call's idempotency key."""
 
     session_id: str
     workspace: Path
@@ -42,6 +45,13 @@ class ToolContext:
     call_id: str = ""
     # The session's tenant (a tool calling the api acts for it).
     tenant_id: str = "default"
+    # The call's stable key, the same on every redelivery of the call: pass it to an
+    # external API's idempotency key and the call is exactly-once end to end.
+    idempotency_key: str = ""
+    # A logger whose records carry the session, the call and its key.
+    log: logging.LoggerAdapter[logging.Logger] = field(
+        default_factory=lambda: logging.LoggerAdapter(logging.getLogger("agentlog.tools"))
+    )
 
 
 class Tool(Protocol):
@@ -108,6 +118,10 @@ class Registry:
             return list(self.tools.values())
         names = set(allow)
         return [t for n, t in self.tools.items() if n in names]
+
+    def needing_approval(self) -> frozenset[str]:
+        """Tools whose every call waits for a human's approval (`@tool(approval=True)`)."""
+        return frozenset(n for n, t in self.tools.items() if getattr(t, "approval", False))
 
     def definitions(self, allow: Iterable[str] | None) -> list[dict[str, Any]]:
         """The tool definitions sent to the model, in a stable order."""

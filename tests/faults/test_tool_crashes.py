@@ -41,8 +41,10 @@ async def _completed(stack: Stack) -> bool:
     return bool(rows[0][0] == 1)
 
 
-async def _crash_and_recover(stack: Stack, log_dir: Path, point: str) -> tuple[str, bool]:
-    env = {"AGENTLOG_WORKSPACE_ROOT": str(stack.settings.workspace_root)}
+async def _crash_and_recover(
+    stack: Stack, log_dir: Path, point: str, extra: dict[str, str] | None = None
+) -> tuple[str, bool]:
+    env = {"AGENTLOG_WORKSPACE_ROOT": str(stack.settings.workspace_root), **(extra or {})}
     doomed = _worker("tools", stack.settings, log_dir, f"{point}=kill", env)
     survivor: subprocess.Popen[bytes] | None = None
     try:

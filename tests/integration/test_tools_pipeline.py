@@ -30,23 +30,11 @@ def call(tool: str, **tool_input: Any) -> str:
 
 
 async def turn(stack: Stack, sid: str, *lines: str, wait: float = 30, **session: Any) -> dict[str, Any]:
-    async with httpx.AsyncClient(base_url=stack.api_url or "", timeout=60) as client:
-        r = await client.post(
-            f"/v1/sessions/{sid}/messages",
-            params={"wait": wait} if wait else None,
-            json={"content": "\n".join(lines), **session},
-        )
-        assert r.status_code in (200, 202), r.text
-        return dict(r.json())
+    return await stack.turn(sid, "\n".join(lines), wait, **session)
 
 
 async def results(stack: Stack, sid: str) -> list[tuple[str, str, bool]]:
-    rows = await stack.sql(
-        "SELECT name, result #>> '{}', is_error FROM tool_calls WHERE session_id = %s"
-        " ORDER BY requested_at, name",
-        sid,
-    )
-    return [(name, result, is_error) for name, result, is_error in rows]
+    return await stack.tool_calls(sid)
 
 
 async def test_write_edit_read_grep_glob_in_the_session_workspace(stack: Stack) -> None:
