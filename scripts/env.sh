@@ -12,11 +12,12 @@ if [ "${AGENTLOG_LATEST:-}" = 1 ]; then
     # The newest versions pyproject's ranges allow: drift met on purpose (scripts/test-latest).
     "$VENV/bin/python" -m pip install --quiet --upgrade pip
     "$VENV/bin/python" -m pip install --quiet --upgrade --upgrade-strategy eager -e '.[dev]'
-elif ! cmp -s "$LOCK" "$VENV/.agentlog-lock"; then
+elif ! cat "$LOCK" pyproject.toml | cmp -s - "$VENV/.agentlog-lock"; then
     # Exactly the locked versions and nothing else (--no-deps: `pip check` fails if the lock
-    # misses a dependency), the build backend included. Again only when the lock changes.
+    # misses a dependency), the build backend included. Again when the lock or pyproject.toml
+    # changes (entry points and extras live there).
     "$VENV/bin/python" -m pip install --quiet --no-deps -r "$LOCK"
     "$VENV/bin/python" -m pip install --quiet --no-deps --no-build-isolation -e .
     "$VENV/bin/python" -m pip check
-    cp "$LOCK" "$VENV/.agentlog-lock"
+    cat "$LOCK" pyproject.toml >"$VENV/.agentlog-lock"
 fi

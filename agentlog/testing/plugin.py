@@ -21,6 +21,8 @@ from typing import TYPE_CHECKING, Any, Final
 
 import pytest
 
+from eventstore.models import OFFLINE_MODEL
+
 if TYPE_CHECKING:
     from agentlog.fake_anthropic import FakeAnthropic
     from agentlog.testing.stack import Stack
@@ -87,6 +89,9 @@ def agentlog_settings(pytestconfig: pytest.Config, agentlog_fake_anthropic: Fake
         "agents": pytestconfig.rootpath / agents if agents else None,
         "anthropic_base_url": agentlog_fake_anthropic.base_url,
         "anthropic_api_key": "test-key",
+        # A session naming no model gets the offline model (its `call` lines run tools); name
+        # a Claude model to go to the fake server.
+        "default_model": OFFLINE_MODEL,
         "model_retry_base_s": 0.05,
     }
 

@@ -14,6 +14,7 @@ import pytest
 
 from api import agents
 from api.routes.common import SessionSettings
+from eventstore.models import OFFLINE_MODEL
 from tests.fakes import anthropic as fake
 from tests.integration.test_agent_turns import MODEL, _plain
 from tests.services import Stack, stack_on
@@ -51,6 +52,7 @@ async def stack(
         tool_modules=["tests.custom_tools"],
         anthropic_base_url=claude.base_url,
         anthropic_api_key="test-key",
+        default_model=OFFLINE_MODEL,  # with a key set, a session naming no model would get Claude
     ) as stack:
         await stack.start("projector", "reactor", "model", "tools")
         await stack.start_api()

@@ -41,6 +41,7 @@ class SessionState(BaseModel):
     parent_session_id: str | None = None
     parent_tool_use_id: str | None = None
     subagents_started: int = 0
+    agent: ev.AgentUsed | None = None
     forked_from: str | None = None
     ephemeral: bool = False
     ttl_s: int | None = None
@@ -135,6 +136,7 @@ def _apply(state: SessionState, event: Event) -> SessionState:
                     "depth": p.depth,
                     "parent_session_id": p.parent_session_id,
                     "parent_tool_use_id": p.parent_tool_use_id,
+                    "agent": p.agent,
                     "forked_from": p.forked_from,
                     "ephemeral": p.ephemeral,
                     "messages": tuple(Message(role=m["role"], content=tuple(m["content"])) for m in p.history)
