@@ -1,0 +1,207 @@
+"""A role's consumer group: partitions assigned to this replica, started at our offsets, records in order.
+
+The worker's callbacks run here; faust's side of it is in `processors.groups.faustapp`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass
+
+import aiokafka
+from faust.types import Message
+
+from eventstore.settings import Settings
+from processors.groups.faustapp import GroupApp
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Record:
+    """One record of `agentlog.events` as the broker holds it."""
+
+    partition: int
+    offset: int
+    key: bytes | None
+    value: bytes | None
+    headers: tuple[tuple[str, bytes], ...]
+    timestamp_ms: int | None
+
+
+OnAssigned = Callable[[set[int]], Awaitable[dict[int, int]]]
+OnRevoked = Callable[[set[int]], Awaitable[None]]
+OnRecords = Callable[[int, Sequence[Record]], Awaitable[None]]
+OnError = Callable[[Record, Exception], Awaitable[None]]
+
+
+def _headers(headers: object) -> tuple[tuple[str, bytes], ...]:
+    """Kafka headers as pairs (faust types them as a list of pairs or a mapping)."""
+    pairs = headers.items() if isinstance(headers, Mapping) else headers or ()
+    assert isinstance(pairs, Iterable)
+    return tuple((str(k), bytes(v)) for k, v in pairs)
+
+
+class GroupStopped(Exception):
+    """The group consumer stopped because a callback failed in a way that must stop the worker."""
+
+
+def instance_id(settings: Settings, group: str) -> str | None:
+    """The static member id of this replica in `group`, or None for a dynamic member."""
+    if not settings.kafka_static_membership:
+        return None
+    return f"{group}.{settings.instance}"
+
+
+class GroupConsumer:
+    """One worker role's membership of its consumer group (`group` is the faust app id).
+
+    - `on_assigned(partitions)` returns where each newly assigned partition starts (our
+      offsets, from Postgres); no record of a partition is delivered before it returned.
+    - `on_revoked(partitions)` runs after the last record of those partitions was handled
+      and before another replica can get them: drain and save offsets there.
+    - `on_records(partition, records)` gets records of one partition in offset order.
+    - An exception escaping `on_records` goes to `on_error(record, exc)` (dead-letter it)
+      and the next record follows. If `on_error` raises, or an assignment callback does,
+      nothing more is delivered and `run` raises `GroupStopped`: the worker is restarted
+      and resumes from its stored offsets.
+    """
+
+    def __init__(
+        self,
+        settings: Settings,
+        group: str,
+        *,
+        on_assigned: OnAssigned,
+        on_revoked: OnRevoked,
+        on_records: OnRecords,
+        on_error: OnError,
+    ) -> None:
+        self.settings = settings
+        self.group = group
+        self.on_assigned = on_assigned
+        self.on_revoked = on_revoked
+        self.on_records = on_records
+        self.on_error = on_error
+        # The next offset to deliver, per partition this replica owns and has positioned.
+        self.position: dict[int, int] = {}
+        self.failure: BaseException | None = None
+        self._failed = asyncio.Event()
+        # Held while the worker handles records: a revocation waits for the record in hand.
+        self._delivering = asyncio.Lock()
+        self._app: GroupApp | None = None
+
+    @property
+    def assignment(self) -> set[int]:
+        """The partitions this replica owns now."""
+        return set(self.position)
+
+    @property
+    def kafka_consumer(self) -> aiokafka.AIOKafkaConsumer | None:
+        """The aiokafka consumer under faust, for inspection (None when not started)."""
+        return None if self._app is None else self._app.kafka_consumer()
+
+    async def start(self) -> None:
+        """Join the group; returns once this replica's first assignment is done (on Tansu
+        about half the session/rebalance timeout, at least 5 s)."""
+        app = GroupApp(self.settings, self.group, self, instance_id(self.settings, self.group))
+        app.subscribe(self.deliver)
+        self._app = app
+        await app.start()
+
+    async def stop(self) -> None:
+        """Hand back what this replica owns (`on_revoked` runs first), then leave the group."""
+        if self._app is None:
+            return
+        app, self._app = self._app, None
+        try:
+            # aiokafka leaves the group without calling the revocation listener, so the worker
+            # would never save what it did; revoke here, once the record in hand is done.
+            await self.revoked(set(self.position))
+        finally:
+            await app.stop()
+
+    async def run(self, stop: asyncio.Event) -> None:
+        """Start, consume until `stop` is set, stop; raises `GroupStopped` if a callback failed."""
+        await self.start()
+        try:
+            stopping = asyncio.ensure_future(stop.wait())
+            failing = asyncio.ensure_future(self._failed.wait())
+            await asyncio.wait({stopping, failing}, return_when=asyncio.FIRST_COMPLETED)
+            stopping.cancel()
+            failing.cancel()
+        finally:
+            await self.stop()
+        if self.failure is not None:
+            raise GroupStopped(f"{self.group}: {self.failure}") from self.failure
+
+    def _fail(self, exc: BaseException) -> None:
+        log.error("%s: stopping: %r", self.group, exc)
+        if self.failure is None:
+            self.failure = exc
+        self.position.clear()
+        self._failed.set()
+
+    # Hooks, called by the faust side.
+
+    async def assigned(self, partitions: set[int]) -> None:
+        """Ask the worker where the new partitions start; nothing is delivered for them before."""
+        if self.failure is not None:
+            return
+        try:
+            starts = await self.on_assigned(set(partitions))
+        except Exception as exc:
+            self._fail(exc)
+            return
+        for partition in partitions:
+            self.position[partition] = starts.get(partition, 0)
+        log.info("%s: assigned %s at %s", self.group, sorted(partitions), starts)
+
+    async def revoked(self, partitions: set[int]) -> None:
+        """Stop delivering the partitions, then let the worker drain and save."""
+        async with self._delivering:
+            owned = partitions & set(self.position)
+            for partition in partitions:
+                self.position.pop(partition, None)
+        if not owned or self.failure is not None:
+            return
+        log.info("%s: revoked %s", self.group, sorted(owned))
+        try:
+            await self.on_revoked(owned)
+        except Exception as exc:
+            self._fail(exc)
+
+    def positions(self, partitions: Iterable[int]) -> dict[int, int]:
+        """Where faust must seek each partition: the next offset to deliver."""
+        return {p: self.position[p] for p in partitions if p in self.position}
+
+    async def deliver(self, message: Message) -> None:
+        """Hand one record to the worker; never raises (faust would ack and drop it silently)."""
+        partition, offset = message.partition, message.offset
+        if self.failure is not None or offset < self.position.get(partition, offset + 1):
+            # Not ours (revoked, never positioned), or below where the worker starts it:
+            # a prefetched record from before the seek.
+            return
+        record = Record(
+            partition,
+            offset,
+            message.key,
+            message.value,
+            _headers(message.headers),
+            None if message.timestamp is None else int(message.timestamp * 1000),
+        )
+        async with self._delivering:
+            if partition not in self.position:
+                return  # revoked while this record waited
+            try:
+                await self.on_records(partition, [record])
+            except Exception as exc:
+                log.exception("%s: records at %s/%s failed", self.group, partition, offset)
+                try:
+                    await self.on_error(record, exc)
+                except Exception as fatal:
+                    self._fail(fatal)
+                    return
+            self.position[partition] = offset + 1

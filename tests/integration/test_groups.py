@@ -1,0 +1,287 @@
+"""Consumer groups on the real embedded broker: replicas split the partitions and take over a
+stopped or SIGKILLed one's; partitions start where `on_assigned` says; a raising worker is
+dead-lettered and the partition goes on; the fetch wait is ours, not faust's 1.5 s."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import statistics
+import sys
+import time
+from collections.abc import AsyncIterator, Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pytest
+
+from eventstore import codec
+from eventstore import log as kafka_log
+from eventstore.settings import Settings
+from processors.groups import GroupConsumer, GroupStopped, Record
+from tests.services import Broker, wait_until
+
+pytestmark = pytest.mark.services
+
+PARTITIONS = 4
+ALL = set(range(PARTITIONS))
+PRELOADED = 5  # records per partition appended before the flow group starts
+START = 3  # where the flow group's on_assigned starts every partition
+
+
+@dataclass
+class Member:
+    """A group member that records what its callbacks saw, in one journal shared by a test."""
+
+    name: str
+    settings: Settings
+    group: str
+    journal: list[tuple[str, str, frozenset[int]]]
+    starts: dict[int, int] = field(default_factory=dict)
+    records: list[Record] = field(default_factory=list)
+    errors: list[tuple[Record, Exception]] = field(default_factory=list)
+    arrived: asyncio.Event = field(default_factory=asyncio.Event)
+    task: asyncio.Task[None] | None = None  # GroupConsumer.run, when the member runs as a worker would
+
+    def __post_init__(self) -> None:
+        self.consumer = GroupConsumer(
+            self.settings,
+            self.group,
+            on_assigned=self.on_assigned,
+            on_revoked=self.on_revoked,
+            on_records=self.on_records,
+            on_error=self.on_error,
+        )
+
+    async def on_assigned(self, partitions: set[int]) -> dict[int, int]:
+        self.journal.append((self.name, "assigned", frozenset(partitions)))
+        return {p: self.starts[p] for p in partitions if p in self.starts}
+
+    async def on_revoked(self, partitions: set[int]) -> None:
+        self.journal.append((self.name, "revoked", frozenset(partitions)))
+
+    async def on_records(self, partition: int, records: Sequence[Record]) -> None:
+        for record in records:
+            if record.value in (b"poison", b"fatal"):
+                raise ValueError(f"cannot handle {record.value!r}")
+            self.records.append(record)
+        self.arrived.set()
+
+    async def on_error(self, record: Record, exc: Exception) -> None:
+        if record.value == b"fatal":
+            raise ConnectionError("dead-letter store unreachable")
+        self.errors.append((record, exc))
+
+    def values(self, partition: int | None = None) -> list[bytes | None]:
+        return [r.value for r in self.records if partition is None or r.partition == partition]
+
+
+def keys_by_partition() -> dict[int, bytes]:
+    """A key that lands in each partition."""
+    found: dict[int, bytes] = {}
+    n = 0
+    while len(found) < PARTITIONS:
+        found.setdefault(kafka_log.partition_for(f"s{n}", PARTITIONS), codec.key_for(f"s{n}"))
+        n += 1
+    return found
+
+
+KEYS = keys_by_partition()
+
+
+@pytest.fixture(scope="module")
+def broker(log_dir: Path) -> Iterator[Broker]:
+    broker = Broker(log_dir)
+    yield broker
+    broker.stop()
+
+
+@pytest.fixture(scope="module")
+async def settings(broker: Broker, log_dir: Path) -> Settings:
+    settings = Settings(kafka_bootstrap=broker.bootstrap, partitions=PARTITIONS, data_dir=log_dir / "groups")
+    await kafka_log.ensure_topics(settings)
+    return settings
+
+
+@pytest.fixture(scope="module")
+async def kafka(settings: Settings) -> AsyncIterator[kafka_log.KafkaLog]:
+    log = kafka_log.KafkaLog(settings)
+    await log.start()
+    yield log
+    await log.stop()
+
+
+async def append(kafka: kafka_log.KafkaLog, partition: int, value: bytes) -> int:
+    appended = await kafka.append_raw(KEYS[partition], value, [("h", b"v")])
+    assert appended.partition == partition
+    return appended.offset
+
+
+@pytest.fixture(scope="module")
+async def flow(settings: Settings, kafka: kafka_log.KafkaLog) -> AsyncIterator[Member]:
+    """One member alone in its group, every partition started at offset START."""
+    for partition in ALL:
+        for i in range(PRELOADED):
+            await append(kafka, partition, f"pre-{partition}-{i}".encode())
+    member = Member("flow", settings, "test-flow", [], starts=dict.fromkeys(ALL, START))
+    stop = asyncio.Event()
+    member.task = task = asyncio.create_task(member.consumer.run(stop))
+    await wait_until(lambda: asyncio.sleep(0, member.consumer.assignment == ALL), within=30)
+    yield member
+    stop.set()
+    await asyncio.gather(task, return_exceptions=True)
+
+
+async def test_partitions_start_where_on_assigned_says(flow: Member) -> None:
+    await wait_until(lambda: asyncio.sleep(0, len(flow.records) >= PARTITIONS * (PRELOADED - START)))
+    for partition in ALL:
+        mine = [r for r in flow.records if r.partition == partition]
+        assert [r.offset for r in mine[: PRELOADED - START]] == list(range(START, PRELOADED))
+        assert mine[0].value == f"pre-{partition}-{START}".encode()
+        assert mine[0].key == KEYS[partition] and mine[0].headers == (("h", b"v"),)
+
+
+async def test_a_raising_worker_is_dead_lettered_and_its_partition_goes_on(
+    flow: Member, kafka: kafka_log.KafkaLog
+) -> None:
+    poison = await append(kafka, 1, b"poison")
+    await append(kafka, 1, b"after-poison")
+    await wait_until(lambda: asyncio.sleep(0, b"after-poison" in flow.values(1)))
+    [(record, exc)] = flow.errors
+    assert (record.partition, record.offset, record.value) == (1, poison, b"poison")
+    assert isinstance(exc, ValueError)
+    assert flow.consumer.position[1] == poison + 2
+
+
+async def test_a_hop_waits_our_fetch_wait_not_fausts(
+    flow: Member, kafka: kafka_log.KafkaLog, settings: Settings
+) -> None:
+    kafka_consumer = flow.consumer.kafka_consumer
+    assert kafka_consumer is not None
+    # The aiokafka consumer faust runs is built with our wait, not its hard-coded 1500 ms.
+    assert kafka_consumer._fetch_max_wait_ms == settings.kafka_fetch_max_wait_ms == 10
+    assert kafka_consumer._fetcher._fetch_max_wait_ms == 10
+    hops = []
+    for i in range(20):
+        flow.arrived.clear()
+        began = time.monotonic()
+        await append(kafka, i % PARTITIONS, f"hop-{i}".encode())
+        await asyncio.wait_for(flow.arrived.wait(), 10)
+        hops.append(time.monotonic() - began)
+    print(f"hop p50 {statistics.median(hops) * 1000:.1f} ms, max {max(hops) * 1000:.1f} ms")
+    # With faust's 1500 ms a hop on Tansu costs ~0.4-0.8 s; a generous bound against that.
+    assert statistics.median(hops) < 0.5
+
+
+async def test_two_replicas_split_the_partitions_and_a_stopped_ones_move(settings: Settings) -> None:
+    journal: list[tuple[str, str, frozenset[int]]] = []
+    a = Member("a", settings, "test-split", journal)
+    b = Member("b", settings, "test-split", journal)
+    await a.consumer.start()
+    try:
+        await b.consumer.start()
+        try:
+            await wait_until(lambda: asyncio.sleep(0, a.consumer.assignment and b.consumer.assignment))
+            assert a.consumer.assignment.isdisjoint(b.consumer.assignment)
+            assert a.consumer.assignment | b.consumer.assignment == ALL
+            moved = frozenset(b.consumer.assignment)
+        finally:
+            await b.consumer.stop()
+        began = time.monotonic()
+        await wait_until(lambda: asyncio.sleep(0, a.consumer.assignment == ALL), within=30)
+        print(f"takeover after a clean stop: {time.monotonic() - began:.1f} s")
+    finally:
+        await a.consumer.stop()
+    # b handed its partitions back (its worker saved) before a was given them.
+    b_got = journal.index(("b", "assigned", moved))
+    b_revoked = journal.index(("b", "revoked", moved))
+    a_took = next(
+        i
+        for i, (who, what, ps) in enumerate(journal)
+        if i > b_got and who == "a" and what == "assigned" and moved <= ps
+    )
+    assert b_got < b_revoked < a_took
+    # Every rebalance revokes everything first (no cooperative assignor in aiokafka 0.14).
+    assert journal[a_took - 1] == ("a", "revoked", journal[a_took - 1][2])
+
+
+def serve_member(bootstrap: str, group: str) -> None:
+    """A member in a process of its own (for SIGKILL): prints each assignment, serves forever."""
+
+    async def main() -> None:
+        async def assigned(partitions: set[int]) -> dict[int, int]:
+            print("assigned", ",".join(map(str, sorted(partitions))), flush=True)
+            return {}
+
+        async def ignore(*args: object) -> None:
+            pass
+
+        consumer = GroupConsumer(
+            Settings(kafka_bootstrap=bootstrap, partitions=PARTITIONS, data_dir=Path(os.getcwd())),
+            group,
+            on_assigned=assigned,
+            on_revoked=ignore,
+            on_records=ignore,
+            on_error=ignore,
+        )
+        await consumer.run(asyncio.Event())
+
+    asyncio.run(main())
+
+
+async def test_a_sigkilled_replicas_partitions_move_within_the_session_timeout(
+    settings: Settings, log_dir: Path, tmp_path: Path
+) -> None:
+    journal: list[tuple[str, str, frozenset[int]]] = []
+    survivor = Member("survivor", settings, "test-kill", journal)
+    await survivor.consumer.start()
+    code = (
+        "from tests.integration.test_groups import serve_member; "
+        f"serve_member({settings.kafka_bootstrap!r}, 'test-kill')"
+    )
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-c",
+        code,
+        cwd=tmp_path,
+        stdout=asyncio.subprocess.PIPE,
+        env={**os.environ, "PYTHONPATH": str(Path(__file__).parents[2])},
+    )
+    try:
+        assert proc.stdout is not None
+        line = await asyncio.wait_for(proc.stdout.readline(), 30)
+        victim = {int(p) for p in line.decode().split()[1].split(",")}
+        await wait_until(lambda: asyncio.sleep(0, survivor.consumer.assignment == ALL - victim))
+        assert victim and victim.isdisjoint(survivor.consumer.assignment)
+        os.kill(proc.pid, signal.SIGKILL)
+        began = time.monotonic()
+        bound = (settings.kafka_session_timeout_ms + settings.kafka_rebalance_timeout_ms) / 1000
+        await wait_until(lambda: asyncio.sleep(0, survivor.consumer.assignment == ALL), within=bound + 10)
+        took = time.monotonic() - began
+        print(f"takeover after SIGKILL: {took:.1f} s")
+        # Found dead after its session timeout, then one rebalance.
+        assert took < bound
+        assert journal[-2:] == [
+            ("survivor", "revoked", frozenset(ALL - victim)),
+            ("survivor", "assigned", frozenset(ALL)),
+        ]
+    finally:
+        if proc.returncode is None:
+            proc.kill()
+        await proc.wait()
+        await survivor.consumer.stop()
+
+
+async def test_a_failing_dead_letter_stops_the_group_before_the_next_record(
+    flow: Member, kafka: kafka_log.KafkaLog
+) -> None:
+    """Last: it stops the flow group. Nothing past the failed record is delivered or passed."""
+    fatal = await append(kafka, 2, b"fatal")
+    await append(kafka, 2, b"after-fatal")
+    assert flow.task is not None
+    with pytest.raises(GroupStopped, match="dead-letter store unreachable"):
+        await asyncio.wait_for(flow.task, 30)
+    assert b"after-fatal" not in flow.values(2)
+    assert all(record.offset != fatal for record, _ in flow.errors)
+    assert flow.consumer.position == {}
