@@ -62,11 +62,13 @@ class GroupConsumer:
       offsets, from Postgres); no record of a partition is delivered before it returned.
     - `on_revoked(partitions)` runs after the last record of those partitions was handled
       and before another replica can get them: drain and save offsets there.
-    - `on_records(partition, records)` gets records of one partition in offset order.
+    - `on_records(partition, records)` gets records of one partition in offset order, one at
+      a time, or with `batch` > 1 up to that many, gathered for at most `batch_window_s`.
     - An exception escaping `on_records` goes to `on_error(record, exc)` (dead-letter it)
-      and the next record follows. If `on_error` raises, or an assignment callback does,
-      nothing more is delivered and `run` raises `GroupStopped`: the worker is restarted
-      and resumes from its stored offsets.
+      and the next record follows. A batch that raises must have taken no effect (one
+      transaction): its records are handed over again one at a time to find the bad ones.
+    - If `on_error` raises, or an assignment callback does, nothing more is delivered and
+      `run` raises `GroupStopped`: the worker is restarted and resumes from its stored offsets.
     """
 
     def __init__(
@@ -78,6 +80,8 @@ class GroupConsumer:
         on_revoked: OnRevoked,
         on_records: OnRecords,
         on_error: OnError,
+        batch: int = 1,
+        batch_window_s: float = 0.01,
     ) -> None:
         self.settings = settings
         self.group = group
@@ -85,6 +89,10 @@ class GroupConsumer:
         self.on_revoked = on_revoked
         self.on_records = on_records
         self.on_error = on_error
+        if batch < 1 or batch_window_s <= 0:
+            raise ValueError("batch must be at least 1 and batch_window_s positive")
+        self.batch = batch
+        self.batch_window_s = batch_window_s
         # The next offset to deliver, per partition this replica owns and has positioned.
         self.position: dict[int, int] = {}
         self.failure: BaseException | None = None
@@ -107,7 +115,7 @@ class GroupConsumer:
         """Join the group; returns once this replica's first assignment is done (on Tansu
         about half the session/rebalance timeout, at least 5 s)."""
         app = GroupApp(self.settings, self.group, self, instance_id(self.settings, self.group))
-        app.subscribe(self.deliver)
+        app.subscribe(self.batch, self.batch_window_s)
         self._app = app
         await app.start()
 
@@ -177,31 +185,47 @@ class GroupConsumer:
         """Where faust must seek each partition: the next offset to deliver."""
         return {p: self.position[p] for p in partitions if p in self.position}
 
-    async def deliver(self, message: Message) -> None:
-        """Hand one record to the worker; never raises (faust would ack and drop it silently)."""
-        partition, offset = message.partition, message.offset
-        if self.failure is not None or offset < self.position.get(partition, offset + 1):
-            # Not ours (revoked, never positioned), or below where the worker starts it:
-            # a prefetched record from before the seek.
-            return
-        record = Record(
-            partition,
-            offset,
-            message.key,
-            message.value,
-            _headers(message.headers),
-            None if message.timestamp is None else int(message.timestamp * 1000),
-        )
+    async def deliver(self, messages: list[Message]) -> None:
+        """Hand records to the worker, a partition at a time; never raises (faust would ack
+        and drop them silently)."""
+        by_partition: dict[int, list[Record]] = {}
+        for message in messages:
+            by_partition.setdefault(message.partition, []).append(_record(message))
         async with self._delivering:
-            if partition not in self.position:
-                return  # revoked while this record waited
+            for partition, records in by_partition.items():
+                # Skip what is not ours (revoked, or not positioned yet) and what lies below
+                # where the worker starts: records fetched before the seek.
+                start = self.position.get(partition)
+                fresh = [r for r in records if start is not None and r.offset >= start]
+                if fresh and self.failure is None:
+                    await self._hand_over(partition, fresh)
+
+    async def _hand_over(self, partition: int, records: list[Record]) -> None:
+        try:
+            await self.on_records(partition, records)
+        except Exception as exc:
+            if len(records) > 1:
+                # A batch that raised took no effect (on_records' contract): again one by one,
+                # so exactly the failing records are dead-lettered.
+                for record in records:
+                    if self.failure is None:
+                        await self._hand_over(partition, [record])
+                return
+            log.exception("%s: record %s/%s failed", self.group, partition, records[0].offset)
             try:
-                await self.on_records(partition, [record])
-            except Exception as exc:
-                log.exception("%s: records at %s/%s failed", self.group, partition, offset)
-                try:
-                    await self.on_error(record, exc)
-                except Exception as fatal:
-                    self._fail(fatal)
-                    return
-            self.position[partition] = offset + 1
+                await self.on_error(records[0], exc)
+            except Exception as fatal:
+                self._fail(fatal)
+                return
+        self.position[partition] = records[-1].offset + 1
+
+
+def _record(message: Message) -> Record:
+    return Record(
+        message.partition,
+        message.offset,
+        message.key,
+        message.value,
+        _headers(message.headers),
+        None if message.timestamp is None else int(message.timestamp * 1000),
+    )

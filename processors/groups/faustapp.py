@@ -6,7 +6,7 @@ Every subclass of faust's and every untyped corner of it is here; `GroupConsumer
 from __future__ import annotations
 
 import math
-from collections.abc import Awaitable, Callable, Iterable, Mapping
+from collections.abc import Iterable, Mapping
 from typing import Any, ClassVar, Protocol
 
 import aiokafka
@@ -30,7 +30,7 @@ class Hooks(Protocol):
 
     def positions(self, partitions: Iterable[int]) -> dict[int, int]: ...
 
-    async def deliver(self, message: Message) -> None: ...
+    async def deliver(self, messages: list[Message]) -> None: ...
 
 
 def group_options(settings: Settings, group: str, instance_id: str | None) -> dict[str, Any]:
@@ -166,16 +166,25 @@ class GroupApp(faust.App):
         assert isinstance(consumer, GroupFaustConsumer)
         return consumer._thread._consumer
 
-    def subscribe(self, deliver: Callable[[Message], Awaitable[None]]) -> None:
-        """One agent, one instance: records of a partition reach `deliver` in offset order."""
+    def subscribe(self, batch: int, window_s: float) -> None:
+        """One agent, one instance: records of a partition reach `Hooks.deliver` in offset order,
+        up to `batch` at a time, waiting at most `window_s` to fill a batch."""
         topic = self.topic(
             codec.EVENTS_TOPIC, key_type=bytes, value_type=bytes, key_serializer="raw", value_serializer="raw"
         )
 
-        async def body(stream: faust.StreamT[bytes]) -> None:
-            # faust acks an event when the body asks for the next one, or when the body raises
-            # (faust-streaming/faust#315): `deliver` never raises, see GroupConsumer.deliver.
-            async for event in stream.events():
-                await deliver(event.message)
+        # faust acks an event when the body asks for the next one, or when the body raises
+        # (faust-streaming/faust#315): `deliver` never raises, see GroupConsumer.deliver.
+        deliver = self.hooks.deliver
 
+        async def one_at_a_time(stream: faust.StreamT[bytes]) -> None:
+            async for event in stream.events():
+                await deliver([event.message])
+
+        async def batches(stream: faust.StreamT[bytes]) -> None:
+            assert isinstance(stream, faust.Stream)  # take_events is not on faust's StreamT
+            async for events in stream.take_events(batch, within=window_s):
+                await deliver([event.message for event in events])
+
+        body = one_at_a_time if batch == 1 else batches
         self.agent(topic, name=f"{self.conf.id}.deliver", concurrency=1)(body)

@@ -15,11 +15,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
+from aiokafka import AIOKafkaConsumer, TopicPartition
 
 from eventstore import codec
 from eventstore import log as kafka_log
 from eventstore.settings import Settings
-from processors.groups import GroupConsumer, GroupStopped, Record
+from processors.groups import GroupConsumer, GroupStopped, Record, instance_id
+from processors.groups.faustapp import group_options
 from tests.services import Broker, wait_until
 
 pytestmark = pytest.mark.services
@@ -43,6 +45,8 @@ class Member:
     errors: list[tuple[Record, Exception]] = field(default_factory=list)
     arrived: asyncio.Event = field(default_factory=asyncio.Event)
     task: asyncio.Task[None] | None = None  # GroupConsumer.run, when the member runs as a worker would
+    batch: int = 1
+    batches: list[tuple[int, list[tuple[int, int]]]] = field(default_factory=list)
 
     def __post_init__(self) -> None:
         self.consumer = GroupConsumer(
@@ -52,6 +56,7 @@ class Member:
             on_revoked=self.on_revoked,
             on_records=self.on_records,
             on_error=self.on_error,
+            batch=self.batch,
         )
 
     async def on_assigned(self, partitions: set[int]) -> dict[int, int]:
@@ -62,6 +67,7 @@ class Member:
         self.journal.append((self.name, "revoked", frozenset(partitions)))
 
     async def on_records(self, partition: int, records: Sequence[Record]) -> None:
+        self.batches.append((partition, [(r.partition, r.offset) for r in records]))
         for record in records:
             if record.value in (b"poison", b"fatal"):
                 raise ValueError(f"cannot handle {record.value!r}")
@@ -124,7 +130,7 @@ async def flow(settings: Settings, kafka: kafka_log.KafkaLog) -> AsyncIterator[M
     for partition in ALL:
         for i in range(PRELOADED):
             await append(kafka, partition, f"pre-{partition}-{i}".encode())
-    member = Member("flow", settings, "test-flow", [], starts=dict.fromkeys(ALL, START))
+    member = Member("flow", settings, "test-flow", [], starts=dict.fromkeys(ALL, START), batch=50)
     stop = asyncio.Event()
     member.task = task = asyncio.create_task(member.consumer.run(stop))
     await wait_until(lambda: asyncio.sleep(0, member.consumer.assignment == ALL), within=30)
@@ -140,17 +146,26 @@ async def test_partitions_start_where_on_assigned_says(flow: Member) -> None:
         assert [r.offset for r in mine[: PRELOADED - START]] == list(range(START, PRELOADED))
         assert mine[0].value == f"pre-{partition}-{START}".encode()
         assert mine[0].key == KEYS[partition] and mine[0].headers == (("h", b"v"),)
+    # Records fetched together arrive together, each batch one partition's, in offset order.
+    assert any(len(batch) > 1 for _, batch in flow.batches)
+    for partition, batch in flow.batches:
+        assert {p for p, _ in batch} == {partition}
+        assert [o for _, o in batch] == sorted(o for _, o in batch)
 
 
 async def test_a_raising_worker_is_dead_lettered_and_its_partition_goes_on(
     flow: Member, kafka: kafka_log.KafkaLog
 ) -> None:
+    # Likely in one batch: the batch raises, is handed over again record by record, and only
+    # the poison is dead-lettered; its neighbours arrive once each.
+    await append(kafka, 1, b"before-poison")
     poison = await append(kafka, 1, b"poison")
     await append(kafka, 1, b"after-poison")
     await wait_until(lambda: asyncio.sleep(0, b"after-poison" in flow.values(1)))
     [(record, exc)] = flow.errors
     assert (record.partition, record.offset, record.value) == (1, poison, b"poison")
     assert isinstance(exc, ValueError)
+    assert flow.values(1).count(b"before-poison") == flow.values(1).count(b"after-poison") == 1
     assert flow.consumer.position[1] == poison + 2
 
 
@@ -172,6 +187,39 @@ async def test_a_hop_waits_our_fetch_wait_not_fausts(
     print(f"hop p50 {statistics.median(hops) * 1000:.1f} ms, max {max(hops) * 1000:.1f} ms")
     # With faust's 1500 ms a hop on Tansu costs ~0.4-0.8 s; a generous bound against that.
     assert statistics.median(hops) < 0.5
+
+
+async def test_the_group_timeouts_are_ours(flow: Member, settings: Settings) -> None:
+    kafka_consumer = flow.consumer.kafka_consumer
+    assert kafka_consumer is not None
+    assert kafka_consumer._group_id == "test-flow"
+    assert kafka_consumer._session_timeout_ms == settings.kafka_session_timeout_ms == 10_000
+    assert kafka_consumer._rebalance_timeout_ms == settings.kafka_rebalance_timeout_ms == 10_000
+    assert kafka_consumer._heartbeat_interval_ms == settings.kafka_heartbeat_interval_ms == 1_000
+    assert kafka_consumer._group_instance_id is None
+    # Offsets are ours: nothing is ever committed to Kafka for the group.
+    # (A consumer of the group's name that never joins it, only to ask the broker.)
+    asking = AIOKafkaConsumer(bootstrap_servers=settings.kafka_bootstrap, group_id="test-flow")
+    await asking.start()
+    try:
+        committed = [await asking.committed(TopicPartition(codec.EVENTS_TOPIC, p)) for p in ALL]
+    finally:
+        await asking.stop()
+    assert committed == [None] * PARTITIONS
+
+
+def test_static_membership_needs_a_lasting_instance() -> None:
+    assert instance_id(Settings(), "reactor") is None
+    static = Settings(kafka_static_membership=True, instance="reactor-0")
+    assert instance_id(static, "reactor") == "reactor.reactor-0"
+    assert (
+        group_options(static, "reactor", instance_id(static, "reactor"))["group_instance_id"]
+        == "reactor.reactor-0"
+    )
+    with pytest.raises(ValueError, match="AGENTLOG_INSTANCE"):
+        Settings(kafka_static_membership=True)
+    with pytest.raises(ValueError, match="a third"):
+        Settings(kafka_session_timeout_ms=6000, kafka_heartbeat_interval_ms=3000)
 
 
 async def test_two_replicas_split_the_partitions_and_a_stopped_ones_move(settings: Settings) -> None:
@@ -202,6 +250,12 @@ async def test_two_replicas_split_the_partitions_and_a_stopped_ones_move(setting
         if i > b_got and who == "a" and what == "assigned" and moved <= ps
     )
     assert b_got < b_revoked < a_took
+    # One record at a time, in offset order from where on_assigned started it (0: it said none).
+    for member in (a, b):
+        for partition in ALL:
+            offsets = [o for _, batch in member.batches for p, o in batch if p == partition]
+            assert all(o == 0 or o == prev + 1 for prev, o in zip([-1, *offsets], offsets, strict=False))
+    assert all(len(batch) == 1 for member in (a, b) for _, batch in member.batches)
     # Every rebalance revokes everything first (no cooperative assignor in aiokafka 0.14).
     assert journal[a_took - 1] == ("a", "revoked", journal[a_took - 1][2])
 
