@@ -100,6 +100,9 @@ class GroupConsumer:
         # Held while the worker handles records: a revocation waits for the record in hand.
         self._delivering = asyncio.Lock()
         self._app: GroupApp | None = None
+        # The group generation of the current assignment (grows with every rebalance of the
+        # group within a log epoch): set before `on_assigned` runs, for fencing stale owners.
+        self.generation = 0
 
     @property
     def assignment(self) -> set[int]:
@@ -154,10 +157,11 @@ class GroupConsumer:
 
     # Hooks, called by the faust side.
 
-    async def assigned(self, partitions: set[int]) -> None:
+    async def assigned(self, partitions: set[int], generation: int) -> None:
         """Ask the worker where the new partitions start; nothing is delivered for them before."""
         if self.failure is not None:
             return
+        self.generation = generation
         try:
             starts = await self.on_assigned(set(partitions))
         except Exception as exc:

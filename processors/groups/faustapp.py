@@ -24,7 +24,7 @@ from eventstore.settings import Settings
 class Hooks(Protocol):
     """What the faust side calls back into (implemented by `GroupConsumer`)."""
 
-    async def assigned(self, partitions: set[int]) -> None: ...
+    async def assigned(self, partitions: set[int], generation: int) -> None: ...
 
     async def revoked(self, partitions: set[int]) -> None: ...
 
@@ -109,7 +109,7 @@ class GroupFaustConsumer(faust_aiokafka.Consumer):
     async def on_partitions_assigned(self, assigned: set[TP], generation_id: int = 0) -> None:
         """The worker says where each partition starts before faust seeks and resumes its flow."""
         if assigned:
-            await self.hooks.assigned({tp.partition for tp in assigned})
+            await self.hooks.assigned({tp.partition for tp in assigned}, generation_id)
         await super().on_partitions_assigned(assigned, generation_id)
 
 

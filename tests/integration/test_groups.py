@@ -68,10 +68,11 @@ class Member:
 
     async def on_records(self, partition: int, records: Sequence[Record]) -> None:
         self.batches.append((partition, [(r.partition, r.offset) for r in records]))
+        # All or nothing, as a batch must be (one transaction).
         for record in records:
             if record.value in (b"poison", b"fatal"):
                 raise ValueError(f"cannot handle {record.value!r}")
-            self.records.append(record)
+        self.records.extend(records)
         self.arrived.set()
 
     async def on_error(self, record: Record, exc: Exception) -> None:
@@ -256,6 +257,8 @@ async def test_two_replicas_split_the_partitions_and_a_stopped_ones_move(setting
             offsets = [o for _, batch in member.batches for p, o in batch if p == partition]
             assert all(o == 0 or o == prev + 1 for prev, o in zip([-1, *offsets], offsets, strict=False))
     assert all(len(batch) == 1 for member in (a, b) for _, batch in member.batches)
+    # Each rebalance is a new generation of the group (Tansu counts from 0): a fence for stale owners.
+    assert a.consumer.generation > b.consumer.generation > 0
     # Every rebalance revokes everything first (no cooperative assignor in aiokafka 0.14).
     assert journal[a_took - 1] == ("a", "revoked", journal[a_took - 1][2])
 
