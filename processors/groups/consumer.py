@@ -136,13 +136,17 @@ class GroupConsumer:
 
     async def run(self, stop: asyncio.Event) -> None:
         """Start, consume until `stop` is set, stop; raises `GroupStopped` if a callback failed."""
-        await self.start()
         try:
+            await self.start()
+            assert self._app is not None
             stopping = asyncio.ensure_future(stop.wait())
-            failing = asyncio.ensure_future(self._failed.wait())
+            # Ends when a callback failed, or when faust stopped or crashed on its own.
+            failing = asyncio.ensure_future(self._app.wait_first(self._failed.wait()))
             await asyncio.wait({stopping, failing}, return_when=asyncio.FIRST_COMPLETED)
             stopping.cancel()
             failing.cancel()
+            if not stop.is_set() and self.failure is None:
+                self._fail(self._app.crash_reason or RuntimeError("faust stopped on its own"))
         finally:
             await self.stop()
         if self.failure is not None:
