@@ -33,6 +33,11 @@ class Hooks(Protocol):
     async def deliver(self, messages: list[Message]) -> None: ...
 
 
+def request_timeout_ms(settings: Settings) -> int:
+    """aiokafka's default (40 s), or longer: a JoinGroup may be held for the rebalance timeout."""
+    return max(40_000, settings.kafka_session_timeout_ms + 5_000, settings.kafka_rebalance_timeout_ms + 5_000)
+
+
 def group_options(settings: Settings, group: str, instance_id: str | None) -> dict[str, Any]:
     """The aiokafka options of a group member: `consumer_config` plus the group's timeouts."""
     return {
@@ -46,7 +51,7 @@ def group_options(settings: Settings, group: str, instance_id: str | None) -> di
         "session_timeout_ms": settings.kafka_session_timeout_ms,
         "rebalance_timeout_ms": settings.kafka_rebalance_timeout_ms,
         "heartbeat_interval_ms": settings.kafka_heartbeat_interval_ms,
-        "request_timeout_ms": max(40_000, settings.kafka_session_timeout_ms + 5_000),
+        "request_timeout_ms": request_timeout_ms(settings),
         "max_poll_interval_ms": settings.kafka_max_poll_interval_ms,
     }
 
@@ -85,6 +90,10 @@ class GroupFaustConsumer(faust_aiokafka.Consumer):
     async def commit(self, topics: Any = None, start_new_transaction: bool = True) -> bool:
         """Never: offsets live in Postgres per log epoch; a Kafka commit would be a second truth
         (and one a new log epoch would inherit through the group's name)."""
+        return False
+
+    async def _commit(self, offsets: Mapping[TP, int]) -> bool:
+        # The one way from faust's commit paths to Kafka, closed too should one bypass commit().
         return False
 
     async def seek_to_committed(self) -> Mapping[TP, int]:
@@ -147,7 +156,8 @@ class GroupApp(faust.App):
             broker_session_timeout=settings.kafka_session_timeout_ms / 1000,
             broker_rebalance_timeout=settings.kafka_rebalance_timeout_ms / 1000,
             broker_heartbeat_interval=settings.kafka_heartbeat_interval_ms / 1000,
-            broker_request_timeout=max(40.0, settings.kafka_session_timeout_ms / 1000 + 5),
+            # faust refuses a session timeout above its request timeout.
+            broker_request_timeout=request_timeout_ms(settings) / 1000,
             consumer_auto_offset_reset="earliest",
             stream_wait_empty=True,
         )

@@ -223,6 +223,29 @@ def test_static_membership_needs_a_lasting_instance() -> None:
         Settings(kafka_session_timeout_ms=6000, kafka_heartbeat_interval_ms=3000)
 
 
+async def test_a_failing_on_assigned_stops_the_group_and_positions_nothing() -> None:
+    """Without a broker: faust's rebalance listener would log and swallow the error, so the
+    adapter records it, positions nothing (nothing is delivered) and `run` raises."""
+    calls: list[set[int]] = []
+
+    async def unreachable(partitions: set[int]) -> dict[int, int]:
+        calls.append(partitions)
+        raise ConnectionError("offsets unreachable")
+
+    async def ignore(*args: object) -> None:
+        pass
+
+    consumer = GroupConsumer(
+        Settings(), "g", on_assigned=unreachable, on_revoked=ignore, on_records=ignore, on_error=ignore
+    )
+    await consumer.assigned({0, 1}, generation=3)
+    assert calls == [{0, 1}] and consumer.generation == 3
+    assert consumer.assignment == set() and consumer.positions([0, 1]) == {}
+    assert isinstance(consumer.failure, ConnectionError)
+    await consumer.assigned({2}, generation=4)  # a failed consumer asks nothing more
+    assert calls == [{0, 1}]
+
+
 async def test_two_replicas_split_the_partitions_and_a_stopped_ones_move(settings: Settings) -> None:
     journal: list[tuple[str, str, frozenset[int]]] = []
     a = Member("a", settings, "test-split", journal)
