@@ -163,9 +163,8 @@ class GroupApp(faust.App):
         )
 
     def _create_directories(self) -> None:
-        # faust makes its (here unused) table directories under datadir, one level only.
-        self.conf.datadir.mkdir(parents=True, exist_ok=True)
-        super()._create_directories()
+        # faust's directories are for its tables; a group has none, so nothing goes on disk.
+        pass
 
     def _new_transport(self) -> GroupTransport:
         return GroupTransport(self.conf.broker_consumer, self)
