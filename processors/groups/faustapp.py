@@ -152,7 +152,6 @@ class GroupApp(faust.App):
             # Topics are ours (eventstore.log.ensure_topics); faust's leader topic is unused.
             topic_allow_declare=False,
             topic_disable_leader=True,
-            datadir=str(settings.data_dir / "faust"),
             broker_session_timeout=settings.kafka_session_timeout_ms / 1000,
             broker_rebalance_timeout=settings.kafka_rebalance_timeout_ms / 1000,
             broker_heartbeat_interval=settings.kafka_heartbeat_interval_ms / 1000,

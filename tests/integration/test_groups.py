@@ -105,8 +105,8 @@ def broker(log_dir: Path) -> Iterator[Broker]:
 
 
 @pytest.fixture(scope="module")
-async def settings(broker: Broker, log_dir: Path) -> Settings:
-    settings = Settings(kafka_bootstrap=broker.bootstrap, partitions=PARTITIONS, data_dir=log_dir / "groups")
+async def settings(broker: Broker) -> Settings:
+    settings = Settings(kafka_bootstrap=broker.bootstrap, partitions=PARTITIONS)
     await kafka_log.ensure_topics(settings)
     return settings
 
@@ -298,7 +298,7 @@ def serve_member(bootstrap: str, group: str) -> None:
             pass
 
         consumer = GroupConsumer(
-            Settings(kafka_bootstrap=bootstrap, partitions=PARTITIONS, data_dir=Path(os.getcwd())),
+            Settings(kafka_bootstrap=bootstrap, partitions=PARTITIONS),
             group,
             on_assigned=assigned,
             on_revoked=ignore,
@@ -311,7 +311,7 @@ def serve_member(bootstrap: str, group: str) -> None:
 
 
 async def test_a_sigkilled_replicas_partitions_move_within_the_session_timeout(
-    settings: Settings, log_dir: Path, tmp_path: Path
+    settings: Settings, tmp_path: Path
 ) -> None:
     journal: list[tuple[str, str, frozenset[int]]] = []
     survivor = Member("survivor", settings, "test-kill", journal)
