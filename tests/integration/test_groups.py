@@ -20,7 +20,7 @@ from aiokafka import AIOKafkaConsumer, TopicPartition
 from eventstore import codec
 from eventstore import log as kafka_log
 from eventstore.settings import Settings
-from processors.groups import GroupConsumer, GroupStopped, Record, instance_id
+from processors.groups import GroupConsumer, GroupStopped, ManualConsumer, Record, instance_id
 from processors.groups.faustapp import group_options
 from tests.services import Broker, wait_until
 
@@ -221,6 +221,33 @@ def test_static_membership_needs_a_lasting_instance() -> None:
         Settings(kafka_static_membership=True)
     with pytest.raises(ValueError, match="a third"):
         Settings(kafka_session_timeout_ms=6000, kafka_heartbeat_interval_ms=3000)
+
+
+async def test_one_process_owning_every_partition_needs_no_group(
+    settings: Settings, kafka: kafka_log.KafkaLog
+) -> None:
+    """The same callbacks by hand (ManualConsumer): no join, so no wait for one."""
+    member = Member("manual", settings, "test-manual", [])
+    member.starts = {p: await append(kafka, p, b"mark") + 1 for p in ALL}
+    manual = ManualConsumer(
+        settings,
+        "manual",
+        on_assigned=member.on_assigned,
+        on_revoked=member.on_revoked,
+        on_records=member.on_records,
+        on_error=member.on_error,
+        batch=50,
+    )
+    stop = asyncio.Event()
+    task = asyncio.create_task(manual.run(stop))
+    for value in (b"m-before", b"poison", b"m-after"):
+        await append(kafka, 0, value)
+    await wait_until(lambda: asyncio.sleep(0, b"m-after" in member.values(0)), within=10)
+    stop.set()
+    await asyncio.wait_for(task, 10)
+    assert member.journal == [("manual", "assigned", frozenset(ALL)), ("manual", "revoked", frozenset(ALL))]
+    assert member.values() == [b"m-before", b"m-after"]
+    assert [record.value for record, _ in member.errors] == [b"poison"]
 
 
 async def test_a_failing_on_assigned_stops_the_group_and_positions_nothing() -> None:
