@@ -26,6 +26,19 @@ class Settings(BaseSettings):
     kafka_append_timeout_s: float = Field(default=10.0, gt=0)
     kafka_fetch_max_wait_ms: int = Field(default=10, ge=0)
     kafka_max_request_size: int = Field(default=4 * 1024 * 1024, gt=0)
+    # Consumer groups (processors/groups). A dead replica's partitions move after the session
+    # timeout. Tansu completes a group's first join only after about half the session/rebalance
+    # timeout, never under 5 s, so 10 s each is as fast as it gets there. Real Kafka: session
+    # 45000, rebalance 60000, heartbeat 3000 (its first join waits group.initial.rebalance.delay.ms).
+    kafka_session_timeout_ms: int = Field(default=10_000, ge=1000)
+    kafka_rebalance_timeout_ms: int = Field(default=10_000, ge=1000)
+    kafka_heartbeat_interval_ms: int = Field(default=1_000, ge=100)
+    # A member that does not poll this long leaves the group (aiokafka's default).
+    kafka_max_poll_interval_ms: int = Field(default=300_000, ge=1000)
+    # Static membership: each replica joins as `<group>.<instance>`, so a restart that comes back
+    # within the session timeout keeps its partitions without a rebalance. Needs an `instance`
+    # that survives restarts (a StatefulSet pod name), never the default host-and-pid one.
+    kafka_static_membership: bool = False
     partitions: int = Field(default=8, ge=1)
     database_url: str = "postgresql://postgres@localhost/postgres"
     # The model of a session that names none; empty: the offline model without
@@ -158,7 +171,7 @@ class Settings(BaseSettings):
 
     @model_validator(mode="after")
     def _split_within_bounds(self) -> Settings:
-        """An index past its count would serve nothing, silently."""
+        """An index past its count would serve nothing, silently; group timeouts must agree."""
         for role, index, count in (
             ("tool_executor", self.tool_executor_index, self.tool_executor_count),
             ("model_worker", self.model_worker_index, self.model_worker_count),
@@ -166,4 +179,12 @@ class Settings(BaseSettings):
         ):
             if index >= count:
                 raise ValueError(f"{role}_index ({index}) must be below {role}_count ({count})")
+        if self.kafka_heartbeat_interval_ms * 3 > self.kafka_session_timeout_ms:
+            raise ValueError(
+                "kafka_heartbeat_interval_ms must be at most a third of kafka_session_timeout_ms"
+            )
+        if self.kafka_static_membership and not self.instance:
+            raise ValueError(
+                "kafka_static_membership needs an instance that survives restarts (AGENTLOG_INSTANCE)"
+            )
         return self
