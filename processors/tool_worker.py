@@ -325,7 +325,10 @@ class ToolWorker(EffectWorker[ev.ToolRequested]):
         found: Counter[str] = Counter()
         if self.settings.redact_secrets:
             # Before anything records the result: the ledger, tool_outputs and the log keep it.
-            clean, found = await asyncio.to_thread(redact.redact_content, output.content)
+            if redact.size(output.content) <= redact.WINDOW:
+                clean, found = redact.redact_content(output.content)  # cheaper than a thread hop
+            else:
+                clean, found = await asyncio.to_thread(redact.redact_content, output.content)
             output = ToolOutput(clean, output.is_error)
             if found:
                 log.info("redacted %d secret(s) from a %s result", sum(found.values()), request.payload.name)

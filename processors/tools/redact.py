@@ -167,6 +167,13 @@ def note(found: Counter[str]) -> str:
     return f"[{total} secret{'s' if total != 1 else ''} redacted from this result: {kinds}]"
 
 
+def size(content: list[Block] | str) -> int:
+    """The characters a redaction of this content scans."""
+    if isinstance(content, str):
+        return len(content)
+    return sum(len(b["text"]) for b in content if b.get("type") == "text" and isinstance(b.get("text"), str))
+
+
 def redact_content(content: list[Block] | str) -> tuple[list[Block] | str, Counter[str]]:
     """A tool result's content with its secrets redacted: the text, or each text block's text
     (other blocks, such as images, are kept as they are)."""

@@ -77,6 +77,14 @@ def test_ordinary_output_is_left_as_it_was() -> None:
     assert redact.redact_content(ordinary) == (ordinary, {})
 
 
+@pytest.mark.parametrize("at", [0, redact.WINDOW - 20, redact.WINDOW - redact.OVERLAP + 5, 50_000])
+def test_a_secret_is_found_wherever_the_scan_windows_fall(at: int) -> None:
+    filler = "x " * 40_000
+    text = filler[:at] + f" {GITHUB_TOKEN} " + filler[at:]
+    done = redact.redact(text)
+    assert GITHUB_TOKEN not in done.text and dict(done.found) == {"GitHub Token": 1}
+
+
 def test_text_blocks_are_redacted_and_other_blocks_kept() -> None:
     image = {"type": "image", "source": {"type": "base64", "media_type": "image/png", "data": "iVBOR"}}
     content, found = redact.redact_content([{"type": "text", "text": f"key {GITHUB_TOKEN}"}, image])
