@@ -3,8 +3,9 @@
 `POST /v1/agent/run` is a stateless run: its session is ephemeral (deleted, not kept,
 `agent_run_ttl_s` after it goes idle) with the server's defaults (approval tools, limits).
 `POST /v1/subagent/run` is the HTTP model of sub-agents: the child session stays, linked
-to its parent, whose tools bound its own and whose approvals and limits it takes. Both answer 504 problem+json
-when the timeout passes first (never a hang); the session goes on and is named there.
+to its parent, whose tools bound its own and whose approvals and limits it takes. Both
+answer 504 problem+json when the timeout passes first (never a hang); the session goes on
+and is named there.
 """
 
 from __future__ import annotations
