@@ -67,6 +67,9 @@ class Settings(BaseSettings):
     agents: Path | None = None
     # A tool result longer than this is stored whole in Postgres; the model sees it cut.
     tool_result_max_chars: int = Field(default=30_000, ge=100)
+    # Secrets in tool results are replaced by [REDACTED:<type>] before anything records them
+    # (processors/tools/redact.py): the log is immutable, a leaked key is leaked for good.
+    redact_secrets: bool = True
     # Tools whose calls wait for a human's approval (a session may name its own).
     approval_tools: list[str] = Field(default_factory=list)
     # Bash: bubblewrap sandbox, no network, the workspace the only writable place.

@@ -11,7 +11,7 @@ from datetime import datetime
 from typing import Any
 
 from eventstore import events as ev
-from eventstore import ids
+from eventstore import ids, lineage
 from eventstore.events import Block
 from eventstore.models import OFFLINE_MODEL
 from eventstore.state import CLOSED, SessionState, Turn, evolve
@@ -171,11 +171,6 @@ def subagent_request(
     tool_use_id = str(block.get("id"))
     task_input = block.get("input") if isinstance(block.get("input"), dict) else {}
     assert isinstance(task_input, dict)
-    asked = task_input.get("tools")
-    tools = [str(t) for t in asked] if isinstance(asked, list) else None
-    if state.tools is not None:
-        # A child may use at most its parent's tools.
-        tools = [t for t in (tools if tools is not None else state.tools) if t in state.tools]
     return ev.SubagentRequested(
         event_id=ids.derive(
             ids.event_key(
@@ -188,20 +183,10 @@ def subagent_request(
             child_session_id=ev.child_session_id(state.session_id, tool_use_id, attempt),
             prompt=str(task_input.get("prompt", "")),
             description=str(task_input.get("description", ""))[:500],
-            tools=tools,
+            # At most the parent's tools, under the parent's rules and limits.
+            tools=lineage.child_tools(state, task_input.get("tools")),
             model=state.model or OFFLINE_MODEL,
-            # The child inherits the parent's rules and limits.
-            limits={
-                "approvals": list(state.approvals),
-                "token_budget": state.token_budget,
-                "max_subagents": state.max_subagents,
-                "subagent_mode": state.subagent_mode,
-                "subagent_timeout_s": state.subagent_timeout_s,
-                "subagent_attempts": state.subagent_attempts,
-                "max_depth": state.max_depth,
-                "max_steps": state.max_steps,
-                "max_tokens": state.max_tokens,
-            },
+            limits=lineage.inherited(state),
             attempt=attempt,
             max_attempts=state.subagent_attempts,
             timeout_s=state.subagent_timeout_s,

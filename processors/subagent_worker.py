@@ -19,28 +19,13 @@ from collections import deque
 from typing import Any
 
 from eventstore import events as ev
-from eventstore import ids
+from eventstore import ids, lineage
 from eventstore.events import Event
 from eventstore.state import SessionState
 from processors import failpoints, reactor
 from processors.folding import FoldingWorker
 
 log = logging.getLogger(__name__)
-
-# What a child takes from its parent's rules (SessionStartedPayload fields).
-_INHERITED = frozenset(
-    {
-        "approvals",
-        "token_budget",
-        "max_subagents",
-        "subagent_mode",
-        "subagent_timeout_s",
-        "subagent_attempts",
-        "max_depth",
-        "max_steps",
-        "max_tokens",
-    }
-)
 
 
 class SubagentWorker(FoldingWorker):
@@ -160,7 +145,7 @@ class SubagentWorker(FoldingWorker):
                 "max_depth": s.subagent_max_depth,
                 "max_steps": s.max_steps,
                 "max_tokens": s.max_tokens,
-                **{k: v for k, v in p.limits.items() if k in _INHERITED},
+                **lineage.only_inherited(p.limits),
             },
         )
         prompt = ev.user_message(

@@ -12,7 +12,8 @@ appends their results, each exactly as often as its idempotency class allows.
 
 Every failure is a `tool_result` the model can read: an unknown or disallowed tool, a tool
 that raises or overruns its time limit. A result over the size limit is stored whole in
-Postgres and the model sees a cut copy that says so. Executors split the partitions
+Postgres and the model sees a cut copy that says so. Secrets are redacted from every result
+before the ledger, `tool_outputs` or the log sees it (`redact.py`). Executors split the partitions
 between them (`tool_executor_index` of `tool_executor_count`), so a session's workspace
 belongs to one executor.
 """
@@ -23,6 +24,7 @@ import asyncio
 import hashlib
 import logging
 import time
+from collections import Counter
 from pathlib import Path
 from typing import Any
 
@@ -35,6 +37,7 @@ from eventstore.log import partition_for
 from eventstore.state import SessionState
 from processors import failpoints, reactor
 from processors.effects import EffectWorker
+from processors.tools import redact
 from processors.tools.files import WritePlan, sha256_of
 from processors.tools.function import FunctionTool
 from processors.tools.registry import EffectClass, Registry, Tool, ToolContext, ToolOutput, default_registry
@@ -319,7 +322,19 @@ class ToolWorker(EffectWorker[ev.ToolRequested]):
             output = await self.run_tool(request, state)
         except ledger.SessionGone:
             output = ToolOutput("the session was deleted", is_error=True)
+        found: Counter[str] = Counter()
+        if self.settings.redact_secrets:
+            # Before anything records the result: the ledger, tool_outputs and the log keep it.
+            if redact.size(output.content) <= redact.WINDOW:
+                clean, found = redact.redact_content(output.content)  # cheaper than a thread hop
+            else:
+                clean, found = await asyncio.to_thread(redact.redact_content, output.content)
+            output = ToolOutput(clean, output.is_error)
+            if found:
+                log.info("redacted %d secret(s) from a %s result", sum(found.values()), request.payload.name)
         output, stored = await self._bounded(request, output)
+        # After the cut, so that a long result still tells the model what was taken out.
+        output = ToolOutput(redact.with_note(output.content, found), output.is_error)
         return (
             ev.tool_result(
                 request.session_id,

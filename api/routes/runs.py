@@ -1,9 +1,11 @@
 """Synchronous runs: a prompt in, the final answer out, through the same pipeline.
 
 `POST /v1/agent/run` is a stateless run: its session is ephemeral (deleted, not kept,
-`agent_run_ttl_s` after it goes idle). `POST /v1/subagent/run` is the HTTP model of
-sub-agents: the child session stays, linked to its parent. Both answer 504 problem+json
-when the timeout passes first (never a hang); the session goes on and is named there.
+`agent_run_ttl_s` after it goes idle) with the server's defaults (approval tools, limits).
+`POST /v1/subagent/run` is the HTTP model of sub-agents: the child session stays, linked
+to its parent, whose tools bound its own and whose approvals and limits it takes. Both
+answer 504 problem+json when the timeout passes first (never a hang); the session goes on
+and is named there.
 """
 
 from __future__ import annotations
@@ -19,9 +21,21 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 from api.auth import Tenant
 from api.models import AgentRunResult
 from api.problems import Problem
-from api.routes.common import AUTH, PROBLEM, SESSION_ID_PATTERN, deps, live_of, no_nul, traced, wait_for_turn
+from api.routes.common import (
+    AUTH,
+    PROBLEM,
+    SESSION_ID_PATTERN,
+    SessionSettings,
+    deps,
+    live_of,
+    no_nul,
+    session_started,
+    traced,
+    wait_for_turn,
+)
 from eventstore import events as ev
-from eventstore import ids, reads
+from eventstore import ids, lineage, reads
+from eventstore.state import SessionState, fold
 
 router = APIRouter(prefix="/v1", tags=["runs"])
 
@@ -93,8 +107,8 @@ async def _run(
     )
 
 
-async def _parent_depth(pool: Any, parent_session_id: str, tenant: str) -> int | None:
-    """The depth of the tenant's session `parent_session_id`, or None if it has none.
+async def _parent(pool: Any, parent_session_id: str, tenant: str) -> SessionState | None:
+    """The rules of the tenant's session `parent_session_id`, or None if it has none.
 
     A Task call's parent may be a moment ahead of the projection; it is known to be in the log
     when the ledger holds its model call (recorded before the answer that asked for the Task
@@ -102,13 +116,9 @@ async def _parent_depth(pool: Any, parent_session_id: str, tenant: str) -> int |
     """
     for _ in range(50):
         async with pool.connection() as conn:
-            cur = await conn.execute(
-                "SELECT depth FROM sessions WHERE session_id = %s AND tenant_id = %s",
-                (parent_session_id, tenant),
-            )
-            row = await cur.fetchone()
-            if row is not None:
-                return int(row[0])
+            parent = await lineage.parent_rules(conn, parent_session_id, tenant)
+            if parent is not None:
+                return parent
             cur = await conn.execute(
                 "SELECT 1 FROM effects WHERE session_id = %s AND tenant_id = %s LIMIT 1",
                 (parent_session_id, tenant),
@@ -130,17 +140,12 @@ async def agent_run(
     _, _, settings = deps(request)
     key = idempotency_key or str(uuid.uuid4())
     sid = "run-" + str(ids.derive(f"agent/run/{tenant}/{key}"))
-    started = ev.session_started(
-        sid,
-        model=body.model or settings.session_model,
-        tenant_id=tenant,
-        system=body.system,
-        tools=body.tools,
-        ttl_s=settings.agent_run_ttl_s,
-        ephemeral=True,
-        max_depth=settings.subagent_max_depth,
-        subagent_mode=settings.subagent_mode,
+    # The server's defaults as for any new session: approvals (AGENTLOG_APPROVAL_TOOLS), steps,
+    # sub-agent limits; only the lifetime differs.
+    rules = SessionSettings(
+        model=body.model, system=body.system, tools=body.tools, ttl_seconds=settings.agent_run_ttl_s
     )
+    started = session_started(sid, tenant, rules, settings, ephemeral=True)
     return await _run(request, sid, started, body.prompt, body.timeout_s)
 
 
@@ -156,34 +161,35 @@ async def subagent_run(
     pool, _, settings = deps(request)
     key = idempotency_key or str(uuid.uuid4())
     sid = "http-" + str(ids.derive(f"subagent/http/{tenant}/{key}"))
-    depth = 1
+    parent = None
     if body.parent_session_id is not None:
-        parent_depth = await _parent_depth(pool, body.parent_session_id, tenant)
-        if parent_depth is None:
+        parent = await _parent(pool, body.parent_session_id, tenant)
+        if parent is None:
             raise Problem(
                 422, "Unknown parent", f"no session {body.parent_session_id}", field="parent_session_id"
             )
-        depth = parent_depth + 1
-    if depth > settings.subagent_max_depth:
+    depth = parent.depth + 1 if parent is not None else 1
+    max_depth = parent.max_depth if parent is not None else settings.subagent_max_depth
+    if depth > max_depth:
         raise Problem(
             422,
             "Depth limit",
-            f"a sub-agent at depth {depth} exceeds max_depth {settings.subagent_max_depth}",
+            f"a sub-agent at depth {depth} exceeds max_depth {max_depth}",
             field="parent_session_id",
         )
-    system = body.system or ev.subagent_system(body.description)
+    # A child of a session takes its parent's rules and at most its tools (as in the queue
+    # model); one without a parent gets the server's defaults, as any new session does.
+    defaults = fold(sid, [session_started(sid, tenant, SessionSettings(), settings)])
+    rules = lineage.inherited(parent if parent is not None else defaults)
     started = ev.session_started(
         sid,
         model=body.model or settings.session_model,
         tenant_id=tenant,
-        system=system,
+        system=body.system or ev.subagent_system(body.description),
         metadata={"parent_session_id": body.parent_session_id, "via": "http"},
-        tools=body.tools,
+        tools=lineage.child_tools(parent, body.tools) if parent is not None else body.tools,
         depth=depth,
-        max_depth=settings.subagent_max_depth,
         parent_session_id=body.parent_session_id,
-        subagent_mode=settings.subagent_mode,
-        subagent_timeout_s=settings.subagent_timeout_s,
-        max_subagents=settings.max_subagents,
+        **rules,
     )
     return await _run(request, sid, started, body.prompt, body.timeout_s)
