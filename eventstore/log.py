@@ -220,6 +220,19 @@ async def _mark(settings: Settings) -> None:
         await producer.stop()
 
 
+async def beginning_offsets(
+    settings: Settings, partitions: Sequence[int], topic: str = codec.EVENTS_TOPIC
+) -> dict[int, int]:
+    """The first offset the log still holds, per partition (a short-lived consumer)."""
+    consumer = AIOKafkaConsumer(**consumer_config(settings))
+    await consumer.start()
+    try:
+        firsts = await consumer.beginning_offsets([TopicPartition(topic, p) for p in partitions])
+        return {tp.partition: off for tp, off in firsts.items()}
+    finally:
+        await consumer.stop()
+
+
 async def topic_config(settings: Settings, topic: str = codec.EVENTS_TOPIC) -> dict[str, str]:
     """The topic's configuration as the broker reports it (retention and the like)."""
     from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType

@@ -39,6 +39,10 @@ class Settings(BaseSettings):
     # within the session timeout keeps its partitions without a rebalance. Needs an `instance`
     # that survives restarts (a StatefulSet pod name), never the default host-and-pid one.
     kafka_static_membership: bool = False
+    # Consume in Kafka consumer groups (processors/groups), so that replicas of a role share
+    # its partitions and take over a dead one's. Only the projector does so far (issue 13);
+    # off, each process reads every partition by hand (one replica per role).
+    consumer_groups: bool = False
     partitions: int = Field(default=8, ge=1)
     database_url: str = "postgresql://postgres@localhost/postgres"
     # The model of a session that names none; empty: the offline model without

@@ -10,22 +10,41 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections.abc import Sequence
+from typing import Protocol
 
 from aiokafka import ConsumerRecord
 
 from eventstore import codec, store
+from eventstore import log as kafka_log
 from eventstore.errors import DecodeError
 from eventstore.log import KafkaLog, PartitionReader
 from eventstore.settings import Settings
 from observe.metrics import Metrics
 from processors import failpoints
+from processors.groups import GroupConsumer
 
 log = logging.getLogger(__name__)
 
 CONSUMER = "projector"
 
 
-def to_incoming(record: ConsumerRecord[bytes, bytes]) -> store.Incoming:
+class Raw(Protocol):
+    """A record as read: by hand (aiokafka's ConsumerRecord) or in a group (groups.Record)."""
+
+    @property
+    def partition(self) -> int: ...
+    @property
+    def offset(self) -> int: ...
+    @property
+    def key(self) -> bytes | None: ...
+    @property
+    def value(self) -> bytes | None: ...
+    @property
+    def headers(self) -> Sequence[tuple[str, bytes]]: ...
+
+
+def to_incoming(record: Raw) -> store.Incoming:
     """Decode a record for the store, keeping its bytes and the reason if it does not decode."""
     if codec.is_marker(record.headers):
         return store.Incoming(record.offset, record.key, record.value, record.headers, None, control=True)
@@ -44,28 +63,35 @@ class Projector:
         self.kafka = kafka
         self.conn = conn
         self.epoch = epoch
-        self.reader = PartitionReader(settings)
+        # Made by `run` when this projector reads every partition by hand (its aiokafka
+        # consumer must not exist unclosed when a group gives the partitions instead).
+        self.reader: PartitionReader | None = None
         self.applied = 0
         self.dead_letters = 0
         self.position: dict[int, int] = {}
+        self.group: GroupConsumer | None = None  # with AGENTLOG_CONSUMER_GROUPS
         # Replaced by the entry point with one that knows the instance (run_role).
         self.metrics = Metrics(settings.instance or "projector", "projector")
 
     async def run(self, stop: asyncio.Event) -> None:
         """Project until `stop` is set."""
-        await self.reader.start()
+        if self.settings.consumer_groups:
+            await self._run_in_group(stop)
+            return
+        self.reader = reader = PartitionReader(self.settings)
+        await reader.start()
         try:
             offsets = await store.load_offsets(self.conn, CONSUMER, self.epoch, codec.EVENTS_TOPIC)
-            offsets = await self._past_gaps(offsets)
-            self.reader.seek(offsets)
+            offsets = self._past_gaps(offsets, await reader.beginning_offsets())
+            reader.seek(offsets)
             self.position = dict(offsets)
             log.info("projector: epoch %s, starting at %s", self.epoch, offsets)
-            batches = self.reader.batches(max_records=self.settings.projector_batch, timeout_ms=100)
+            batches = reader.batches(max_records=self.settings.projector_batch, timeout_ms=100)
             while not stop.is_set():
                 records = await anext(batches)
                 if records:
                     await self.project(records)
-                self._measure_lag(records)
+                self._measure_lag(reader, records)
             # Drain before stopping: with an in-memory broker, what is not projected now is
             # gone after its restart.
             deadline = asyncio.get_running_loop().time() + 10
@@ -75,13 +101,13 @@ class Projector:
                     break
                 await self.project(records)
         finally:
-            await self.reader.stop()
+            await reader.stop()
 
-    async def _past_gaps(self, offsets: dict[int, int]) -> dict[int, int]:
+    def _past_gaps(self, offsets: dict[int, int], firsts: dict[int, int]) -> dict[int, int]:
         """Start each partition no earlier than the log's beginning; records the log no longer
         holds and never projected are lost: counted and logged, never skipped in silence."""
         start = dict(offsets)
-        for partition, first in (await self.reader.beginning_offsets()).items():
+        for partition, first in firsts.items():
             lost = max(0, first - offsets.get(partition, 0))
             self.metrics.log_gap.labels(CONSUMER, str(partition)).set(lost)
             if lost:
@@ -96,7 +122,45 @@ class Projector:
                 start[partition] = first
         return start
 
-    async def project(self, records: list[ConsumerRecord[bytes, bytes]]) -> store.BatchResult:
+    async def _run_in_group(self, stop: asyncio.Event) -> None:
+        """Project the partitions the group gives this replica. Replicas need no fence: a batch
+        commits with its partition's offset row locked and skips what is below it, so a late
+        batch of a replica that lost the partition writes nothing twice."""
+        self.group = GroupConsumer(
+            self.settings,
+            f"agentlog.{CONSUMER}",
+            on_assigned=self._assigned,
+            on_revoked=self._revoked,
+            on_records=self._records,
+            on_error=self._failed,
+            batch=self.settings.projector_batch,
+        )
+        await self.group.run(stop)
+
+    async def _assigned(self, partitions: set[int]) -> dict[int, int]:
+        stored = await store.load_offsets(self.conn, CONSUMER, self.epoch, codec.EVENTS_TOPIC)
+        firsts = await kafka_log.beginning_offsets(self.settings, sorted(partitions))
+        start = self._past_gaps({p: stored.get(p, 0) for p in partitions}, firsts)
+        log.info("projector: assigned %s, starting at %s", sorted(partitions), start)
+        self.position.update(start)
+        return start
+
+    async def _revoked(self, partitions: set[int]) -> None:
+        # Every batch committed with its offsets: nothing is in flight to save.
+        for partition in partitions:
+            self.position.pop(partition, None)
+
+    async def _records(self, partition: int, records: Sequence[Raw]) -> None:
+        await self.project(list(records))
+        self.position[partition] = records[-1].offset + 1
+
+    async def _failed(self, record: Raw, exc: Exception) -> None:
+        """A batch that raised, one record at a time: apply_batch dead-letters what it cannot
+        store itself, so what reaches here is Postgres or the log being down: stop (a restart
+        resumes from the stored offsets) rather than set a good record aside."""
+        raise exc
+
+    async def project(self, records: Sequence[Raw]) -> store.BatchResult:
         """Apply one partition's batch in one transaction."""
         partition = records[0].partition
         incoming = [to_incoming(r) for r in records]
@@ -125,14 +189,14 @@ class Projector:
             log.warning("projector: %d dead letter(s) in partition %d", result.dead_letters, partition)
         return result
 
-    def _measure_lag(self, records: list[ConsumerRecord[bytes, bytes]]) -> None:
+    def _measure_lag(self, reader: PartitionReader, records: list[ConsumerRecord[bytes, bytes]]) -> None:
         """Records behind per partition, and how long the latest projected one waited."""
         if records:
             self.position[records[0].partition] = records[-1].offset + 1
             waited = time.time() - records[-1].timestamp / 1000
             self.metrics.projection_lag.set(max(0.0, waited))
         behind = 0
-        for partition, highwater in self.reader.highwaters().items():
+        for partition, highwater in reader.highwaters().items():
             lag = max(0, highwater - self.position.get(partition, 0))
             behind += lag
             self.metrics.consumer_lag.labels(CONSUMER, str(partition)).set(lag)
