@@ -17,6 +17,7 @@ from __future__ import annotations
 import time
 from collections import OrderedDict
 from collections.abc import Callable
+from itertools import islice
 
 from eventstore import codec, store
 from eventstore import events as ev
@@ -28,6 +29,8 @@ from eventstore.state import CLOSED, SessionState, Turn, empty, evolve, fold, pu
 EVENT_BYTES = 1400
 # The projector's positions are read again at most this often when a state must go.
 REFRESH_S = 1.0
+# How many of the least recently used states one trim looks at.
+SCAN = 64
 
 
 class SessionCache:
@@ -141,7 +144,9 @@ class SessionCache:
         if time.monotonic() - self.projected_at > REFRESH_S:
             self.projected = await store.load_offsets(self.conn, "projector", self.epoch, codec.EVENTS_TOPIC)
             self.projected_at = time.monotonic()
-        for sid in list(self.states):
+        # The least recently used first, a bounded few per call: while the projector lags, a
+        # full walk on every event would cost as much as the cache holds.
+        for sid in list(islice(self.states, SCAN)):
             if not self.over():
                 return
             last = self.folded.get(sid)
