@@ -122,6 +122,7 @@ async def presence(settings: Settings, metrics: Metrics) -> AsyncIterator[str | 
 async def _beat(settings: Settings, metrics: Metrics, metrics_url: str) -> None:
     """Register, then heartbeat; a lost connection is opened again on the next beat."""
     conn: store.AsyncConn | None = None
+    registered = False
     try:
         while True:
             try:
@@ -130,12 +131,15 @@ async def _beat(settings: Settings, metrics: Metrics, metrics_url: str) -> None:
                     await register(conn, metrics, metrics_url)
                 elif not await heartbeat(conn, metrics.instance):
                     await register(conn, metrics, metrics_url)  # pruned meanwhile
+                registered = True
             except Exception:  # the database is away for a moment: the next beat tries again
                 log.warning("instance %s: heartbeat failed", metrics.instance, exc_info=True)
                 if conn is not None:
                     await conn.close()
                 conn = None
-            await asyncio.sleep(settings.heartbeat_s)
+            # Until the first registration succeeds (another process may still be creating
+            # the table on a fresh database), try again soon rather than a heartbeat later.
+            await asyncio.sleep(settings.heartbeat_s if registered else min(settings.heartbeat_s, 0.5))
     finally:
         if conn is not None:
             await conn.close()
