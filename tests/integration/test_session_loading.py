@@ -12,7 +12,8 @@ import httpx
 import pytest
 from aiokafka.admin import AIOKafkaAdminClient
 
-from eventstore import codec, log
+from eventstore import codec, log, store
+from eventstore.state import fold
 from processors.folding import start_positions
 from tests.fakes import anthropic as fake
 from tests.services import Stack, stack_on, wait_until
@@ -98,6 +99,12 @@ async def test_states_load_on_demand_within_bounds_and_a_restart_reads_no_histor
         "third words of s0",
     ]
     assert restarted.cache.loads >= 1
+    # Invariant 1: a state loaded from Postgres and folded on from the log is the state the
+    # whole history folds to.
+    await wait_until(lambda: _caught_up(stack))
+    async with await store.connect(stack.settings.database_url) as conn:
+        whole = fold("s0", await store.session_events(conn, "s0"))
+    assert restarted.cache.peek("s0") == whole
 
 
 async def _within_bounds(worker: Any) -> bool:
