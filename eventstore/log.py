@@ -367,6 +367,23 @@ async def read_partition(
         await consumer.stop()
 
 
+async def bounds(
+    settings: Settings, partitions: Sequence[int], topic: str = codec.EVENTS_TOPIC
+) -> tuple[dict[int, int], dict[int, int]]:
+    """The first offset the log still holds and the next one to be written, per partition."""
+    if not partitions:
+        return {}, {}
+    consumer = AIOKafkaConsumer(**consumer_config(settings))
+    await consumer.start()
+    try:
+        tps = [TopicPartition(topic, p) for p in partitions]
+        firsts = await consumer.beginning_offsets(tps)
+        ends = await consumer.end_offsets(tps)
+        return {tp.partition: o for tp, o in firsts.items()}, {tp.partition: o for tp, o in ends.items()}
+    finally:
+        await consumer.stop()
+
+
 def partition_for(session_id: str, partitions: int) -> int:
     """The partition aiokafka's default partitioner picks for a session's key."""
     from aiokafka.partitioner import DefaultPartitioner

@@ -48,8 +48,7 @@ async def fleet(pg_server: str, log_dir: Path) -> AsyncIterator[tuple[Stack, lis
                     "model",
                     name=f"model-{i}",
                     instance=f"model-{i}",
-                    model_worker_index=i,
-                    model_worker_count=WORKERS,
+                    consumer_groups=True,  # the three share the partitions
                     anthropic_base_url=server.base_url,
                 )
             await stack.start_api()
