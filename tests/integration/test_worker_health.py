@@ -41,7 +41,7 @@ async def _status(client: httpx.AsyncClient, url: str) -> int | None:
         return None
 
 
-@pytest.mark.parametrize("role", ["reactor", "tools"])
+@pytest.mark.parametrize("role", ["tools"])
 async def test_a_worker_process_answers_healthz_and_readyz(pg_server: str, log_dir: Path, role: str) -> None:
     async with stack_on(pg_server, log_dir) as stack:
         port = devstack.free_port()
