@@ -16,6 +16,7 @@ import pytest
 
 from agentlog import devstack
 from eventstore.settings import Settings
+from tests.fakes import anthropic as fake
 from tests.services import stack_on, wait_until
 
 pytestmark = pytest.mark.services
@@ -78,3 +79,36 @@ async def test_a_worker_process_answers_healthz_and_readyz(pg_server: str, log_d
                 if proc.returncode is None:
                     proc.kill()
                     await proc.wait()
+
+
+async def test_model_calls_in_flight_rise_during_a_call_and_fall_after(pg_server: str, log_dir: Path) -> None:
+    """KEDA's second input for model workers (deploy/k8s): the calls under way."""
+    with fake.FakeAnthropic(latency_s=1.5) as claude:
+        async with stack_on(
+            pg_server, log_dir, anthropic_api_key="k", anthropic_base_url=claude.base_url
+        ) as stack:
+            await stack.start("reactor", "model", "projector")
+            await stack.start_api()
+
+            def in_flight() -> float:
+                worker = stack.workers.get("model")
+                if worker is None:
+                    return -1.0
+                value = worker.metrics.registry.get_sample_value("agentlog_model_calls_in_flight")
+                return -1.0 if value is None else float(value)
+
+            async def calling() -> bool:
+                return in_flight() == 1
+
+            async with httpx.AsyncClient(base_url=stack.api_url or "") as client:
+                posted = await client.post("/v1/sessions/in-flight/messages", json={"content": "hi"})
+                assert posted.status_code == 202, posted.text
+            await wait_until(calling, within=30)
+            rows = await wait_until(
+                lambda: stack.sql(
+                    "SELECT status FROM turns WHERE session_id = 'in-flight' AND status <> 'running'"
+                ),
+                within=30,
+            )
+            assert rows == [("completed",)]
+            assert in_flight() == 0
