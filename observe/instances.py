@@ -121,7 +121,8 @@ def serve_metrics(metrics: Metrics, host: str, port: int, health: Health | None 
     class Server(ThreadingWSGIServer):
         address_family = family
 
-    app = _wsgi(metrics, health or Health())
+    # Without a Health of the caller's (one that a task ticks), /healthz cannot tell a stall.
+    app = _wsgi(metrics, health or Health(stall_s=float("inf")))
     server = make_server(str(sockaddr[0]), port, app, Server, handler_class=_QuietHandler)
     thread = threading.Thread(target=server.serve_forever, name="metrics-http", daemon=True)
     thread.start()
