@@ -42,3 +42,12 @@ def test_the_image_serves_every_role_through_the_agentlog_command() -> None:
     assert any(line.startswith("COPY --from=build /opt/venv") for line in stage)
     cmd = [line for line in stage if line.upper().startswith("CMD ")]
     assert cmd and '"agentlog"' in cmd[-1]
+
+
+def test_every_setting_the_image_sets_is_one_agentlog_reads() -> None:
+    from tests.deploy.manifests import settings_variables
+
+    envs = " ".join(line for line in _final_stage() if line.startswith("ENV "))
+    names = set(re.findall(r"\b(AGENTLOG_[A-Z0-9_]+)=", envs))
+    assert names == {"AGENTLOG_WORKSPACE_ROOT"}
+    assert names <= settings_variables()
