@@ -166,7 +166,12 @@ async def ensure_topics(settings: Settings) -> None:
     try:
         existing = set(await admin.list_topics())
         wanted = [
-            NewTopic(name, settings.partitions, 1, topic_configs=dict(KEEP_EVERYTHING))
+            NewTopic(
+                name,
+                settings.partitions,
+                settings.kafka_replication_factor,
+                topic_configs=dict(KEEP_EVERYTHING),
+            )
             for name in (codec.EVENTS_TOPIC, codec.DEAD_LETTER_TOPIC)
             if name not in existing
         ]

@@ -52,6 +52,9 @@ class Settings(BaseSettings):
     # off, each process reads every partition by hand (one replica per role).
     consumer_groups: bool = False
     partitions: int = Field(default=8, ge=1)
+    # Replicas of each partition of the topics agentlog makes (ensure_topics): 1 for a single
+    # broker, 3 for a production cluster (deploy/k8s; the broker's min.insync.replicas is 2).
+    kafka_replication_factor: int = Field(default=1, ge=1)
     database_url: str = "postgresql://postgres@localhost/postgres"
     # The model of a session that names none; empty: the offline model without
     # ANTHROPIC_API_KEY, a current Claude model (eventstore.models.CLAUDE_DEFAULT) with it.

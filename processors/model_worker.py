@@ -205,6 +205,7 @@ class ModelWorker(EffectWorker[ev.ModelRequested]):
     async def perform(self, request: ev.ModelRequested, state: SessionState) -> tuple[Event, int]:
         started = time.monotonic()
         self.calls += 1
+        self.metrics.model_in_flight.inc()
         try:
             response = await self.model.complete(self.model_request(request, state))
         except ModelError as exc:
@@ -212,6 +213,8 @@ class ModelWorker(EffectWorker[ev.ModelRequested]):
         except Exception as exc:  # an adapter bug must end the turn, not hang it
             log.exception("model adapter raised")
             return results.failed(request, f"model call failed: {type(exc).__name__}: {exc}", ev.now()), 1
+        finally:
+            self.metrics.model_in_flight.dec()
         took = int((time.monotonic() - started) * 1000)
         if response.deprecated is not None:
             self.metrics.deprecated.labels(self.model_label(request.payload.model)).inc()
