@@ -15,7 +15,7 @@ from fastapi.responses import JSONResponse
 from opentelemetry.trace import SpanKind, Status, StatusCode
 from psycopg_pool import AsyncConnectionPool
 
-from api import agents, openapi, problems
+from api import agents, openapi, problems, ui
 from api.body import BodyLimit
 from api.live import Live
 from api.routes import approvals, fleet, runs, sessions, stream, turns
@@ -138,6 +138,7 @@ def create_app(settings: Settings) -> FastAPI:
     openapi.install(app)
     for module in (sessions, turns, stream, approvals, runs, fleet):
         app.include_router(module.router)
+    app.include_router(ui.router)
 
     @app.get("/healthz", tags=["health"])
     async def healthz() -> dict[str, str]:
