@@ -280,6 +280,18 @@ async def test_sessions_filter_and_the_fleet_flags_nothing_in_a_healthy_stack(
     await page.get_by_role("button", name="Filter").click()
     await expect(page.get_by_role("link", name="listed")).to_be_visible()
     await snap(page, shots, "8-sessions")
+
+    # A session started from the page: its stream begins once the first message made it.
+    await page.get_by_label("Open or start a session by id").fill("started-here")
+    await page.get_by_role("button", name="Open").click()
+    await expect(page.locator("#live-state")).to_have_text("no session yet")
+    await page.get_by_role("textbox", name="Message").fill("hello from the page")
+    await page.get_by_role("button", name="Send").click()
+    await expect(page.locator("section[aria-label='Turn 1'] .turn-foot .badge")).to_have_text(
+        "completed", timeout=SECONDS
+    )
+    await expect(page.locator("#live-state")).to_have_text("live")
+    await page.get_by_role("link", name="← Sessions").click()
     assert await serious_violations(page) == []
 
     await page.get_by_role("link", name="Fleet").click()

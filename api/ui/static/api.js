@@ -116,8 +116,10 @@ export function follow(sessionId, { onEvent, onState, after = 0 }) {
   let closed = false;
   let current = null;
   let kick = null;
+  let backoff = 500;
   const wake = () => kick && kick();
   const reconnect = () => {
+    backoff = 500;
     if (current) current.abort();
     wake();
   };
@@ -126,7 +128,6 @@ export function follow(sessionId, { onEvent, onState, after = 0 }) {
   window.addEventListener('offline', offline);
 
   async function run() {
-    let backoff = 500;
     while (!closed) {
       current = new AbortController();
       try {

@@ -28,8 +28,9 @@ function debounce(fn, ms) {
 export function sessionView(main, id, failed) {
   const turns = new Map(); // turn_id -> {section, body, footer, lastSeq, index}
   const tools = new Map(); // tool_use_id -> card parts
-  const streaming = new Map(); // `${turn}/${step}` -> element of text still streaming
+  const streaming = new Map(); // `${turn}/${step}` -> {box, text} of a message still streaming
   let history = null;
+  let waiting = false; // the session does not exist (yet)
 
   const title = h('h1', {}, 'Session ', h('span', { class: 'mono' }, id));
   const meta = h('p', { class: 'meta' });
@@ -100,6 +101,7 @@ export function sessionView(main, id, failed) {
       });
       message.value = '';
       say('Message sent');
+      if (waiting) stream.reconnect(); // a new session: its stream can start now
     } catch (err) {
       failed(problems, err);
     } finally {
@@ -272,7 +274,7 @@ export function sessionView(main, id, failed) {
     const p = event.payload;
     const key = `${event.turn_id}/${event.step}`;
     if (streaming.has(key)) {
-      streaming.get(key).remove();
+      streaming.get(key).box.remove(); // the whole message replaces the streamed text
       streaming.delete(key);
     }
     const parts = [];
@@ -317,14 +319,14 @@ export function sessionView(main, id, failed) {
     const e = JSON.parse(data);
     if (event === 'text_delta') {
       const key = `${e.turn_id}/${e.step}`;
-      let el = streaming.get(key);
-      if (!el) {
-        el = pre('', 'text streaming');
-        streaming.set(key, el);
-        turnOf(e.turn_id).body.append(h('div', { class: 'msg assistant' }, el));
-        streaming.set(key, el);
+      let shown = streaming.get(key);
+      if (!shown) {
+        shown = { text: pre('', 'text streaming') };
+        shown.box = h('div', { class: 'msg assistant', 'aria-busy': 'true' }, h('p', { class: 'who' }, 'Assistant'), shown.text);
+        streaming.set(key, shown);
+        turnOf(e.turn_id).body.append(shown.box);
       }
-      el.append(e.text);
+      shown.text.append(e.text);
       return;
     }
     const p = e.payload;
@@ -426,7 +428,8 @@ export function sessionView(main, id, failed) {
   const stream = follow(id, {
     onEvent,
     onState(state, detail) {
-      live.textContent = state === 'waiting' ? 'no session yet' : state;
+      waiting = state === 'waiting';
+      live.textContent = waiting ? 'no session yet' : state;
       live.title = detail ? detail.message : '';
       live.className = `badge live-${state}`;
       if (state === 'waiting') replace(meta, `No session ${id} yet: send a message to start it.`);
