@@ -15,7 +15,7 @@ from __future__ import annotations
 import json
 import re
 import shutil
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -24,7 +24,8 @@ import pytest
 import pytest_asyncio
 from playwright.async_api import Browser, ConsoleMessage, Page, Request, async_playwright, expect
 
-from eventstore.models import OFFLINE_MODEL
+from eventstore.models import CLAUDE_DEFAULT, OFFLINE_MODEL
+from tests.fakes import anthropic as fake
 from tests.services import Stack, stack_on, wait_until
 
 TOKEN = "tok-console-default"
@@ -35,14 +36,23 @@ XSS = '<img src=x onerror="window.__xss = 1">'
 SECONDS = 15_000  # ms, Playwright's unit
 
 
+@pytest.fixture(scope="module")
+def claude() -> Iterator[fake.FakeAnthropic]:
+    with fake.FakeAnthropic() as server:
+        yield server
+
+
 @pytest_asyncio.fixture(scope="module")
-async def stack(pg_server: str, log_dir: Path) -> AsyncIterator[Stack]:
+async def stack(pg_server: str, log_dir: Path, claude: fake.FakeAnthropic) -> AsyncIterator[Stack]:
     async with stack_on(
         pg_server,
         log_dir,
         auth_required=True,
         api_tokens=f"{TOKEN}:default,{OTHER}:other",
         heartbeat_s=0.5,
+        default_model=OFFLINE_MODEL,  # Claude (the fake) only for sessions that name it
+        anthropic_api_key="test-key",
+        anthropic_base_url=claude.base_url,
     ) as stack:
         await stack.start_everything()
         yield stack
@@ -222,6 +232,7 @@ async def test_model_and_tool_text_is_shown_as_text_never_as_markup(
     await expect(turn.locator(".turn-foot .badge")).to_have_text("completed", timeout=SECONDS)
     await expect(turn.locator(".msg.user pre")).to_contain_text(XSS)
     await expect(turn.locator(".tool .result pre")).to_have_text(XSS)
+    await expect(turn.locator(".msg.assistant pre.text").last).to_contain_text(XSS)  # the model's
     # Shown as text: no element was made of it (the CSP would stop the handler anyway; this
     # checks that the markup never became markup).
     assert await page.locator("#transcript img").count() == 0
@@ -232,6 +243,21 @@ async def test_model_and_tool_text_is_shown_as_text_never_as_markup(
     csp = r.headers["content-security-policy"]
     assert "script-src 'self'" in csp and "default-src 'none'" in csp and "unsafe-inline" not in csp
     assert r.headers["x-content-type-options"] == "nosniff"
+
+
+async def test_thinking_is_collapsed_until_opened(
+    page: Page, stack: Stack, claude: fake.FakeAnthropic
+) -> None:
+    claude.script(fake.thinking("First, <b>weigh</b> the options.", fake.text("Option B.")))
+    await post(stack, "thinks", "Which option?", model=CLAUDE_DEFAULT)
+    await page.goto(f"{stack.api_url}/ui/#/sessions/thinks")
+    assistant = page.locator("section[aria-label='Turn 1'] .msg.assistant")
+    await expect(assistant.locator("pre.text")).to_have_text("Option B.", timeout=SECONDS)
+    thinking = assistant.locator("details.thinking")
+    await expect(thinking.locator("pre")).to_be_hidden()
+    await thinking.locator("summary").click()
+    await expect(thinking.locator("pre")).to_have_text("First, <b>weigh</b> the options.")
+    await expect(assistant.locator(".call-meta")).to_contain_text(CLAUDE_DEFAULT)
 
 
 async def test_fork_at_a_turn_then_delete_the_fork(page: Page, stack: Stack, shots: Path) -> None:

@@ -142,7 +142,7 @@ export function sessionView(main, id, failed) {
       replace(
         meta,
         h('span', { class: `badge s-${m.status}` }, m.status),
-        ` · ${m.model || 'no model'} · ${int(m.turn_count)} turns · ${tokens(m.total_tokens)} tokens · `,
+        ` · ${m.model || 'no model'} · ${int(m.turn_count)} turn${m.turn_count === 1 ? '' : 's'} · ${tokens(m.total_tokens)} tokens · `,
         cost(m.session_cost),
         ` · started ${when(m.started_at)}`,
       );
