@@ -381,8 +381,9 @@ def _tool_call(
         "name": block.get("name"),
         "input": block.get("input", {}),
         "status": status,
-        "result": answer.get("content") if answer is not None else None,
-        "is_error": answer.get("is_error", False) if answer is not None else None,
+        # What the model got; until the next model call, what the executor recorded.
+        "result": answer.get("content") if answer is not None else (executed or {}).get("result"),
+        "is_error": answer.get("is_error", False) if answer is not None else (executed or {}).get("is_error"),
         "requested_at": _iso(executed["requested_at"] if executed is not None else message["created_at"]),
         "completed_at": _iso(executed["completed_at"]) if executed is not None else None,
         "duration_ms": duration,
