@@ -386,6 +386,23 @@ async def test_the_routes_the_console_reads(stack: Stack) -> None:
         assert call["status"] == "ok" and call["idempotency_class"] == "read_or_fetch"
         assert call["duration_ms"] is not None and call["result"] == "x"
         assert (await other.get("/v1/sessions/routes/turns")).status_code == 404
+
+        # A denied call never ran: no class, the denial as its (error) result.
+        await post(stack, "routes", 'call Echo {"text": "no"}')
+        [second] = await wait_until(waiting)
+        r = await client.post(
+            f"/v1/sessions/routes/approvals/{second['approval_id']}",
+            json={"decision": "deny", "reason": "not now"},
+        )
+        assert r.status_code == 202
+
+        async def denied() -> list[dict[str, Any]]:
+            calls = (await client.get("/v1/sessions/routes/tool_calls")).json()["data"]
+            return [c for c in calls if c["approval"] and c["approval"]["status"] == "denied" and c["result"]]
+
+        [refused] = await wait_until(denied)
+        assert refused["status"] == "error" and refused["idempotency_class"] is None
+        assert "not now" in json.dumps(refused["result"])
         assert (await other.get("/v1/sessions/routes/tool_calls")).status_code == 404
 
         listed = (await client.get("/v1/sessions", params={"model": OFFLINE_MODEL})).json()["data"]
