@@ -144,6 +144,9 @@ class Settings(BaseSettings):
     # answers 401, unless auth_required is off (local development: the `default` tenant).
     api_tokens: str = ""
     auth_required: bool = True
+    # Tenants whose tokens may see the fleet (GET /v1/fleet, the console's fleet page): its
+    # figures are every tenant's together. Comma-separated in AGENTLOG_OPERATOR_TENANTS.
+    operator_tenants: Annotated[list[str], NoDecode] = Field(default_factory=lambda: ["default"])
     # Sessions of POST /v1/agent/run are deleted this long after they go idle.
     agent_run_ttl_s: int = Field(default=300, ge=1, le=2**31 - 1)
     # Text deltas of streaming model calls, pushed to SSE clients (through Postgres NOTIFY).
@@ -178,7 +181,7 @@ class Settings(BaseSettings):
         parse_tokens(spec)
         return spec
 
-    @field_validator("tool_modules", mode="before")
+    @field_validator("tool_modules", "operator_tenants", mode="before")
     @classmethod
     def _comma_separated(cls, value: Any) -> Any:
         if isinstance(value, str):
