@@ -188,8 +188,56 @@ def _say(message: str) -> None:
     print(f"agentlog: {message}", flush=True)
 
 
-def up(data_dir: Path, env: dict[str, str], partitions: int) -> int:
-    """Run the stack in the foreground until SIGINT/SIGTERM; returns the exit code."""
+# The worker roles `up` runs (as `agentlog worker ROLE`), in start order, and their process names.
+WORKER_ROLES = {
+    "projector": "projector",
+    "reactor": "reactor",
+    "model": "model-worker",
+    "tools": "tool-worker",
+    "subagents": "subagent-worker",
+}
+
+
+def parse_replicas(text: str) -> dict[str, int]:
+    """`--replicas`: one count for every worker role ("3"), or counts per role
+    ("reactor=2,model=3"; the roles not named run one replica)."""
+    text = text.strip()
+    if text.isdigit():
+        counts = dict.fromkeys(WORKER_ROLES, int(text))
+    else:
+        counts = dict.fromkeys(WORKER_ROLES, 1)
+        for part in filter(None, (p.strip() for p in text.split(","))):
+            role, sep, count = part.partition("=")
+            role = role.strip()
+            if not sep or role not in WORKER_ROLES or not count.strip().isdigit():
+                raise ValueError(
+                    f"--replicas: {part!r} is not ROLE=N with ROLE one of {', '.join(WORKER_ROLES)}"
+                )
+            counts[role] = int(count)
+    if any(n < 1 for n in counts.values()):
+        raise ValueError("--replicas: every role needs at least one replica")
+    return counts
+
+
+def worker_children(
+    me: list[str], logs: Path, replicas: dict[str, int], service: dict[str, str]
+) -> list[Child]:
+    """A child per replica of every worker role, named `role-k` when a role has several
+    (its instance id too, which `agentlog top` shows)."""
+    children = []
+    for role, base in WORKER_ROLES.items():
+        count = replicas.get(role, 1)
+        for k in range(1, count + 1):
+            name = base if count == 1 else f"{base}-{k}"
+            own = {"AGENTLOG_INSTANCE": name, **(service if role == "tools" else {})}
+            children.append(Child(name, [*me, "worker", role], logs / f"{name}.log", own_env=own))
+    return children
+
+
+def up(data_dir: Path, env: dict[str, str], partitions: int, replicas: dict[str, int] | None = None) -> int:
+    """Run the stack in the foreground until SIGINT/SIGTERM; returns the exit code. With more
+    than one replica of any role, every role runs in its consumer group."""
+    replicas = replicas or dict.fromkeys(WORKER_ROLES, 1)
     data_dir.mkdir(parents=True, exist_ok=True)
     logs = data_dir / "logs"
     logs.mkdir(exist_ok=True)
@@ -234,16 +282,15 @@ def up(data_dir: Path, env: dict[str, str], partitions: int) -> int:
             "AGENTLOG_WORKSPACE_ROOT", str((data_dir / "workspaces").resolve())
         ),
     }
+    if max(replicas.values()) > 1:
+        # Replicas share the partitions through their role's consumer group.
+        child_env.setdefault("AGENTLOG_CONSUMER_GROUPS", "true")
     me = [sys.executable, "-m", "agentlog"]
     # The executor's Task tool acts for each session's tenant with it; the api checks it.
     service = {"AGENTLOG_SERVICE_TOKEN": env.get("AGENTLOG_SERVICE_TOKEN", service_token(data_dir))}
     # Start order matters on the way down: the api stops first, the projector last.
     stack.children = [
-        Child("projector", [*me, "worker", "projector"], logs / "projector.log"),
-        Child("reactor", [*me, "worker", "reactor"], logs / "reactor.log"),
-        Child("model-worker", [*me, "worker", "model"], logs / "model-worker.log"),
-        Child("tool-worker", [*me, "worker", "tools"], logs / "tool-worker.log", own_env=service),
-        Child("subagent-worker", [*me, "worker", "subagents"], logs / "subagent-worker.log"),
+        *worker_children(me, logs, replicas, service),
         Child(
             "api",
             [*me, "api", "--host", "127.0.0.1", "--port", str(api_port)],
@@ -262,6 +309,9 @@ def up(data_dir: Path, env: dict[str, str], partitions: int) -> int:
         _say(f"postgres      {database_url}")
         _say(f"kafka         {bootstrap}")
         _say(f"logs          {logs}")
+        if max(replicas.values()) > 1:
+            shown = ", ".join(f"{role} ×{n}" for role, n in replicas.items())
+            _say(f"replicas      {shown}   (consumer groups; a first join takes ~5 s)")
         _say("ready; Ctrl-C stops everything")
     try:
         while not stopping:
@@ -269,8 +319,12 @@ def up(data_dir: Path, env: dict[str, str], partitions: int) -> int:
             time.sleep(0.2)
     finally:
         _say("stopping")
-        for child in reversed(stack.children):
-            _terminate(child.proc, child.name)
+        # The api first (no new turns), then every worker but the projector at once, then the
+        # projector (it projects what the others appended on their way out).
+        api = [c for c in stack.children if c.name == "api"]
+        projectors = [c for c in stack.children if c.name.startswith("projector")]
+        for group in (api, [c for c in stack.children if c not in api + projectors], projectors):
+            _terminate_all(group)
         if broker is not None:
             _terminate(broker, "broker")
         (data_dir / "stack.json").unlink(missing_ok=True)
@@ -321,6 +375,23 @@ def _supervise(stack: Stack, env: dict[str, str]) -> None:
             _say(f"{child.name} restarted as pid {child.proc.pid}")
     if changed:
         stack.write()
+
+
+def _terminate_all(children: list[Child], grace: float = 15) -> None:
+    """SIGTERM every child at once, then wait for each (SIGKILL past `grace`)."""
+    running = [c for c in children if c.proc is not None and c.proc.poll() is None]
+    for child in running:
+        assert child.proc is not None
+        child.proc.send_signal(signal.SIGTERM)
+    deadline = time.monotonic() + grace
+    for child in running:
+        assert child.proc is not None
+        try:
+            child.proc.wait(max(0.0, deadline - time.monotonic()))
+        except subprocess.TimeoutExpired:
+            _say(f"{child.name} did not stop in {grace}s; killing pid {child.proc.pid}")
+            child.proc.kill()
+            child.proc.wait()
 
 
 def _terminate(proc: subprocess.Popen[bytes] | None, name: str, grace: float = 15) -> None:

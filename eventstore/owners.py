@@ -10,7 +10,10 @@ while another took it over — is refused with `Fenced`, and stops.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+import asyncio
+import time
+from collections.abc import AsyncIterator, Iterable
+from contextlib import asynccontextmanager
 
 from eventstore.log import partition_for
 from eventstore.store import AsyncConn
@@ -102,3 +105,34 @@ class Fence:
         cur = await conn.execute(_SAVE_OFFSET, params)
         if await cur.fetchone() is None:
             raise Fenced(f"{self.consumer}: offset {next_offset} of partition {partition} refused")
+
+
+# Postgres advisory lock class of the workspaces (beside store's MIGRATION/PROJECTION/SESSION).
+WORKSPACE_LOCK = 7_402_004
+
+
+class WorkspaceBusy(Exception):
+    """Another executor's call has held the workspace for longer than the wait allowed."""
+
+
+@asynccontextmanager
+async def workspace(conn: AsyncConn, tenant_id: str, session_id: str, wait_s: float) -> AsyncIterator[None]:
+    """Hold a session's workspace across executors (one call at a time, whichever executor
+    runs it): a session-level advisory lock on `conn`, released on exit or when the
+    connection ends with its process. Raises `WorkspaceBusy` after `wait_s`. Within one
+    process the caller serialises calls per workspace itself (the lock is re-entrant per
+    connection)."""
+    key = f"{tenant_id}/{session_id}"
+    deadline = time.monotonic() + wait_s
+    while True:
+        cur = await conn.execute("SELECT pg_try_advisory_lock(%s, hashtext(%s))", (WORKSPACE_LOCK, key))
+        row = await cur.fetchone()
+        if row is not None and row[0]:
+            break
+        if time.monotonic() >= deadline:
+            raise WorkspaceBusy(f"the workspace of {session_id} is in use by another executor")
+        await asyncio.sleep(0.05)
+    try:
+        yield
+    finally:
+        await conn.execute("SELECT pg_advisory_unlock(%s, hashtext(%s))", (WORKSPACE_LOCK, key))

@@ -33,7 +33,7 @@ from typing import Any
 from opentelemetry.trace import Span, SpanKind, Status, StatusCode
 
 from eventstore import events as ev
-from eventstore import ids, ledger
+from eventstore import ids, ledger, owners
 from eventstore.events import Event
 from eventstore.state import SessionState
 from processors import failpoints, reactor
@@ -164,7 +164,15 @@ class ToolWorker(EffectWorker[ev.ToolRequested]):
             return await self._run_locked(tool, request, state)
         lock = self.workspace_locks.setdefault(state.session_id, asyncio.Lock())
         async with lock:
-            return await self._run_locked(tool, request, state)
+            try:
+                # Across executors too: one that took the partition over waits for a call an
+                # earlier owner still runs in the shared workspace.
+                async with owners.workspace(
+                    self.conn, state.tenant_id, state.session_id, self.settings.tool_timeout_s
+                ):
+                    return await self._run_locked(tool, request, state)
+            except owners.WorkspaceBusy as exc:
+                return ToolOutput(f"{exc}; the call was not run, try it again", is_error=True)
 
     async def _run_locked(self, tool: Tool, request: ev.ToolRequested, state: SessionState) -> ToolOutput:
         tool_input = dict(request.payload.input)

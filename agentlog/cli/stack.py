@@ -20,13 +20,20 @@ from agentlog.cli.app import app, env_from_stack, settings, setup_logging
 def up(
     data_dir: Annotated[Path, typer.Option(help="where Postgres data and logs live")] = Path(".agentlog"),
     partitions: Annotated[int, typer.Option(min=1, help="partitions of agentlog.events")] = 8,
+    replicas: Annotated[
+        str, typer.Option(help="replicas of every worker role (3), or per role (reactor=2,model=3)")
+    ] = "1",
 ) -> None:
     """Start Postgres, a broker, the api and every worker role; Ctrl-C stops them all."""
     from agentlog import devstack
 
     with config_errors():
         _check_tools_and_agents()  # before anything starts: the children would die of it in turn
-    raise typer.Exit(devstack.up(data_dir, dict(os.environ), partitions))
+    try:
+        counts = devstack.parse_replicas(replicas)
+    except ValueError as exc:
+        raise typer.BadParameter(str(exc), param_hint="--replicas") from None
+    raise typer.Exit(devstack.up(data_dir, dict(os.environ), partitions, counts))
 
 
 def _check_tools_and_agents() -> None:

@@ -1,0 +1,222 @@
+"""Two replicas of every worker role in their consumer groups, as `agentlog up --replicas 2`
+runs them (real processes, the embedded broker's real groups): one replica of each role
+SIGKILLed in turn under load, one paused past its session timeout and resumed. Every posted
+turn completes exactly once, no step is answered twice, every tool call is answered once, a
+Bash append runs once per answer, and sub-agents whose parent and child live on different
+replicas report back (issue 13; invariants 2, 3, 9 and 10).
+
+One stack for the module: a group's first join costs ~5 s on the embedded broker.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import httpx
+import psycopg
+import pytest
+
+ROLES = ("reactor", "model-worker", "tool-worker", "subagent-worker", "projector")
+SESSIONS = 8
+
+
+@dataclass
+class Up:
+    """`agentlog up --replicas 2` in a directory of its own."""
+
+    cwd: Path
+    proc: subprocess.Popen[bytes]
+    stack: dict[str, Any]
+    posted: dict[str, list[str]] = field(default_factory=dict)  # session -> idempotency keys
+
+    def pid(self, name: str) -> int:
+        procs = json.loads((self.cwd / ".agentlog" / "stack.json").read_text())["processes"]
+        return int(next(p["pid"] for p in procs if p["name"] == name))
+
+    def log(self, name: str) -> str:
+        return (self.cwd / ".agentlog" / "logs" / f"{name}.log").read_text(errors="replace")
+
+    def sql(self, query: str) -> list[tuple[Any, ...]]:
+        with psycopg.connect(self.stack["database_url"], autocommit=True) as conn:
+            return list(conn.execute(query).fetchall())
+
+
+def _wait_ready(cwd: Path, proc: subprocess.Popen[bytes], within: float = 90) -> dict[str, Any]:
+    deadline = time.monotonic() + within
+    while time.monotonic() < deadline:
+        out = (cwd / "up.out").read_text(errors="replace")
+        assert proc.poll() is None, out
+        if "ready;" in out:
+            return dict(json.loads((cwd / ".agentlog" / "stack.json").read_text()))
+        time.sleep(0.2)
+    raise AssertionError("agentlog up --replicas 2 did not become ready:\n" + out)
+
+
+@pytest.fixture(scope="module")
+def up(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Up]:
+    if shutil.which("bwrap") is None:
+        pytest.skip("bubblewrap (bwrap) is not installed: the Bash tool cannot run")
+    cwd = tmp_path_factory.mktemp("replicas")
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("AGENTLOG_", "ANTHROPIC_"))}
+    # Calls take a while, so that a kill or a pause finds some in flight.
+    env |= {"AGENTLOG_OFFLINE_MODEL_LATENCY_MS": "150", "AGENTLOG_SUBAGENT_TIMEOUT_S": "120"}
+    with open(cwd / "up.out", "ab") as out:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "agentlog", "up", "--partitions", "4", "--replicas", "2"],
+            cwd=cwd,
+            env=env,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+        )
+    try:
+        stack = _wait_ready(cwd, proc)
+        yield Up(cwd, proc, stack)
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(90)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
+def _content(sid: str, n: int) -> str:
+    """A turn with a Bash append (a `write`: never run twice), and now and then a sub-agent."""
+    lines = ["call Bash " + json.dumps({"command": f"echo {sid}-{n} >> appends.txt"})]
+    if n % 2 == 0:
+        lines.append("call Task " + json.dumps({"description": "echo", "prompt": f"Say {sid} {n}."}))
+    return "\n".join(lines)
+
+
+async def _load(up: Up, prefix: str, turns: int, stop_after: asyncio.Event) -> None:
+    """SESSIONS sessions posting turns one after another until `turns` each are posted."""
+    token = up.stack["api_token"]
+
+    async def session(sid: str) -> None:
+        async with httpx.AsyncClient(
+            base_url=up.stack["api_url"], headers={"Authorization": f"Bearer {token}"}, timeout=120
+        ) as client:
+            for n in range(turns):
+                key = f"{sid}-{n}"
+                up.posted.setdefault(sid, []).append(key)
+                for _ in range(60):  # the api is not killed; a retry keeps the key
+                    r = await client.post(
+                        f"/v1/sessions/{sid}/messages",
+                        params={"wait": 60},
+                        json={"content": _content(sid, n)},
+                        headers={"Idempotency-Key": key},
+                    )
+                    if r.status_code in (200, 202):
+                        break
+                    await asyncio.sleep(0.5)
+                else:
+                    raise AssertionError(f"{key}: {r.status_code} {r.text}")
+
+    await asyncio.gather(*(session(f"{prefix}{i}") for i in range(SESSIONS)))
+    stop_after.set()
+
+
+def _ended(up: Up, prefix: str) -> bool:
+    expected = sum(len(keys) for sid, keys in up.posted.items() if sid.startswith(prefix))
+    rows = up.sql(
+        f"SELECT count(*) FROM turns WHERE session_id LIKE '{prefix}%' AND status IN ('completed', 'failed')"
+    )
+    return bool(rows[0][0] == expected)
+
+
+async def _settle(up: Up, prefix: str, within: float = 120) -> None:
+    deadline = time.monotonic() + within
+    while not _ended(up, prefix):
+        assert time.monotonic() < deadline, up.sql(
+            f"SELECT session_id, turn_id, status FROM turns WHERE session_id LIKE '{prefix}%'"
+            " AND status NOT IN ('completed', 'failed')"
+        )
+        await asyncio.sleep(0.5)
+
+
+def _check(up: Up, prefix: str) -> None:
+    """Exactly once, in SQL and on disk."""
+    like = f"'{prefix}%'"
+    # One turn per posted key, each completed.
+    turns = up.sql(f"SELECT session_id, idempotency_key, status FROM turns WHERE session_id LIKE {like}")
+    posted = sorted((sid, key) for sid, keys in up.posted.items() if sid.startswith(prefix) for key in keys)
+    assert sorted((s, k) for s, k, _ in turns) == posted
+    assert {status for *_, status in turns} == {"completed"}, turns
+    # No step answered twice, in the parents and in the children.
+    assert (
+        up.sql(
+            "SELECT session_id, turn_id, step FROM events WHERE type = 'assistant_message'"
+            " GROUP BY 1, 2, 3 HAVING count(*) > 1"
+        )
+        == []
+    )
+    # Every tool call answered, without error; one sub-agent completion per call.
+    calls = up.sql(f"SELECT name, status, is_error FROM tool_calls WHERE session_id LIKE {like}")
+    assert calls and {(status, err) for _, status, err in calls} == {("ok", False)}, calls
+    assert (
+        up.sql(
+            "SELECT session_id, payload->>'tool_use_id' FROM events WHERE type = 'subagent_completed'"
+            " GROUP BY 1, 2 HAVING count(*) > 1"
+        )
+        == []
+    )
+    # Each Bash append ran exactly as often as it was answered: once.
+    lines: list[str] = []
+    for path in (up.cwd / ".agentlog" / "workspaces").rglob("appends.txt"):
+        lines += path.read_text().split()
+    mine = sorted(line for line in lines if line.startswith(prefix))
+    assert mine == sorted(key for _, key in posted)
+
+
+async def test_killing_one_replica_of_each_role_in_turn_loses_and_doubles_nothing(up: Up) -> None:
+    done = asyncio.Event()
+    load = asyncio.create_task(_load(up, "kill", 4, done))
+    for name in ROLES:
+        await asyncio.sleep(2)
+        os.kill(up.pid(f"{name}-1"), signal.SIGKILL)
+    await load
+    await _settle(up, "kill")
+    _check(up, "kill")
+    out = (up.cwd / "up.out").read_text()
+    assert all(f"{name}-1 restarted" in out for name in ROLES), out
+    # The children ran on either replica of the sub-agent worker's partitions.
+    assert (
+        up.sql("SELECT count(DISTINCT parent_session_id) FROM sessions WHERE parent_session_id LIKE 'kill%'")[
+            0
+        ][0]
+        == SESSIONS
+    )
+
+
+async def test_a_replica_paused_past_its_session_timeout_is_fenced_and_nothing_doubles(up: Up) -> None:
+    paused = up.pid("model-worker-2")
+    done = asyncio.Event()
+    load = asyncio.create_task(_load(up, "stop", 3, done))
+    await asyncio.sleep(1.5)
+    before = len(up.log("model-worker-2"))
+    os.kill(paused, signal.SIGSTOP)
+    try:
+        # The other replica takes its partitions once the session timeout (10 s) has passed.
+        await asyncio.sleep(14)
+    finally:
+        os.kill(paused, signal.SIGCONT)
+    await load
+    await _settle(up, "stop")
+    _check(up, "stop")
+    # Resumed, its late writes were refused: its lease on the calls it was making had run out
+    # and another replica held it (or the fence refused an offset or a ledger row); it stopped
+    # and was restarted.
+    after = up.log("model-worker-2")[before:]
+    assert any(word in after for word in ("refused", "is owned by", "was lost")), after
+    assert "model-worker-2 restarted" in (up.cwd / "up.out").read_text()
