@@ -1,7 +1,10 @@
 """How a worker's start-up grows with history: time to catch up and memory after it, for a
 reactor restarted over a log (and a projection) of 1 k, 10 k and 30 k idle sessions.
 
-    python -m bench.scale [--sizes 1000,10000,30000] [--json FILE]
+    python -m bench.scale [--sizes 1000,10000,30000] [--json FILE] [--replicas-only | --no-replicas]
+
+It then measures replicas in consumer groups (bench/replicas.py): the takeover time after a
+SIGKILL of a replica (p50 over five kills) and turns/s with 1, 2 and 4 model worker replicas.
 
 Each size gets a fresh broker and database: the sessions are appended to the log, projected,
 and read once by a reactor (as a running stack would have); then a new reactor process is
@@ -209,9 +212,50 @@ def main() -> None:
         help="idle sessions of history, comma-separated",
     )
     parser.add_argument("--json", type=Path, help="write the rows here as JSON")
+    parser.add_argument("--replicas-only", action="store_true", help="only takeover and turns/s by replicas")
+    parser.add_argument("--no-replicas", action="store_true", help="skip takeover and turns/s by replicas")
     args = parser.parse_args()
     console = Console()
-    rows = [measure(int(size), console) for size in args.sizes.split(",")]
+    out: dict[str, Any] = {}
+    if not args.replicas_only:
+        out["restart"] = _restarts(args.sizes, console)
+    if not args.no_replicas:
+        out["replicas"] = _replicas(console)
+    if args.json:
+        args.json.write_text(json.dumps(out, indent=2))
+
+
+def _replicas(console: Console) -> dict[str, Any]:
+    from bench import replicas
+
+    console.print("takeover: five SIGKILLs of a model worker replica (2 replicas)…")
+    took = replicas.takeover()
+    rows = []
+    for n in (1, 2, 4):
+        console.print(f"turns/s with {n} model worker replica(s)…")
+        rows.append(replicas.throughput(n))
+    table = Table(
+        title=f"replicas in consumer groups (offline model {replicas.LATENCY_MS} ms per call,"
+        f" {replicas.PER_REPLICA} calls in flight per model worker replica, 8 partitions)"
+    )
+    for column in ("model worker replicas", "turns", "seconds", "turns/s", "vs 1 replica"):
+        table.add_column(column, justify="right")
+    for row in rows:
+        table.add_row(
+            str(row["replicas"]),
+            str(row["turns"]),
+            f"{row['seconds']:.1f}",
+            f"{row['turns_per_s']:.1f}",
+            f"{row['turns_per_s'] / rows[0]['turns_per_s']:.2f}×",
+        )
+    console.print(table)
+    waits = ", ".join(f"{w:.1f}" for w in took["waits_s"])
+    console.print(f"takeover after SIGKILL: p50 {took['p50_s']:.1f} s over {took['kills']} kills ({waits} s)")
+    return {"takeover": took, "throughput": rows}
+
+
+def _restarts(sizes: str, console: Console) -> list[dict[str, Any]]:
+    rows = [measure(int(size), console) for size in sizes.split(",")]
     table = Table(title="a reactor restarted over a log of idle sessions (all read and projected before)")
     for column in ("sessions", "events", "restart: catch-up s", "max RSS MB", "states held", "first start s"):
         table.add_column(column, justify="right")
@@ -226,8 +270,7 @@ def main() -> None:
             f"{first['catch_up_s']:.2f}",
         )
     console.print(table)
-    if args.json:
-        args.json.write_text(json.dumps(rows, indent=2))
+    return rows
 
 
 if __name__ == "__main__":

@@ -220,3 +220,23 @@ async def test_a_replica_paused_past_its_session_timeout_is_fenced_and_nothing_d
     after = up.log("model-worker-2")[before:]
     assert any(word in after for word in ("refused", "is owned by", "was lost")), after
     assert "model-worker-2 restarted" in (up.cwd / "up.out").read_text()
+
+
+async def test_replicas_leaving_and_joining_again_and_again_under_load_answer_every_turn(up: Up) -> None:
+    """Kafka's bounce test: replicas stop cleanly (SIGTERM: they hand their partitions over)
+    and `up` starts them again, round after round, while turns are posted."""
+    done = asyncio.Event()
+    load = asyncio.create_task(_load(up, "bounce", 3, done))
+    out = up.cwd / "up.out"
+    for _ in range(3):
+        await asyncio.sleep(1.5)
+        restarts = out.read_text().count("restarted")
+        for name in ("reactor-2", "model-worker-1", "tool-worker-2", "subagent-worker-1"):
+            os.kill(up.pid(name), signal.SIGTERM)
+        deadline = time.monotonic() + 30
+        while out.read_text().count("restarted") < restarts + 4:  # back, and joining again
+            assert time.monotonic() < deadline, out.read_text()
+            await asyncio.sleep(0.2)
+    await load
+    await _settle(up, "bounce")
+    _check(up, "bounce")
