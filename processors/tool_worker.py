@@ -37,7 +37,7 @@ from eventstore.log import partition_for
 from eventstore.state import SessionState
 from processors import failpoints, reactor
 from processors.effects import EffectWorker
-from processors.tools import redact
+from processors.tools import mcp, redact
 from processors.tools.files import WritePlan, sha256_of
 from processors.tools.function import FunctionTool
 from processors.tools.registry import EffectClass, Registry, Tool, ToolContext, ToolOutput, default_registry
@@ -141,6 +141,9 @@ class ToolWorker(EffectWorker[ev.ToolRequested]):
 
     def _tool(self, request: ev.ToolRequested, state: SessionState) -> Tool | ToolOutput:
         name = request.payload.name
+        offered = mcp.tool_for(name, state, self.settings)  # a tool of an MCP server the session was offered
+        if offered is not None:
+            return offered
         allowed = {t.name for t in self.tools.allowed(state.tools)}
         tool = self.tools.get(name)
         if tool is None or name not in allowed:
