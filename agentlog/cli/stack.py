@@ -13,7 +13,7 @@ from typing import Annotated
 
 import typer
 
-from agentlog.cli.app import app, env_from_stack, settings, setup_logging
+from agentlog.cli.app import DataDir, app, env_from_stack, settings, setup_logging
 
 
 @app.command()
@@ -54,7 +54,7 @@ def config_errors() -> Iterator[None]:
 
 @app.command()
 def status(
-    data_dir: Annotated[Path, typer.Option()] = Path(".agentlog"),
+    data_dir: DataDir = Path(".agentlog"),
     as_json: Annotated[bool, typer.Option("--json", help="print stack.json")] = False,
 ) -> None:
     """Where the running stack is: api URL, Postgres URI, bootstrap, processes."""
@@ -112,10 +112,11 @@ def api(
 
 
 @app.command()
-def migrate() -> None:
-    """Apply pending database migrations."""
+def migrate(data_dir: DataDir = Path(".agentlog")) -> None:
+    """Apply pending database migrations (to the running stack's database, or AGENTLOG_DATABASE_URL)."""
     from eventstore import store
 
+    env_from_stack(data_dir)
     applied = asyncio.run(store.migrate(settings().database_url))
     typer.echo(f"applied {len(applied)} migration(s): {', '.join(applied) or '-'}")
 
@@ -124,7 +125,7 @@ def migrate() -> None:
 def replay(
     session_id: str,
     source: Annotated[str, typer.Option(help="kafka | postgres")] = "postgres",
-    data_dir: Annotated[Path, typer.Option()] = Path(".agentlog"),
+    data_dir: DataDir = Path(".agentlog"),
 ) -> None:
     """Print a session's state folded from the log or from Postgres, as JSON."""
     from agentlog.replay import replay as do_replay
@@ -140,7 +141,7 @@ def replay(
 
 
 @app.command()
-def rebuild(data_dir: Annotated[Path, typer.Option()] = Path(".agentlog")) -> None:
+def rebuild(data_dir: DataDir = Path(".agentlog")) -> None:
     """Drop the derived tables and rebuild them from the log (older epochs from Postgres)."""
     from rich.progress import Progress
 
