@@ -292,7 +292,7 @@ class ToolWorker(EffectWorker[ev.ToolRequested]):
 
     def span(self, request: ev.ToolRequested) -> tuple[str, SpanKind, dict[str, Any]]:
         name = request.payload.name
-        known = name if self.tools.get(name) is not None else "unknown"  # names are model output
+        known = mcp.label(name, self.tools.get(name) is not None)  # names are model output
         return (
             f"execute_tool {known}",
             SpanKind.INTERNAL,
@@ -314,7 +314,7 @@ class ToolWorker(EffectWorker[ev.ToolRequested]):
 
     def measure(self, request: ev.ToolRequested, outcome: Event, attempts: int, seconds: float) -> None:
         name = request.payload.name
-        label = name if self.tools.get(name) is not None else "unknown"  # names are model output
+        label = mcp.label(name, self.tools.get(name) is not None)  # names are model output
         failed = isinstance(outcome, ev.ToolResult) and outcome.payload.is_error
         self.metrics.tool_calls.labels(label, "error" if failed else "ok").inc()
         self.metrics.tool_duration.labels(label).observe(seconds)

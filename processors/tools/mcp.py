@@ -191,6 +191,14 @@ class McpRun:
         return ToolOutput(as_content(result), is_error=bool(result.is_error))
 
 
+def label(name: str, registered: bool) -> str:
+    """A tool's name as a metric label or span name: bounded, since names are model output
+    (every MCP tool is `mcp`, anything else unregistered `unknown`)."""
+    if registered:
+        return name
+    return "mcp" if SEPARATOR in name else "unknown"
+
+
 def tool_for(name: str, state: SessionState, settings: Settings) -> McpRun | ToolOutput | None:
     """The executor's MCP tool of this name (None: the session was offered no such tool)."""
     offered = state.mcp_tool(name)

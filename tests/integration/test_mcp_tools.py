@@ -194,3 +194,11 @@ async def test_claude_is_offered_the_tools_and_calls_one(stack: Stack, fake: Fak
     assert offered["shop__stock"]["input_schema"]["required"] == ["sku"]
     assert [t["name"] for t in first["tools"]] == [t["name"] for t in second["tools"]]
     assert json.dumps(second["messages"][-1]).count("c-1: 7 in stock") == 1
+
+
+async def test_a_server_that_cannot_be_listed_fails_the_turn_saying_which(stack: Stack) -> None:
+    dead = {"gone": {"url": f"http://127.0.0.1:{free_port()}/mcp"}}
+    done = await turn(stack, "m6", "hello", mcp_servers=dead)
+    assert done["status"] == "failed"
+    assert done["error"].startswith("model call not made: MCP server 'gone' failed: "), done["error"]
+    assert await _offered(stack, "m6") == []  # nothing was offered, so nothing is recorded

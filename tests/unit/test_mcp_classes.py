@@ -9,7 +9,7 @@ from pydantic import ValidationError
 
 from eventstore.mcp import McpServer
 from eventstore.settings import Settings
-from processors.tools.mcp import classified
+from processors.tools.mcp import classified, label
 
 SERVER = McpServer(command=["server"])
 
@@ -59,3 +59,11 @@ def test_a_bad_configuration_is_refused_at_start(monkeypatch: pytest.MonkeyPatch
             Settings()
     monkeypatch.setenv("AGENTLOG_MCP_SERVERS", '{"a-1": {"command": ["x"], "env": {"K": "v"}}}')
     assert Settings().mcp_servers["a-1"].env == {"K": "v"}
+
+
+def test_metric_labels_stay_bounded() -> None:
+    assert [label("Read", True), label("shop__anything", False), label("made_up", False)] == [
+        "Read",
+        "mcp",
+        "unknown",
+    ]
