@@ -10,6 +10,7 @@ import os
 import sys
 from pathlib import Path
 
+import anyio
 from mcp.server.mcpserver import MCPServer
 from mcp_types import ToolAnnotations
 
@@ -55,6 +56,14 @@ def note(text: str) -> str:
 def secret() -> str:
     """Answers with a credential (for the redaction test)."""
     return "key: AKIAIOSFODNN7EXAMPLE and ghp_0123456789abcdefghijklmnopqrstuvwxyzAB"
+
+
+@server.tool(annotations=ToolAnnotations(read_only_hint=False, destructive_hint=False))
+async def slow(seconds: float) -> str:
+    """Takes its time (a write: cut short, its outcome is unknown)."""
+    _ran(f"slow {seconds}")
+    await anyio.sleep(seconds)
+    return "done"
 
 
 @server.tool(annotations=ToolAnnotations(read_only_hint=True))

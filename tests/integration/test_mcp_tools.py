@@ -19,7 +19,11 @@ import pytest
 
 from agentlog.devstack import free_port
 from agentlog.fake_anthropic import FakeAnthropic, text, tool_use
+from eventstore.mcp import McpServer, McpTool
 from eventstore.models import CLAUDE_DEFAULT, OFFLINE_MODEL
+from eventstore.settings import Settings
+from processors.tools.mcp import McpRun
+from processors.tools.registry import ToolContext
 from tests.integration.test_tools_pipeline import call, results
 from tests.integration.test_tools_pipeline import turn as posted
 from tests.services import Stack, stack_on, wait_until
@@ -125,6 +129,7 @@ async def test_the_offline_model_calls_a_stdio_servers_tools_and_the_list_is_rec
         "shop__fail": ("read", False),
         "shop__note": ("write", True),  # no annotations: the spec's defaults, destructive
         "shop__secret": ("read", False),
+        "shop__slow": ("write", False),
         "shop__stock": ("read", False),
         "shop__wipe": ("write", True),
     }
@@ -202,3 +207,18 @@ async def test_a_server_that_cannot_be_listed_fails_the_turn_saying_which(stack:
     assert done["status"] == "failed"
     assert done["error"].startswith("model call not made: MCP server 'gone' failed: "), done["error"]
     assert await _offered(stack, "m6") == []  # nothing was offered, so nothing is recorded
+
+
+async def test_a_write_past_its_time_limit_is_outcome_unknown(tmp_path: Path) -> None:
+    runs = tmp_path / "runs.log"
+    server = McpServer.model_validate(stdio_server(runs))
+    offered = McpTool(name="shop__slow", server="shop", tool="slow", effect="write", approval=False)
+    ctx = ToolContext(session_id="t", workspace=tmp_path, settings=Settings(tool_timeout_s=2))
+    out = await McpRun(offered, server).run({"seconds": 30}, ctx)
+    assert out.is_error and str(out.content).startswith(
+        "outcome unknown: shop__slow did not finish within 2 s"
+    )
+    assert _runs(runs) == ["slow 30.0"]
+    dead = McpServer(command=[str(tmp_path / "no-such-program")])
+    out = await McpRun(offered, dead).run({"seconds": 1}, ctx)  # never started: nothing ran
+    assert out.is_error and str(out.content).startswith("MCP server 'shop' failed: "), out.content
