@@ -133,6 +133,8 @@ class SessionStartedPayload(_Payload):
     agent: AgentUsed | None = None
     # MCP servers of this session, besides the deployment's (a name here overrides one there).
     mcp_servers: dict[str, McpServer] = Field(default_factory=dict)
+    # A fork's MCP tools: its source's list, so that the fork is offered what the source was.
+    mcp_tools: list[McpTool] | None = None
 
     @field_validator("mcp_servers")
     @classmethod

@@ -261,6 +261,7 @@ def _apply(state: SessionState, event: Event) -> SessionState:
                     "forked_from": p.forked_from,
                     "agent": p.agent,
                     "mcp_servers": p.mcp_servers,
+                    "mcp_tools": tuple(p.mcp_tools) if p.mcp_tools is not None else None,
                     "ephemeral": p.ephemeral,
                     "messages": Vector.of(
                         Message(role=m["role"], content=tuple(m["content"])) for m in p.history

@@ -123,6 +123,13 @@ async def test_the_offline_model_calls_a_stdio_servers_tools_and_the_list_is_rec
     first, *later = await _offered(stack, "m1")
     assert later and all(offer is None for offer in later)  # listed on the first call only
     assert first is not None
+    # A fork is offered what its source was, without listing again.
+    async with httpx.AsyncClient(base_url=stack.api_url or "") as client:
+        r = await client.post("/v1/sessions/m1/fork", json={"session_id": "m1-fork"})
+        assert r.status_code == 201, r.text
+    forked = await turn(stack, "m1-fork", call("shop__stock", sku="f-1"))
+    assert forked["status"] == "completed" and "f-1: 7 in stock" in forked["output_text"]
+    assert all(offer is None for offer in await _offered(stack, "m1-fork"))
     classes = {t["name"]: (t["effect"], t["approval"]) for t in first}
     assert classes == {
         "shop__charge": ("write", False),  # not idempotent, not destructive

@@ -141,6 +141,7 @@ def _apply(state: SessionState, event: Event) -> SessionState:
                     "parent_tool_use_id": p.parent_tool_use_id,
                     "agent": p.agent,
                     "mcp_servers": p.mcp_servers,
+                    "mcp_tools": tuple(p.mcp_tools) if p.mcp_tools is not None else None,
                     "forked_from": p.forked_from,
                     "ephemeral": p.ephemeral,
                     "messages": tuple(Message(role=m["role"], content=tuple(m["content"])) for m in p.history)
