@@ -1,6 +1,7 @@
-"""What a tool of an MCP server costs per call, by transport (processors/tools/mcp.py opens a
-connection per listing and per call): the test server of tests/mcp_server.py over stdio (a
-process started per call) and over streamable HTTP on loopback. Prints one table. Never a test.
+"""What a tool of an MCP server costs per call, by transport: the test server of
+tests/mcp_server.py over stdio and over streamable HTTP on loopback, on a connection opened
+for the call and on one kept open (as the executor's pool does, processors/tools/mcp_pool.py).
+Prints one table. Never a test.
 
     python -m bench.mcp_tools [--calls 10]
 """

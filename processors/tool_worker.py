@@ -40,6 +40,7 @@ from processors.effects import EffectWorker
 from processors.tools import mcp, redact
 from processors.tools.files import WritePlan, sha256_of
 from processors.tools.function import FunctionTool
+from processors.tools.mcp_pool import Pool as McpPool
 from processors.tools.registry import EffectClass, Registry, Tool, ToolContext, ToolOutput, default_registry
 from processors.tools.workspace import workspace_for
 
@@ -64,12 +65,17 @@ class ToolWorker(EffectWorker[ev.ToolRequested]):
     def __init__(self, *args: Any, tools: Registry | None = None, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.tools = tools or default_registry()
+        self.mcp = McpPool()  # connections to MCP servers, kept open across calls
         self.runs = 0
         # One call at a time per workspace: a Bash command cannot swap a path for a symlink
         # between a file tool's check and its write, and two Edits never plan on one image.
         self.workspace_locks: dict[str, asyncio.Lock] = {}
         if self.settings.tool_executor_count > 1:
             self.consumer = f"tool-worker-{self.settings.tool_executor_index}"
+
+    async def close(self) -> None:
+        await super().close()
+        await self.mcp.close()
 
     def owns(self, partition: int) -> bool:
         """Whether this executor serves the workspaces of this partition's sessions."""
@@ -141,7 +147,8 @@ class ToolWorker(EffectWorker[ev.ToolRequested]):
 
     def _tool(self, request: ev.ToolRequested, state: SessionState) -> Tool | ToolOutput:
         name = request.payload.name
-        offered = mcp.tool_for(name, state, self.settings)  # a tool of an MCP server the session was offered
+        # A tool of an MCP server the session was offered.
+        offered = mcp.tool_for(name, state, self.settings, self.mcp)
         if offered is not None:
             return offered
         allowed = {t.name for t in self.tools.allowed(state.tools)}

@@ -26,7 +26,8 @@ from eventstore.mcp import SEPARATOR, McpEffect, McpServer, McpTool, McpToolConf
 from eventstore.settings import Settings
 from eventstore.state import SessionState
 from processors.tools.function import TOOL_NAME
-from processors.tools.mcp_client import McpUnavailable, as_content, connected, listed
+from processors.tools.mcp_client import McpUnavailable, as_content, connected, listed, reason
+from processors.tools.mcp_pool import Pool
 from processors.tools.registry import EffectClass, ToolContext, ToolOutput
 
 log = logging.getLogger(__name__)
@@ -140,10 +141,12 @@ class Catalog:
 
 @dataclass(frozen=True)
 class McpRun:
-    """One offered MCP tool as the executor runs it: a call over a connection of its own."""
+    """One offered MCP tool as the executor runs it: a call on the pool's connection to its
+    server (without a pool, on a connection of its own)."""
 
     offered: McpTool
     server: McpServer
+    pool: Pool | None = None
     uses_workspace: ClassVar[bool] = False
 
     @property
@@ -170,12 +173,20 @@ class McpRun:
         whose request may have reached the server."""
         limit = ctx.settings.tool_timeout_s
         sent = False
+        meta: Any = {IDEMPOTENCY_META: ctx.idempotency_key}
         try:
-            async with asyncio.timeout(limit), connected(self.offered.server, self.server, limit) as client:
-                sent = True
-                meta: Any = {IDEMPOTENCY_META: ctx.idempotency_key}
-                result = await client.call_tool(self.offered.tool, tool_input, meta=meta)
+            async with asyncio.timeout(limit):
+                if self.pool is None:
+                    async with connected(self.offered.server, self.server, limit) as client:
+                        sent = True
+                        result = await client.call_tool(self.offered.tool, tool_input, meta=meta)
+                else:
+                    kept = await self.pool.client(self.offered.server, self.server, limit)
+                    sent = True
+                    result = await _called(kept, self.offered, tool_input, meta)
         except (McpUnavailable, TimeoutError) as exc:
+            if sent and self.pool is not None:
+                self.pool.drop(self.offered.server, self.server)  # the next call connects afresh
             why = (
                 str(exc)
                 if isinstance(exc, McpUnavailable)
@@ -191,6 +202,17 @@ class McpRun:
         return ToolOutput(as_content(result), is_error=bool(result.is_error))
 
 
+async def _called(
+    client: Any, offered: McpTool, tool_input: dict[str, Any], meta: Any
+) -> mcp_types.CallToolResult:
+    """A call on a kept connection; its failures are the server's (McpUnavailable)."""
+    try:
+        result: mcp_types.CallToolResult = await client.call_tool(offered.tool, tool_input, meta=meta)
+    except Exception as exc:
+        raise McpUnavailable(f"MCP server {offered.server!r} failed: {reason(exc)}") from exc
+    return result
+
+
 def label(name: str, registered: bool) -> str:
     """A tool's name as a metric label or span name: bounded, since names are model output
     (every MCP tool is `mcp`, anything else unregistered `unknown`)."""
@@ -199,7 +221,9 @@ def label(name: str, registered: bool) -> str:
     return "mcp" if SEPARATOR in name else "unknown"
 
 
-def tool_for(name: str, state: SessionState, settings: Settings) -> McpRun | ToolOutput | None:
+def tool_for(
+    name: str, state: SessionState, settings: Settings, pool: Pool | None = None
+) -> McpRun | ToolOutput | None:
     """The executor's MCP tool of this name (None: the session was offered no such tool)."""
     offered = state.mcp_tool(name)
     if offered is None:
@@ -212,4 +236,4 @@ def tool_for(name: str, state: SessionState, settings: Settings) -> McpRun | Too
         return ToolOutput(
             f"MCP server {offered.server!r} of tool {name!r} is no longer configured", is_error=True
         )
-    return McpRun(offered, server)
+    return McpRun(offered, server, pool)

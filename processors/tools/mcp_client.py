@@ -1,9 +1,9 @@
 """Talking to one MCP server with the official SDK: connect (stdio or streamable HTTP),
 list its tools, call one, and turn its answer into a tool result.
 
-A connection lives for one listing or one call: a stdio server is started for it and
-stopped after, an HTTP server is reached afresh. Every SDK failure leaves here as an
-McpUnavailable naming the server, never as the SDK's own exception.
+A connection lives for the block that opened it (a listing, or as long as the executor's
+pool keeps it: mcp_pool.py). Every SDK failure leaves here as an McpUnavailable naming the
+server, never as the SDK's own exception.
 """
 
 from __future__ import annotations
@@ -57,10 +57,10 @@ async def connected(name: str, server: McpServer, timeout_s: float) -> AsyncIter
     except ToolError:
         raise
     except Exception as exc:
-        raise McpUnavailable(f"MCP server {name!r} failed: {_reason(exc)}") from exc
+        raise McpUnavailable(f"MCP server {name!r} failed: {reason(exc)}") from exc
 
 
-def _reason(exc: BaseException) -> str:
+def reason(exc: BaseException) -> str:
     """The first leaf of an exception group, as one line."""
     while isinstance(exc, BaseExceptionGroup) and exc.exceptions:
         exc = exc.exceptions[0]

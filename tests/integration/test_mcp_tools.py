@@ -23,6 +23,7 @@ from eventstore.mcp import McpServer, McpTool
 from eventstore.models import CLAUDE_DEFAULT, OFFLINE_MODEL
 from eventstore.settings import Settings
 from processors.tools.mcp import McpRun
+from processors.tools.mcp_pool import Pool
 from processors.tools.registry import ToolContext
 from tests.integration.test_tools_pipeline import call, results
 from tests.integration.test_tools_pipeline import turn as posted
@@ -229,3 +230,22 @@ async def test_a_write_past_its_time_limit_is_outcome_unknown(tmp_path: Path) ->
     dead = McpServer(command=[str(tmp_path / "no-such-program")])
     out = await McpRun(offered, dead).run({"seconds": 1}, ctx)  # never started: nothing ran
     assert out.is_error and str(out.content).startswith("MCP server 'shop' failed: "), out.content
+
+
+async def test_the_executor_keeps_a_connection_open_across_calls(tmp_path: Path) -> None:
+    server = McpServer.model_validate(stdio_server(tmp_path / "runs.log"))
+    offered = McpTool(name="shop__stock", server="shop", tool="stock", effect="read", approval=False)
+    ctx = ToolContext(session_id="t", workspace=tmp_path, settings=Settings())
+    pool = Pool()
+    try:
+        run = McpRun(offered, server, pool)
+        assert (await run.run({"sku": "a"}, ctx)).content == "a: 7 in stock"
+        (first,) = pool.held.values()
+        assert (await run.run({"sku": "b"}, ctx)).content == "b: 7 in stock"
+        assert list(pool.held.values()) == [first]  # the same connection, the same server process
+        pool.drop("shop", server)
+        assert (await run.run({"sku": "c"}, ctx)).content == "c: 7 in stock"  # connected again
+        assert list(pool.held.values()) != [first]
+    finally:
+        await pool.close()
+    assert not pool.held and all(h.task.done() for h in [first])
