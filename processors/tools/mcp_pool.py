@@ -77,6 +77,9 @@ class Pool:
             if held.task.done() or now - held.used_at > self.idle_s:
                 del self.held[key]
                 held.stop.set()
+        for key, lock in list(self.locks.items()):  # sessions' own servers come and go
+            if key not in self.held and not lock.locked():
+                del self.locks[key]
 
     async def close(self) -> None:
         """Close every connection (stdio servers stop), waiting a little for each."""
