@@ -15,10 +15,10 @@ from fastapi.responses import JSONResponse
 from opentelemetry.trace import SpanKind, Status, StatusCode
 from psycopg_pool import AsyncConnectionPool
 
-from api import agents, openapi, problems
+from api import agents, openapi, problems, ui
 from api.body import BodyLimit
 from api.live import Live
-from api.routes import approvals, runs, sessions, stream, turns
+from api.routes import approvals, fleet, runs, sessions, stream, turns
 from eventstore import log as kafka_log
 from eventstore import tenants
 from eventstore.settings import Settings
@@ -136,8 +136,9 @@ def create_app(settings: Settings) -> FastAPI:
     app.add_middleware(Observed, metrics=metrics)
     problems.install(app)
     openapi.install(app)
-    for module in (sessions, turns, stream, approvals, runs):
+    for module in (sessions, turns, stream, approvals, runs, fleet):
         app.include_router(module.router)
+    app.include_router(ui.router)
 
     @app.get("/healthz", tags=["health"])
     async def healthz() -> dict[str, str]:

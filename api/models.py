@@ -56,6 +56,7 @@ class SessionSummary(_Body):
     started_at: str | None
     last_activity_at: str | None
     parent_session_id: str | None = None
+    total_tokens: Tokens | None = None
 
 
 class SessionPage(_Body):
@@ -135,3 +136,114 @@ class TextDelta(_Body):
 
 class AgentRunResult(TurnView):
     """`POST /v1/agent/run` and `POST /v1/subagent/run`: the finished turn of a new session."""
+
+
+class TurnSummary(_Body):
+    """A turn as a session's list of turns shows it: outcome, usage, cost and latency."""
+
+    turn_id: str
+    status: Literal["queued", "running", "completed", "failed"]
+    stop_reason: str | None
+    error: str | None
+    steps: int
+    interrupted: bool
+    usage: Tokens
+    cost: str | None = Field(description="USD, a decimal string; null when unknown")
+    requested_at: str | None
+    started_at: str | None
+    completed_at: str | None
+    duration_ms: int | None = Field(description="from the turn's start (or request) to its end")
+
+
+class TurnList(_Body):
+    data: list[TurnSummary]
+
+
+class SubagentAttempt(_Body):
+    attempt: int
+    child_session_id: str
+    status: str
+
+
+class ApprovalState(_Body):
+    approval_id: str
+    status: Literal["pending", "approved", "denied", "expired"]
+
+
+class ToolCallView(_Body):
+    """A tool call with its input, result, duration and idempotency class."""
+
+    tool_use_id: str
+    turn_id: str | None
+    name: str
+    input: dict[str, Any]
+    status: Literal["requested", "waiting_for_approval", "ok", "error"]
+    result: Any = Field(default=None, description="the tool_result's content, as the model got it")
+    is_error: bool | None
+    requested_at: str | None
+    completed_at: str | None
+    duration_ms: int | None
+    idempotency_class: Literal["read_or_fetch", "guarded_write", "write", "agent"] | None = Field(
+        description="as the effect ledger recorded the run: a write or guarded write records its"
+        " intent first, a read or fetch only its result, a sub-agent is a child session;"
+        " null when the call did not run (waiting, denied, or closed without running)"
+    )
+    approval: ApprovalState | None = Field(description="the human's decision, if the call needed one")
+    subagents: list[SubagentAttempt] = Field(description="the child sessions of a Task call, by attempt")
+
+
+class ToolCallList(_Body):
+    data: list[ToolCallView]
+
+
+class ApprovalView(_Body):
+    approval_id: str
+    session_id: str
+    tenant_id: str
+    turn_id: str | None
+    step: int | None
+    tool_use_id: str
+    name: str
+    input: dict[str, Any]
+    status: Literal["pending", "approved", "denied", "expired"]
+    reason: str | None
+    requested_at: str | None
+    decided_at: str | None
+
+
+class ApprovalList(_Body):
+    data: list[ApprovalView]
+
+
+class InstanceStats(_Body):
+    """One instance's figures (or a role's, or the fleet's), totals since each started."""
+
+    instance_id: str
+    role: str
+    up: bool
+    work: float = Field(description="turns, model calls, tool calls, http requests or events projected")
+    errors: float
+    error_rate: float | None
+    mean_duration_s: float | None
+    steps_per_turn: float | None
+    tokens_in: float
+    tokens_out: float
+    cost_usd: float
+    lag: float
+    dead_letters: float
+    flags: list[str] = Field(description="why the instance stands out from its role's peers")
+
+
+class Outlier(_Body):
+    instance_id: str
+    role: str
+    flags: list[str]
+
+
+class FleetView(_Body):
+    """What `agentlog top --once --json` shows: every live instance, each role, the fleet."""
+
+    instances: list[InstanceStats]
+    roles: dict[str, InstanceStats]
+    fleet: InstanceStats
+    outliers: list[Outlier]

@@ -166,7 +166,12 @@ async def ensure_topics(settings: Settings) -> None:
     try:
         existing = set(await admin.list_topics())
         wanted = [
-            NewTopic(name, settings.partitions, 1, topic_configs=dict(KEEP_EVERYTHING))
+            NewTopic(
+                name,
+                settings.partitions,
+                settings.kafka_replication_factor,
+                topic_configs=dict(KEEP_EVERYTHING),
+            )
             for name in (codec.EVENTS_TOPIC, codec.DEAD_LETTER_TOPIC)
             if name not in existing
         ]
@@ -363,6 +368,23 @@ async def read_partition(
                 yield record
             if not records and position >= end:
                 return
+    finally:
+        await consumer.stop()
+
+
+async def bounds(
+    settings: Settings, partitions: Sequence[int], topic: str = codec.EVENTS_TOPIC
+) -> tuple[dict[int, int], dict[int, int]]:
+    """The first offset the log still holds and the next one to be written, per partition."""
+    if not partitions:
+        return {}, {}
+    consumer = AIOKafkaConsumer(**consumer_config(settings))
+    await consumer.start()
+    try:
+        tps = [TopicPartition(topic, p) for p in partitions]
+        firsts = await consumer.beginning_offsets(tps)
+        ends = await consumer.end_offsets(tps)
+        return {tp.partition: o for tp, o in firsts.items()}, {tp.partition: o for tp, o in ends.items()}
     finally:
         await consumer.stop()
 

@@ -8,11 +8,22 @@ from typing import Any
 
 from psycopg.rows import dict_row
 
+from eventstore.ledger import tool_key
 from eventstore.store import AsyncConn
 
 
 def _iso(value: Any) -> str | None:
     return value.isoformat() if value is not None else None
+
+
+def _tokens(row: dict[str, Any]) -> dict[str, int]:
+    """A row's token columns as the api shows them."""
+    return {
+        "input": row["input_tokens"],
+        "output": row["output_tokens"],
+        "cache_read": row["cache_read_tokens"],
+        "cache_write": row["cache_write_tokens"],
+    }
 
 
 def _money(value: Decimal | None) -> str | None:
@@ -44,12 +55,7 @@ async def session_view(conn: AsyncConn, session_id: str) -> dict[str, Any] | Non
             "model": row["model"],
             "status": row["status"],
             "turn_count": row["turn_count"],
-            "total_tokens": {
-                "input": row["input_tokens"],
-                "output": row["output_tokens"],
-                "cache_read": row["cache_read_tokens"],
-                "cache_write": row["cache_write_tokens"],
-            },
+            "total_tokens": _tokens(row),
             "session_cost": _money(row["cost_usd"]),
             "started_at": _iso(row["started_at"]),
             "last_activity_at": _iso(row["last_activity_at"]),
@@ -78,13 +84,16 @@ async def sessions_page(
     started_before: Any,
     after: str | None,
     limit: int,
+    model: str | None = None,
 ) -> dict[str, Any]:
     """A tenant's sessions in id order after `after`: `{data, has_more, first_id, last_id}`."""
     async with conn.cursor(row_factory=dict_row) as cur:
         await cur.execute(
             "SELECT session_id, status, model, turn_count, cost_usd, started_at, last_activity_at,"
-            " parent_session_id FROM sessions WHERE tenant_id = %(tenant)s"
+            " parent_session_id, input_tokens, output_tokens, cache_read_tokens, cache_write_tokens"
+            " FROM sessions WHERE tenant_id = %(tenant)s"
             " AND (%(status)s::text IS NULL OR status = %(status)s)"
+            " AND (%(model)s::text IS NULL OR model = %(model)s)"
             " AND (%(a)s::timestamptz IS NULL OR started_at >= %(a)s)"
             " AND (%(b)s::timestamptz IS NULL OR started_at < %(b)s)"
             " AND (%(after)s::text IS NULL OR session_id > %(after)s)"
@@ -92,6 +101,7 @@ async def sessions_page(
             {
                 "tenant": tenant,
                 "status": status,
+                "model": model,
                 "a": started_after,
                 "b": started_before,
                 "after": after,
@@ -109,6 +119,7 @@ async def sessions_page(
             "started_at": _iso(r["started_at"]),
             "last_activity_at": _iso(r["last_activity_at"]),
             "parent_session_id": r["parent_session_id"],
+            "total_tokens": _tokens(r),
         }
         for r in rows[:limit]
     ]
@@ -152,12 +163,7 @@ async def turn_view(conn: AsyncConn, session_id: str, turn_id: str) -> dict[str,
         "user_content": row["user_content"],
         "output_text": text,
         "messages": [{"role": r["role"], "content": r["content"]} for r in replies],
-        "usage": {
-            "input": row["input_tokens"],
-            "output": row["output_tokens"],
-            "cache_read": row["cache_read_tokens"],
-            "cache_write": row["cache_write_tokens"],
-        },
+        "usage": _tokens(row),
         "cost": _money(row["cost_usd"]),
         "requested_at": _iso(row["requested_at"]),
         "completed_at": _iso(row["completed_at"]),
@@ -223,6 +229,168 @@ async def approval(conn: AsyncConn, session_id: str, approval_id: str) -> dict[s
         )
         row = await cur.fetchone()
     return _approval_view(row) if row is not None else None
+
+
+async def tenant_approvals(
+    conn: AsyncConn, tenant: str, status: str | None, limit: int
+) -> list[dict[str, Any]]:
+    """A tenant's approvals across its sessions, oldest first (the console's inbox)."""
+    async with conn.cursor(row_factory=dict_row) as cur:
+        await cur.execute(
+            f"SELECT {_APPROVAL_COLUMNS} FROM approvals WHERE tenant_id = %s"
+            " AND (%s::text IS NULL OR status = %s) ORDER BY requested_at, approval_id LIMIT %s",
+            (tenant, status, status, limit),
+        )
+        return [_approval_view(r) for r in await cur.fetchall()]
+
+
+async def turns(conn: AsyncConn, session_id: str) -> list[dict[str, Any]]:
+    """A session's turns in the order they were asked: status, usage, cost, times, latency."""
+    async with conn.cursor(row_factory=dict_row) as cur:
+        await cur.execute(
+            "SELECT * FROM turns WHERE session_id = %s ORDER BY requested_at, turn_id", (session_id,)
+        )
+        rows = await cur.fetchall()
+    return [
+        {
+            "turn_id": r["turn_id"],
+            "status": r["status"],
+            "stop_reason": r["stop_reason"],
+            "error": r["error"],
+            "steps": r["steps"],
+            "interrupted": r["interrupted"],
+            "usage": _tokens(r),
+            "cost": _money(r["cost_usd"]),
+            "requested_at": _iso(r["requested_at"]),
+            "started_at": _iso(r["started_at"]),
+            "completed_at": _iso(r["completed_at"]),
+            "duration_ms": _millis(r["started_at"] or r["requested_at"], r["completed_at"]),
+        }
+        for r in rows
+    ]
+
+
+def _millis(start: datetime | None, end: datetime | None) -> int | None:
+    return round((end - start).total_seconds() * 1000) if start is not None and end is not None else None
+
+
+def _idempotency_class(intent: dict[str, Any] | None, recorded: bool, subagent: bool) -> str | None:
+    """How the call may be repeated, as the ledger shows it: a write or guarded write records
+    its intent before it runs; a read or fetch records only its result (the two are alike
+    after a crash: the recorded result is reused); a sub-agent is its own session."""
+    if subagent:
+        return "agent"
+    if not recorded:
+        return None  # not run (yet): waiting, denied, or answered without running
+    if intent is None:
+        return "read_or_fetch"
+    if "class" in intent:
+        return str(intent["class"])
+    return "guarded_write" if "pre_sha256" in intent else "write"
+
+
+async def tool_calls(conn: AsyncConn, session_id: str) -> list[dict[str, Any]]:
+    """Every tool call the model made in the session, in order: its input, result, duration,
+    whether it waits for a human, the idempotency class the ledger recorded for its run, and
+    the child sessions of a Task call. The calls come from the transcript (a call answered
+    without an executor, such as a denied one or a sub-agent, has no executor row)."""
+    async with conn.cursor(row_factory=dict_row) as cur:
+        await cur.execute(
+            "SELECT role, content, turn_id, created_at FROM messages WHERE session_id = %s ORDER BY seq, ord",
+            (session_id,),
+        )
+        messages = await cur.fetchall()
+        await cur.execute(
+            "SELECT tool_use_id, step, status, result, is_error, requested_at, completed_at, duration_ms"
+            " FROM tool_calls WHERE session_id = %s",
+            (session_id,),
+        )
+        executed = {r["tool_use_id"]: r for r in await cur.fetchall()}
+        await cur.execute(
+            "SELECT tool_use_id, approval_id, status FROM approvals WHERE session_id = %s", (session_id,)
+        )
+        approvals = {r.pop("tool_use_id"): r for r in await cur.fetchall()}
+        await cur.execute(
+            "SELECT tool_use_id, attempt, child_session_id, status, duration_ms FROM subagents"
+            " WHERE parent_session_id = %s ORDER BY tool_use_id, attempt",
+            (session_id,),
+        )
+        children: dict[str, list[dict[str, Any]]] = {}
+        for r in await cur.fetchall():
+            children.setdefault(r.pop("tool_use_id"), []).append(r)
+        await cur.execute(
+            "SELECT effect_key, intent FROM effects WHERE session_id = %s AND kind = 'tool'", (session_id,)
+        )
+        ledger = {r["effect_key"]: r["intent"] for r in await cur.fetchall()}
+    results = {
+        b.get("tool_use_id"): b
+        for m in messages
+        if m["role"] == "user"
+        for b in m["content"]
+        if b.get("type") == "tool_result"
+    }
+    out = []
+    for m in messages:
+        if m["role"] != "assistant":
+            continue
+        for block in m["content"]:
+            if block.get("type") != "tool_use":
+                continue
+            call_id = str(block.get("id"))
+            out.append(
+                _tool_call(
+                    session_id,
+                    block,
+                    m,
+                    executed.get(call_id),
+                    results.get(call_id),
+                    approvals.get(call_id),
+                    children.get(call_id, []),
+                    ledger,
+                )
+            )
+    return out
+
+
+def _tool_call(
+    session_id: str,
+    block: dict[str, Any],
+    message: dict[str, Any],
+    executed: dict[str, Any] | None,
+    answer: dict[str, Any] | None,
+    approval: dict[str, Any] | None,
+    subagents: list[dict[str, Any]],
+    ledger: dict[str, Any],
+) -> dict[str, Any]:
+    """One tool_use block with what the rows know of it."""
+    call_id = str(block.get("id"))
+    step = executed["step"] if executed is not None else None
+    key = tool_key(session_id, message["turn_id"], step, call_id)
+    if answer is not None:
+        status = "error" if answer.get("is_error") else "ok"
+    elif approval is not None and approval["status"] == "pending":
+        status = "waiting_for_approval"
+    else:
+        status = executed["status"] if executed is not None else "requested"
+    duration = executed["duration_ms"] if executed is not None else None
+    if duration is None and subagents:
+        duration = subagents[-1]["duration_ms"]
+    return {
+        "tool_use_id": call_id,
+        "turn_id": message["turn_id"],
+        "name": block.get("name"),
+        "input": block.get("input", {}),
+        "status": status,
+        # What the model got; until the next model call, what the executor recorded.
+        "result": answer.get("content") if answer is not None else (executed or {}).get("result"),
+        "is_error": answer.get("is_error", False) if answer is not None else (executed or {}).get("is_error"),
+        "requested_at": _iso(executed["requested_at"] if executed is not None else message["created_at"]),
+        "completed_at": _iso(executed["completed_at"]) if executed is not None else None,
+        "duration_ms": duration,
+        "idempotency_class": _idempotency_class(ledger.get(key), key in ledger, bool(subagents)),
+        "approval": approval,
+        "subagents": [{k: v for k, v in s.items() if k != "duration_ms"} for s in subagents],
+    }
 
 
 async def timer_candidates(conn: AsyncConn, at: datetime, tool_deadline_s: float) -> list[str]:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from decimal import Decimal
 from pathlib import Path
 from typing import Annotated, Any, Literal
@@ -11,6 +12,13 @@ from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from eventstore import models
 from eventstore.mcp import McpServer, check_names
+
+# Settings of the split by hand (before consumer groups); refused when set.
+REMOVED = frozenset(
+    f"AGENTLOG_{role}_{part}"
+    for role in ("TOOL_EXECUTOR", "MODEL_WORKER", "SUBAGENT_WORKER")
+    for part in ("INDEX", "COUNT")
+)
 
 
 class Settings(BaseSettings):
@@ -45,6 +53,9 @@ class Settings(BaseSettings):
     # off, each process reads every partition by hand (one replica per role).
     consumer_groups: bool = False
     partitions: int = Field(default=8, ge=1)
+    # Replicas of each partition of the topics agentlog makes (ensure_topics): 1 for a single
+    # broker, 3 for a production cluster (deploy/k8s; the broker's min.insync.replicas is 2).
+    kafka_replication_factor: int = Field(default=1, ge=1)
     database_url: str = "postgresql://postgres@localhost/postgres"
     # The model of a session that names none; empty: the offline model without
     # ANTHROPIC_API_KEY, a current Claude model (eventstore.models.CLAUDE_DEFAULT) with it.
@@ -57,14 +68,10 @@ class Settings(BaseSettings):
     # A requested tool with no result this long after it was asked for (its executor lost for
     # good) is answered by the reactor with an "outcome unknown" error result.
     tool_deadline_s: float = Field(default=900.0, gt=0)
-    # Workspaces: one directory per session under this root, owned by one tool executor.
+    # Workspaces: one directory per session under this root, which every tool executor
+    # mounts (a ReadWriteMany volume on Kubernetes): whichever executor owns a session's
+    # partition runs its next call, one at a time across executors.
     workspace_root: Path = Path(".agentlog/workspaces")
-    # Tool executors: this one serves the partitions p with p % count == index.
-    tool_executor_index: int = Field(default=0, ge=0)
-    tool_executor_count: int = Field(default=1, ge=1)
-    # Model workers: this one serves the partitions p with p % count == index.
-    model_worker_index: int = Field(default=0, ge=0)
-    model_worker_count: int = Field(default=1, ge=1)
     # Users' tools: modules whose `@tool` functions every worker loads (comma-separated in
     # AGENTLOG_TOOL_MODULES), besides those of the `agentlog.tools` entry points.
     tool_modules: Annotated[list[str], NoDecode] = Field(default_factory=list)
@@ -98,10 +105,9 @@ class Settings(BaseSettings):
     subagent_attempts: int = Field(default=2, ge=1)
     subagent_max_depth: int = Field(default=2, ge=0)
     max_subagents: int = Field(default=16, ge=0)
-    # Children running at once per sub-agent worker; workers split children by a hash.
+    # Children running at once, admitted per sub-agent worker replica (the one owning the
+    # parent's partition admits; the one owning the child's reports its end).
     subagent_concurrency: int = Field(default=5, ge=1)
-    subagent_worker_index: int = Field(default=0, ge=0)
-    subagent_worker_count: int = Field(default=1, ge=1)
     # Where the api answers, for the Task tool's HTTP model, and how the executor calls it:
     # with the service token (acting for each session's tenant, named in X-Agentlog-Tenant)
     # or else with one tenant's token. The embedded stack sets the url and the service token.
@@ -128,6 +134,9 @@ class Settings(BaseSettings):
         default=None, validation_alias=AliasChoices("ANTHROPIC_BASE_URL", "anthropic_base_url")
     )
     model_timeout_s: float = Field(default=600.0, gt=0)
+    # A model call holds a lease in the ledger, renewed every third of it while it runs: a
+    # replica taking over waits for it to run out, so two never both call for one step.
+    model_lease_s: float = Field(default=10.0, gt=0)
     model_stream: bool = True
     model_max_attempts: int = Field(default=4, ge=1)
     model_retry_base_s: float = Field(default=0.5, ge=0)
@@ -144,6 +153,9 @@ class Settings(BaseSettings):
     # answers 401, unless auth_required is off (local development: the `default` tenant).
     api_tokens: str = ""
     auth_required: bool = True
+    # Tenants whose tokens may see the fleet (GET /v1/fleet, the console's fleet page): its
+    # figures are every tenant's together. Comma-separated in AGENTLOG_OPERATOR_TENANTS.
+    operator_tenants: Annotated[list[str], NoDecode] = Field(default_factory=lambda: ["default"])
     # Sessions of POST /v1/agent/run are deleted this long after they go idle.
     agent_run_ttl_s: int = Field(default=300, ge=1, le=2**31 - 1)
     # Text deltas of streaming model calls, pushed to SSE clients (through Postgres NOTIFY).
@@ -184,7 +196,7 @@ class Settings(BaseSettings):
         check_names(servers)
         return servers
 
-    @field_validator("tool_modules", mode="before")
+    @field_validator("tool_modules", "operator_tenants", mode="before")
     @classmethod
     def _comma_separated(cls, value: Any) -> Any:
         if isinstance(value, str):
@@ -192,15 +204,14 @@ class Settings(BaseSettings):
         return value
 
     @model_validator(mode="after")
-    def _split_within_bounds(self) -> Settings:
-        """An index past its count would serve nothing, silently; group timeouts must agree."""
-        for role, index, count in (
-            ("tool_executor", self.tool_executor_index, self.tool_executor_count),
-            ("model_worker", self.model_worker_index, self.model_worker_count),
-            ("subagent_worker", self.subagent_worker_index, self.subagent_worker_count),
-        ):
-            if index >= count:
-                raise ValueError(f"{role}_index ({index}) must be below {role}_count ({count})")
+    def _consistent(self) -> Settings:
+        """Group timeouts must agree; a split by hand is gone, and saying so beats ignoring it."""
+        gone = sorted(name for name in os.environ if name in REMOVED)
+        if gone:
+            raise ValueError(
+                f"{', '.join(gone)}: replicas no longer split partitions by hand; run any number of"
+                " them with AGENTLOG_CONSUMER_GROUPS=true and they share the partitions"
+            )
         if self.kafka_heartbeat_interval_ms * 3 > self.kafka_session_timeout_ms:
             raise ValueError(
                 "kafka_heartbeat_interval_ms must be at most a third of kafka_session_timeout_ms"

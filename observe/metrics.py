@@ -94,6 +94,11 @@ class Metrics:
             ["model"],
             registry=r,
         )
+        self.model_in_flight = Gauge(
+            "agentlog_model_calls_in_flight",
+            "Model calls under way in this process (KEDA scales model workers on it, beside lag).",
+            registry=r,
+        )
         self.retries = Counter(
             "agentlog_model_retries", "Model call attempts beyond the first.", ["model"], registry=r
         )

@@ -42,6 +42,10 @@ class EffectWorker(FoldingWorker, Generic[R]):
         self.in_flight: dict[int, set[int]] = {}
         self.deferred: list[tuple[R, int, int]] = []
         self.tasks: set[asyncio.Task[None]] = set()
+        self.task_partition: dict[asyncio.Task[None], int] = {}
+        # A model call runs under a lease in the ledger (renewed while it runs), so two
+        # replicas never both call the model for one key; None: no lease (tools).
+        self.lease_s: float | None = None
         self.serving: set[str] = set()
         self.performed = 0
         self.reemitted = 0
@@ -94,18 +98,19 @@ class EffectWorker(FoldingWorker, Generic[R]):
             return
         failpoints.hit(f"{self.consumer}.after_consume")
         self.in_flight.setdefault(partition, set()).add(offset)
-        if self.caught_up:
+        if self.live(partition):
             self._spawn(request, partition, offset)
         else:
             # Decide after catch-up: its outcome may already be further on in the log.
             self.deferred.append((request, partition, offset))
 
-    async def on_caught_up(self) -> None:
-        deferred, self.deferred = self.deferred, []
+    async def on_caught_up(self, partitions: set[int]) -> None:
+        deferred = [d for d in self.deferred if d[1] in partitions]
+        self.deferred = [d for d in self.deferred if d[1] not in partitions]
         for request, partition, offset in deferred:
             self._spawn(request, partition, offset)
         # Requests whose log is gone (an older epoch) are found through the projection.
-        for state in await self.running_sessions():
+        for state in await self.running_sessions(partitions):
             for request in self.unanswered(state):
                 self._spawn(tracing.in_turn_trace(state, request), None, None)
 
@@ -121,11 +126,29 @@ class EffectWorker(FoldingWorker, Generic[R]):
         self.serving.add(key)
         task = asyncio.create_task(self._serve(request, key, partition, offset))
         self.tasks.add(task)
-        task.add_done_callback(self.tasks.discard)
+        self.task_partition[task] = self.cache.partition(request.session_id)
+        task.add_done_callback(self._done)
+
+    def _done(self, task: asyncio.Task[None]) -> None:
+        self.tasks.discard(task)
+        self.task_partition.pop(task, None)
+
+    async def release(self, partitions: set[int]) -> None:
+        """Give the partitions' requests in flight a moment to finish, then cancel the rest:
+        their offsets were never saved, so the next owner serves them again (the ledger
+        says what was done)."""
+        mine = {t for t, p in self.task_partition.items() if p in partitions}
+        if mine:
+            await asyncio.wait(mine, timeout=self.settings.drain_timeout_s)
+        for task in mine:
+            task.cancel()
+        if mine:
+            await asyncio.wait(mine, timeout=5)
+        self.deferred = [d for d in self.deferred if d[1] not in partitions]
 
     def _release(self, partition: int | None, offset: int | None) -> None:
         if partition is not None and offset is not None:
-            self.in_flight[partition].discard(offset)
+            self.in_flight.get(partition, set()).discard(offset)
 
     async def _serve(self, request: R, key: str, partition: int | None, offset: int | None) -> None:
         try:
@@ -150,6 +173,10 @@ class EffectWorker(FoldingWorker, Generic[R]):
 
     async def _effect(self, request: R, key: str, state: SessionState) -> None:
         outcome = await ledger.recorded(self.conn, key)
+        if outcome is None and self.lease_s is not None:
+            outcome = await self._leased(request, key)
+            if outcome is None and not self.pending(request, await self.cache.get(request.session_id)):
+                return  # answered (or abandoned) while another replica held the lease
         if outcome is not None:
             self.reemitted += 1
         else:
@@ -157,13 +184,15 @@ class EffectWorker(FoldingWorker, Generic[R]):
             started = time.monotonic()
             name, kind, attributes = self.span(request)
             with tracing.child_span(name, request.traceparent, kind, attributes) as span:
-                produced, attempts = await self.perform(request, state)
+                produced, attempts = await self._under_lease(key, self.perform(request, state))
                 _quietly(self.describe, span, produced)
             _quietly(self.measure, request, produced, attempts, time.monotonic() - started)
             produced = _in_trace_of(request, produced)
             failpoints.hit(f"{self.consumer}.after_call")
             try:
-                outcome = await self._ledger_call(ledger.record, key, self.kind, request, produced, attempts)
+                outcome = await self._ledger_call(
+                    ledger.record, key, self.kind, request, produced, attempts, self.fence
+                )
             except psycopg.DataError as exc:
                 # The outcome holds what Postgres cannot store: record a failure that says so.
                 log.warning("%s: outcome of %s cannot be recorded: %s", self.consumer, key, exc)
@@ -171,7 +200,9 @@ class EffectWorker(FoldingWorker, Generic[R]):
                     request,
                     self.unrecordable(request, f"the result could not be recorded: {exc}".splitlines()[0]),
                 )
-                outcome = await self._ledger_call(ledger.record, key, self.kind, request, produced, attempts)
+                outcome = await self._ledger_call(
+                    ledger.record, key, self.kind, request, produced, attempts, self.fence
+                )
             self.performed += 1
             failpoints.hit(f"{self.consumer}.after_ledger")
             if outcome is None:
@@ -179,6 +210,40 @@ class EffectWorker(FoldingWorker, Generic[R]):
                 return
         await self.kafka.append(outcome)
         failpoints.hit(f"{self.consumer}.after_append")
+
+    async def _leased(self, request: R, key: str) -> Event | None:
+        """Take the lease on `key`, waiting while another replica holds it; returns the outcome
+        if one was recorded meanwhile, else None with the lease held by this replica."""
+        assert self.lease_s is not None
+        while True:
+            held = await self._ledger_call(
+                ledger.lease, key, self.kind, request, self.metrics.instance, self.lease_s, self.fence
+            )
+            if held is None:
+                return None
+            if held.outcome is not None:
+                return held.outcome
+            if not self.pending(request, await self.cache.get(request.session_id)):
+                return None
+            await asyncio.sleep(min(1.0, self.lease_s / 3))
+
+    async def _under_lease(self, key: str, work: Awaitable[T]) -> T:
+        """Run `work`, renewing the lease on `key` meanwhile; if the lease is lost (this replica
+        was paused and another took over), cancel the work and fail: it must not be recorded."""
+        if self.lease_s is None:
+            return await work
+        lease_s = self.lease_s
+        task = asyncio.ensure_future(work)
+        try:
+            while True:
+                done, _ = await asyncio.wait({task}, timeout=lease_s / 3)
+                if done:
+                    return task.result()
+                if not await self._ledger_call(ledger.renew, key, self.metrics.instance, lease_s):
+                    raise LeaseLost(f"{self.consumer}: the lease on {key} was lost")
+        finally:
+            if not task.done():
+                task.cancel()
 
     async def _ledger_call(self, fn: Callable[..., Awaitable[T]], *args: Any) -> T:
         """Run a ledger function (it may open a transaction) on the ledger's own connection."""
@@ -195,15 +260,9 @@ class EffectWorker(FoldingWorker, Generic[R]):
         if self.ledger_conn is not None:
             await self.ledger_conn.close()
 
-    async def drain(self) -> None:
-        """On a clean stop, give requests in flight a moment, then cancel the rest: their
-        offsets were never committed, so the next start serves them again."""
-        if self.tasks:
-            await asyncio.wait(set(self.tasks), timeout=self.settings.drain_timeout_s)
-        for task in list(self.tasks):
-            task.cancel()
-        if self.tasks:
-            await asyncio.wait(set(self.tasks), timeout=5)
+
+class LeaseLost(Exception):
+    """Another replica took over a call this one was making: its outcome must not be recorded."""
 
 
 def _in_trace_of(request: Event, outcome: Event) -> Event:

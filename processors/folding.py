@@ -1,37 +1,46 @@
-"""The loop shared by the reactor and the effect workers: read every partition, fold, act.
+"""The loop shared by the reactor and the effect workers: fold the partitions this replica
+owns, act on what is new.
 
-Each partition is read from where this worker or the projector left it, whichever is
-earlier: a session's state before that point is loaded from Postgres when the session is
-first seen (processors/sessions.py), so nothing replays the whole log. Only records at or
-past the worker's stored offset are acted on. Offsets live in Postgres, per log epoch, and
-never pass a record still being acted on. A log that no longer holds what was neither
-acted on nor projected (retention deleted it) is a gap: counted, logged, never silent.
+Partitions come from the role's consumer group (`groups.GroupConsumer`, any number of
+replicas) or, for the one process that owns the whole log, all of them by hand
+(`groups.ManualConsumer`). On assignment a replica claims its partitions (`owners.Fence`:
+a replica that lost one can no longer save an offset or record an effect for it) and reads
+each from where it or the projector left it, whichever is earlier: a session's state before
+that point is loaded from Postgres when the session is first seen (processors/sessions.py),
+so nothing replays the whole log. Only records at or past the stored offset are acted on.
+Offsets live in Postgres, per log epoch, and never pass a record still being acted on. A
+log that no longer holds what was neither acted on nor projected (retention deleted it) is
+a gap: counted, logged, never silent. On revocation the replica finishes (or gives up) the
+work of those partitions, saves their offsets and forgets their sessions.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
-from typing import Any
+from collections.abc import Sequence
 
 import psycopg
-from aiokafka import ConsumerRecord
 
 from eventstore import codec, store
+from eventstore import log as kafka_log
 from eventstore.errors import AppendTimeout, DecodeError, LogError
 from eventstore.events import Event
-from eventstore.log import KafkaLog, PartitionReader
+from eventstore.log import KafkaLog
+from eventstore.owners import Fence, Fenced
 from eventstore.settings import Settings
 from eventstore.state import SessionState
 from observe.metrics import Metrics
 from processors import failpoints
+from processors.groups import Delivery, GroupConsumer, ManualConsumer, Record
 from processors.sessions import SessionCache
 
 log = logging.getLogger(__name__)
 
-# Failures of the log or the database: the worker stops (and is restarted) instead of
-# dead-lettering an event that did nothing wrong.
-UNAVAILABLE = (AppendTimeout, LogError, psycopg.OperationalError)
+# Failures of the log or the database, or a lost partition: the worker stops (and is
+# restarted) instead of dead-lettering an event that did nothing wrong.
+UNAVAILABLE = (AppendTimeout, LogError, psycopg.OperationalError, Fenced)
 
 
 class FoldingWorker:
@@ -51,27 +60,36 @@ class FoldingWorker:
             max_bytes=settings.session_cache_bytes,
             position=lambda partition: self.position.get(partition, 0),
         )
-        self.reader = PartitionReader(settings)
+        self.delivery: Delivery | None = None
+        self.fence: Fence | None = None
         self.stored: dict[int, int] = {}
         self.position: dict[int, int] = {}
         self.start_offsets: dict[int, int] = {}  # where this run began reading each partition
-        self.caught_up = False
+        # Partitions owned and not yet read to the end they had when assigned, with that end.
+        self.catching_up: dict[int, int] = {}
+        # Partitions read to that end whose `on_caught_up` is still to run.
+        self.newly_live: set[int] = set()
+        self.assigned_once = False
         self.dead_letters = 0
         self._loads_counted = 0
+        # Held while records are folded and while hooks run: they see one state at a time.
+        self.busy = asyncio.Lock()
         # Set by a task that failed in a way that must stop the worker (it is restarted).
         self.fatal: BaseException | None = None
         self.tick_s = 1.0
         # Replaced by the entry point with one that knows the instance (run_role).
         self.metrics = Metrics(settings.instance or self.consumer, self.consumer)
 
+    # What a subclass may define.
+
     def observe(self, event: Event) -> None:
         """Called for every decoded record, before folding, duplicates and replays included."""
 
     async def on_tick(self) -> None:
-        """Called about every `tick_s` seconds once caught up (timers: expiry, deadlines)."""
+        """Called about every `tick_s` seconds (timers: expiry, deadlines)."""
 
-    async def drain(self) -> None:
-        """Finish work in flight before a clean stop."""
+    async def release(self, partitions: set[int]) -> None:
+        """Finish or give up the work in flight for partitions being handed back."""
 
     async def close(self) -> None:
         """Release what the worker opened (called however `run` ends)."""
@@ -79,130 +97,234 @@ class FoldingWorker:
     async def act(self, event: Event, state: SessionState, partition: int, offset: int) -> None:
         """Do what this worker does for a new event at or past the stored offset."""
 
-    async def on_caught_up(self) -> None:
-        """Called once, when every partition has been read to its end at start."""
+    async def on_caught_up(self, partitions: set[int]) -> None:
+        """Called when newly owned partitions have been read to the end they had when assigned."""
 
-    async def running_sessions(self) -> list[SessionState]:
-        """States of the sessions the projection shows with unfinished turns, older epochs included."""
+    # Ownership.
+
+    @property
+    def owned(self) -> set[int]:
+        """The partitions this replica owns now."""
+        return set(self.position)
+
+    @property
+    def caught_up(self) -> bool:
+        """Whether every owned partition was read to the end it had when assigned."""
+        return self.assigned_once and not self.catching_up and not self.newly_live
+
+    def live(self, partition: int) -> bool:
+        """Whether a partition is owned and caught up (its requests can be decided now)."""
+        return partition in self.position and partition not in self.catching_up
+
+    async def running_sessions(self, partitions: set[int] | None = None) -> list[SessionState]:
+        """States of the sessions the projection shows with unfinished turns, older epochs
+        included, of the given partitions (default: every partition owned)."""
+        wanted = self.owned if partitions is None else partitions
         cur = await self.conn.execute("SELECT session_id FROM sessions WHERE status = 'running'")
-        return [await self.cache.get(row[0]) for row in await cur.fetchall() if self.reads(row[0])]
+        ids = [row[0] for row in await cur.fetchall()]
+        return [await self.cache.get(sid) for sid in ids if self.cache.partition(sid) in wanted]
 
     def reads(self, session_id: str) -> bool:
-        """Whether this worker reads the partition of the session's events."""
+        """Whether this replica owns the partition of the session's events."""
         return self.cache.partition(session_id) in self.position
 
     def committable(self, partition: int) -> int:
         """The offset below which everything of this partition is done."""
         return self.position.get(partition, 0)
 
+    # The loop.
+
+    def consumer_for(self, settings: Settings) -> Delivery:
+        """This role's group membership, or every partition by hand without groups."""
+        common = {
+            "on_assigned": self._assigned,
+            "on_revoked": self._revoked,
+            "on_records": self._records,
+            "on_error": self._failed,
+            "batch": 256,
+        }
+        if settings.consumer_groups:
+            return GroupConsumer(settings, f"agentlog.{self.consumer}", batch_window_s=0.005, **common)  # type: ignore[arg-type]
+        return ManualConsumer(settings, self.consumer, **common)  # type: ignore[arg-type]
+
     async def run(self, stop: asyncio.Event) -> None:
-        """Read, fold and act until `stop` is set."""
-        partitions = await self.reader.start()
+        """Fold and act on the partitions this replica is given until `stop` is set."""
+        count = await kafka_log.partition_count(self.settings)
+        self.cache.partitions = count
+        self.fence = Fence(self.consumer, self.epoch, self.metrics.instance, count)
+        self.delivery = self.consumer_for(self.settings)
+        ticker = asyncio.create_task(self._ticks(stop))
         try:
-            self.cache.partitions = len(partitions)
-            self.stored = await store.load_offsets(self.conn, self.consumer, self.epoch, codec.EVENTS_TOPIC)
-            start = await self._start_positions([tp.partition for tp in partitions])
-            ends = await self.reader.end_offsets()
-            self.reader.seek(start)
-            self.position = dict(start)
-            self.start_offsets = dict(start)
+            await self.delivery.run(stop)
+        finally:
+            ticker.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await ticker
+            await self.close()
+        if self.fatal is not None:
+            raise RuntimeError(f"{self.consumer} stopped: {self.fatal}") from self.fatal
+
+    def stop_with(self, exc: BaseException) -> None:
+        """Stop the worker because of `exc` (it is restarted and resumes from its offsets)."""
+        if self.fatal is None:
+            self.fatal = exc
+        if self.delivery is not None:
+            self.delivery.fail(exc)
+
+    async def _ticks(self, stop: asyncio.Event) -> None:
+        """Catch-up hooks, timers, offsets and metrics, beside the records."""
+        loop = asyncio.get_running_loop()
+        next_tick = 0.0
+        while not stop.is_set():
+            await asyncio.sleep(0.05)
+            try:
+                if self.fatal is not None:
+                    self.stop_with(self.fatal)
+                    return
+                async with self.busy:
+                    if self.newly_live:
+                        live, self.newly_live = self.newly_live, set()
+                        await self.on_caught_up(live & self.owned)
+                    if self.caught_up and loop.time() >= next_tick:
+                        next_tick = loop.time() + self.tick_s
+                        await self.on_tick()
+                    await self.cache.trim()  # the projector may have caught up since
+                    await self._save_offsets()
+                self._measure_lag()
+            except Exception as exc:
+                log.exception("%s: stopping", self.consumer)
+                self.stop_with(exc)
+                return
+
+    async def _assigned(self, partitions: set[int]) -> dict[int, int]:
+        """Claim the partitions, then say where each starts (see `start_positions`)."""
+        assert self.fence is not None
+        async with self.busy:
+            await self.fence.claim(self.conn, partitions)
+            stored = await store.load_offsets(self.conn, self.consumer, self.epoch, codec.EVENTS_TOPIC)
+            projected = await store.load_offsets(self.conn, "projector", self.epoch, codec.EVENTS_TOPIC)
+            beginnings, ends = await kafka_log.bounds(self.settings, sorted(partitions))
+            start, lost = start_positions(sorted(partitions), stored, projected, beginnings)
+            for p in partitions:
+                self.stored[p] = stored.get(p, 0)
+                self.position[p] = start[p]
+                self.start_offsets[p] = start[p]
+                self._report_gap(p, lost.get(p, 0), beginnings.get(p, 0), projected.get(p, 0))
+                if start[p] < ends.get(p, 0):
+                    self.catching_up[p] = ends[p]
+                else:
+                    self.newly_live.add(p)
+            self.assigned_once = True
             log.info(
-                "%s: epoch %s, stored offsets %s, reading from %s, ends %s",
+                "%s: epoch %s, assigned %s, stored %s, reading from %s, ends %s",
                 self.consumer,
                 self.epoch,
-                self.stored,
+                sorted(partitions),
+                {p: stored.get(p, 0) for p in partitions},
                 start,
-                ends,
+                {p: ends.get(p, 0) for p in partitions},
             )
-            batches = self.reader.batches(max_records=500, timeout_ms=100)
-            loop = asyncio.get_running_loop()
-            next_tick = 0.0
-            while not stop.is_set():
-                if self.fatal is not None:
-                    raise RuntimeError(f"{self.consumer} stopped: {self.fatal}") from self.fatal
-                if self.caught_up and loop.time() >= next_tick:
-                    next_tick = loop.time() + self.tick_s
-                    await self.on_tick()
-                records = await anext(batches)
-                if records:
-                    await self._handle(records)
-                elif not self.caught_up and all(
-                    self.position.get(tp.partition, 0) >= ends.get(tp.partition, 0) for tp in partitions
-                ):
-                    self.caught_up = True
-                    await self.on_caught_up()
-                else:
-                    await self.cache.trim()  # the projector may have caught up since
-                await self._save_offsets()
-                self._measure_lag()
-            await self.drain()
-        finally:
-            await self._save_offsets()
-            await self.reader.stop()
-            await self.close()
+            return start
 
-    async def _start_positions(self, partitions: list[int]) -> dict[int, int]:
-        """Where to read each partition from (see `start_positions`), gaps counted and logged."""
-        projected = await store.load_offsets(self.conn, "projector", self.epoch, codec.EVENTS_TOPIC)
-        beginnings = await self.reader.beginning_offsets()
-        start, lost = start_positions(partitions, self.stored, projected, beginnings)
-        for p in partitions:
-            self.metrics.log_gap.labels(self.consumer, str(p)).set(lost.get(p, 0))
-            if lost.get(p):
-                # Neither projected nor in the log any more: nothing can recover it.
-                log.error(
-                    "%s: partition %d starts at %d, but only %d was projected: %d record(s) are lost"
-                    " (is the events topic's retention finite?)",
-                    self.consumer,
-                    p,
-                    beginnings.get(p, 0),
-                    projected.get(p, 0),
-                    lost[p],
-                )
-        return start
+    def _report_gap(self, partition: int, lost: int, first: int, projected: int) -> None:
+        self.metrics.log_gap.labels(self.consumer, str(partition)).set(lost)
+        if lost:
+            # Neither projected nor in the log any more: nothing can recover it.
+            log.error(
+                "%s: partition %d starts at %d, but only %d was projected: %d record(s) are lost"
+                " (is the events topic's retention finite?)",
+                self.consumer,
+                partition,
+                first,
+                projected,
+                lost,
+            )
 
-    async def _handle(self, records: list[ConsumerRecord[bytes, bytes]]) -> None:
-        for record in records:
-            partition, offset = record.partition, record.offset
-            if codec.is_marker(record.headers):
-                self.position[partition] = offset + 1
-                continue
-            live = offset >= self.stored.get(partition, 0)
+    async def _revoked(self, partitions: set[int]) -> None:
+        """Finish the partitions' work, save their offsets, forget their sessions."""
+        await self.release(partitions)
+        async with self.busy:
             try:
-                event = codec.decode(record.value, record.headers)
-            except DecodeError as exc:
-                if live:
-                    await self._dead_letter(record, f"undecodable: {exc}")
-                self.position[partition] = offset + 1
-                continue
-            self.observe(event)
-            state, new = await self.cache.apply(event, offset)
-            if live and new:
+                await self._save_offsets(partitions)
+            except Fenced as exc:
+                log.warning("%s: %s", self.consumer, exc)  # another replica has them already
+            for p in partitions:
+                self.position.pop(p, None)
+                self.stored.pop(p, None)
+                self.catching_up.pop(p, None)
+                self.newly_live.discard(p)
+                self.metrics.consumer_lag.labels(self.consumer, str(p)).set(0)
+            self.cache.forget(partitions)
+            if self.fence is not None:
+                self.fence.release(partitions)
+            log.info("%s: revoked %s", self.consumer, sorted(partitions))
+
+    async def _records(self, partition: int, records: Sequence[Record]) -> None:
+        """Fold and act on one partition's records; never raises (a batch is not all-or-nothing
+        here): a bad record is dead-lettered, an unavailable dependency stops the worker."""
+        async with self.busy:
+            for record in records:
+                if self.fatal is not None or partition not in self.position:
+                    return
                 try:
-                    await self.act(event, state, partition, offset)
-                except UNAVAILABLE:
+                    await self._handle(record)
+                except UNAVAILABLE as exc:
                     # Not the event's fault: stop before passing it, so a restart acts on it again.
-                    raise
-                except Exception as exc:  # a reaction that raises must not stop the partition
-                    log.exception("%s: acting on %s failed", self.consumer, event.event_id)
-                    await self._dead_letter(record, f"{type(exc).__name__}: {exc}")
+                    log.error("%s: stopping at %s/%s: %r", self.consumer, partition, record.offset, exc)
+                    self.stop_with(exc)
+                    return
+            end = self.catching_up.get(partition)
+            if end is not None and self.position.get(partition, 0) >= end:
+                del self.catching_up[partition]
+                self.newly_live.add(partition)
+
+    async def _failed(self, record: Record, exc: Exception) -> None:
+        """`_records` never raises: whatever reaches here stops the worker."""
+        raise exc
+
+    async def _handle(self, record: Record) -> None:
+        partition, offset = record.partition, record.offset
+        if codec.is_marker(record.headers):
             self.position[partition] = offset + 1
-            failpoints.hit(f"{self.consumer}.after_record")
+            return
+        live = offset >= self.stored.get(partition, 0)
+        try:
+            event = codec.decode(record.value, record.headers)
+        except DecodeError as exc:
+            if live:
+                await self._dead_letter(record, f"undecodable: {exc}")
+            self.position[partition] = offset + 1
+            return
+        self.observe(event)
+        state, new = await self.cache.apply(event, offset)
+        if live and new:
+            try:
+                await self.act(event, state, partition, offset)
+            except UNAVAILABLE:
+                raise
+            except Exception as exc:  # a reaction that raises must not stop the partition
+                log.exception("%s: acting on %s failed", self.consumer, event.event_id)
+                await self._dead_letter(record, f"{type(exc).__name__}: {exc}")
+        self.position[partition] = offset + 1
+        failpoints.hit(f"{self.consumer}.after_record")
 
     def _measure_lag(self) -> None:
         self.metrics.cached_sessions.labels(self.consumer).set(len(self.cache.states))
         loads, self._loads_counted = self.cache.loads - self._loads_counted, self.cache.loads
         self.metrics.session_loads.labels(self.consumer).inc(loads)
-        for partition, highwater in self.reader.highwaters().items():
-            lag = max(0, highwater - self.position.get(partition, 0))
-            self.metrics.consumer_lag.labels(self.consumer, str(partition)).set(lag)
+        if self.delivery is None:
+            return
+        for partition, highwater in self.delivery.highwaters().items():
+            if partition in self.position:
+                lag = max(0, highwater - self.position[partition])
+                self.metrics.consumer_lag.labels(self.consumer, str(partition)).set(lag)
 
-    async def _dead_letter(self, record: ConsumerRecord[Any, Any], reason: str) -> None:
+    async def _dead_letter(self, record: Record, reason: str) -> None:
         self.dead_letters += 1
         self.metrics.dead_letters.labels(self.consumer).inc()
-        incoming = store.Incoming(record.offset, record.key, record.value, record.headers, None, reason)
+        incoming = store.Incoming(record.offset, record.key, record.value, list(record.headers), None, reason)
         await store.dead_letter(
-            self.conn, self.consumer, self.epoch, record.topic, record.partition, incoming, reason
+            self.conn, self.consumer, self.epoch, codec.EVENTS_TOPIC, record.partition, incoming, reason
         )
         await self.kafka.append_raw(
             record.key,
@@ -212,13 +334,13 @@ class FoldingWorker:
         )
         log.warning("%s: dead letter at %s/%s: %s", self.consumer, record.partition, record.offset, reason)
 
-    async def _save_offsets(self) -> None:
-        for partition in list(self.position):
+    async def _save_offsets(self, partitions: set[int] | None = None) -> None:
+        """Save how far each partition is done (fenced: refused once another replica owns it)."""
+        assert self.fence is not None
+        for partition in sorted(self.owned if partitions is None else partitions & self.owned):
             done = self.committable(partition)
             if done > self.stored.get(partition, 0):
-                await store.save_offset(
-                    self.conn, self.consumer, self.epoch, codec.EVENTS_TOPIC, partition, done
-                )
+                await self.fence.save_offset(self.conn, codec.EVENTS_TOPIC, partition, done)
                 self.stored[partition] = done
 
 

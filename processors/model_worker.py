@@ -19,7 +19,6 @@ from opentelemetry.trace import Span, SpanKind, Status, StatusCode
 from eventstore import channels, ledger
 from eventstore import events as ev
 from eventstore.events import Event
-from eventstore.log import partition_for
 from eventstore.pricing import priced_as
 from eventstore.state import SessionState
 from observe import tracing
@@ -52,19 +51,10 @@ class ModelWorker(EffectWorker[ev.ModelRequested]):
         self.calls = 0
         # Names already warned about (unpriced, deprecated): one log line each, bounded.
         self.flagged: set[tuple[str, str]] = set()
-        if self.settings.model_worker_count > 1:
-            self.consumer = f"model-worker-{self.settings.model_worker_index}"
-
-    def owns(self, partition: int) -> bool:
-        """Whether this worker serves the model calls of this partition's sessions."""
-        return partition % self.settings.model_worker_count == self.settings.model_worker_index
+        self.lease_s = self.settings.model_lease_s
 
     def request(self, event: Event) -> ev.ModelRequested | None:
         return event if isinstance(event, ev.ModelRequested) else None
-
-    async def act(self, event: Event, state: SessionState, partition: int, offset: int) -> None:
-        if self.owns(partition):
-            await super().act(event, state, partition, offset)
 
     def key(self, request: ev.ModelRequested) -> str:
         return ledger.model_key(request.session_id, request.turn_id, request.step)
@@ -83,8 +73,6 @@ class ModelWorker(EffectWorker[ev.ModelRequested]):
     def unanswered(self, state: SessionState) -> list[ev.ModelRequested]:
         turn = state.turn(state.current_turn)
         if turn is None or not turn.model_pending:
-            return []
-        if not self.owns(partition_for(state.session_id, self.settings.partitions)):
             return []
         return [reactor.model_request(state, turn, turn.step, ev.now())]
 
@@ -224,6 +212,7 @@ class ModelWorker(EffectWorker[ev.ModelRequested]):
     async def perform(self, request: ev.ModelRequested, state: SessionState) -> tuple[Event, int]:
         started = time.monotonic()
         self.calls += 1
+        self.metrics.model_in_flight.inc()
         try:
             offer = await self.mcp.offer(state)
             response = await self.model.complete(self.model_request(request, state, offer))
@@ -234,6 +223,8 @@ class ModelWorker(EffectWorker[ev.ModelRequested]):
         except Exception as exc:  # an adapter bug must end the turn, not hang it
             log.exception("model adapter raised")
             return results.failed(request, f"model call failed: {type(exc).__name__}: {exc}", ev.now()), 1
+        finally:
+            self.metrics.model_in_flight.dec()
         took = int((time.monotonic() - started) * 1000)
         if response.deprecated is not None:
             self.metrics.deprecated.labels(self.model_label(request.payload.model)).inc()

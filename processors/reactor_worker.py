@@ -90,10 +90,11 @@ class ReactorWorker(FoldingWorker):
             turn.error or turn.refused if outcome != "completed" else None,
         )
 
-    async def on_caught_up(self) -> None:
-        """Resume the unfinished turns the projection knows of (e.g. from an older log epoch)."""
+    async def on_caught_up(self, partitions: set[int]) -> None:
+        """Resume the unfinished turns of newly owned partitions that the projection knows of
+        (e.g. from an older log epoch, or left by the replica that owned them before)."""
         resumed = 0
-        for state in await self.running_sessions():
+        for state in await self.running_sessions(partitions):
             try:
                 resumed += bool(await self._settle(state))
             except UNAVAILABLE:

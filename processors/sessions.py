@@ -92,6 +92,16 @@ class SessionCache:
             self._keep(state)
         return state
 
+    async def read(self, session_id: str) -> SessionState:
+        """A session of another replica's partition, as Postgres holds it now (not cached: its
+        owner folds it; this is for a look across partitions, such as a child's end)."""
+        state = self.states.get(session_id)
+        if state is not None:
+            return state
+        self.loads += 1
+        history = await store.session_events(self.conn, session_id)
+        return fold(session_id, history) if history else empty(session_id)
+
     async def apply(self, event: Event, offset: int | None = None) -> tuple[SessionState, bool]:
         """Fold one event read at `offset`; returns the new state and whether the event was new."""
         sid = event.session_id
@@ -131,6 +141,14 @@ class SessionCache:
         self.closed[state.session_id] = (state.status, state.tenant_id, {t.turn_id for t in state.turns})
         while len(self.closed) > self.max_sessions:
             self.closed.popitem(last=False)  # loaded again from Postgres if it is ever needed
+
+    def forget(self, partitions: set[int]) -> None:
+        """Drop every state of the given partitions (handed to another replica, which loads
+        them from Postgres; if they come back, so does this cache)."""
+        for sid in [sid for sid in self.states if self.partition(sid) in partitions]:
+            self._drop(sid)
+        for sid in [sid for sid in self.closed if self.partition(sid) in partitions]:
+            del self.closed[sid]
 
     def over(self) -> bool:
         """Whether the cache holds more than its bounds."""

@@ -1,55 +1,100 @@
 """The sub-agent worker (queue model): starts the child session of a Task call, and relays
 the child's end to its parent as `subagent_completed`.
 
-A child is a session like any other: the reactor, model and tool workers run it. This
-worker only admits children (at most `subagent_concurrency` running per worker; the rest
-wait in order) and watches them end. Workers split the children between them by a hash of
-the child's session id, so a fan-out spreads over the workers. Everything is derived from
-the log (the parent's task attempts, the children's states), so a worker killed at any
-point resumes by reconciling: children not yet started are started, ended ones are
-reported; ids are derived from the call, so a repeat is the same event, and the parent
-takes one completion per attempt.
+A child is a session like any other: the reactor, model and tool workers run it. A parent
+and its child usually live on different partitions, so on different replicas: the replica
+that owns the parent's partition admits the child (at most `subagent_concurrency` running
+per replica; the rest wait in order) and starts it; the replica that owns the child's
+partition sees it end and reports to the parent, from what the child's `session_started`
+says about the call. The admitting replica also looks at its running children in Postgres
+every tick (to free their slots, and to report an end nobody reported). Everything is
+derived from the log, so a replica killed at any point resumes by reconciling: children not
+yet started are started, ended ones are reported; ids are derived from the call, so a
+repeat is the same event, and the parent takes one completion per attempt.
 """
 
 from __future__ import annotations
 
-import hashlib
 import logging
 from collections import deque
+from dataclasses import dataclass
+from datetime import datetime
 from typing import Any
 
 from eventstore import events as ev
 from eventstore import ids, lineage
 from eventstore.events import Event
-from eventstore.state import SessionState
+from eventstore.state import CLOSED, SessionState
 from processors import failpoints, reactor
 from processors.folding import FoldingWorker
 
 log = logging.getLogger(__name__)
 
 
+@dataclass(frozen=True)
+class Call:
+    """What reporting a child's end needs of the Task call that started it."""
+
+    parent_session_id: str
+    tenant_id: str
+    turn_id: str | None
+    step: int | None
+    request_event_id: Any
+    requested_at: datetime
+    tool_use_id: str
+    attempt: int
+    traceparent: str | None
+
+    @classmethod
+    def of(cls, request: ev.SubagentRequested) -> Call:
+        return cls(
+            request.session_id,
+            request.tenant_id,
+            request.turn_id,
+            request.step,
+            request.event_id,
+            request.occurred_at,
+            request.payload.tool_use_id,
+            request.payload.attempt,
+            request.traceparent,
+        )
+
+    @classmethod
+    def from_child(cls, child: SessionState) -> Call | None:
+        """The call as the child's `session_started` recorded it (None for a child started
+        before it recorded the call, or not a child)."""
+        m = child.metadata
+        if child.parent_session_id is None or "request_event_id" not in m:
+            return None
+        return cls(
+            child.parent_session_id,
+            child.tenant_id,
+            m.get("parent_turn_id"),
+            m.get("parent_step"),
+            m["request_event_id"],
+            datetime.fromisoformat(m["requested_at"]),
+            str(m.get("parent_tool_use_id", child.parent_tool_use_id)),
+            int(m.get("attempt", 1)),
+            m.get("traceparent"),
+        )
+
+
 class SubagentWorker(FoldingWorker):
-    """Admits children of Task calls and reports their ends to their parents."""
+    """Admits children of Task calls of the parents it owns; reports the ends of the children
+    it owns."""
 
     consumer = "subagent-worker"
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
-        index, count = self.settings.subagent_worker_index, self.settings.subagent_worker_count
-        if count > 1:
-            self.consumer = f"subagent-worker-{index}"
         self.limit = self.settings.subagent_concurrency
-        # Owned calls by child session id: the request, and whether the child was started.
+        # Calls of owned parents by child session id; children started and waiting.
         self.requests: dict[str, ev.SubagentRequested] = {}
         self.running: set[str] = set()
         self.waiting: deque[str] = deque()
         self.started: list[str] = []
         self.completed = 0
-
-    def owns(self, child_session_id: str) -> bool:
-        """Whether this worker runs this child (a stable hash of its id)."""
-        digest = int(hashlib.sha256(child_session_id.encode()).hexdigest()[:8], 16)
-        return digest % self.settings.subagent_worker_count == self.settings.subagent_worker_index
+        self.tick_s = min(self.tick_s, 0.5)
 
     def observe(self, event: Event) -> None:
         if isinstance(event, ev.SessionDeleted | ev.SessionExpired) and event.session_id in self.requests:
@@ -58,10 +103,10 @@ class SubagentWorker(FoldingWorker):
             self.requests.pop(event.session_id, None)
 
     async def act(self, event: Event, state: SessionState, partition: int, offset: int) -> None:
-        if isinstance(event, ev.SubagentRequested) and self.owns(event.payload.child_session_id):
+        if isinstance(event, ev.SubagentRequested):
             await self._admit(event)
-        elif isinstance(event, ev.TurnCompleted | ev.TurnFailed) and event.session_id in self.requests:
-            await self._report(event.session_id)
+        elif isinstance(event, ev.TurnCompleted | ev.TurnFailed) and state.parent_session_id is not None:
+            await self._report_child(state)
         await self._drain()
 
     async def _current(self, request: ev.SubagentRequested) -> bool:
@@ -77,31 +122,63 @@ class SubagentWorker(FoldingWorker):
             and turn.result_for(request.payload.tool_use_id) is None
         )
 
-    async def on_caught_up(self) -> None:
-        """Reconcile with the log: start what was asked and never started, report what ended."""
-        parents = {s.session_id: s for s in await self.running_sessions()}
-        parents.update(self.cache.states)
+    async def on_caught_up(self, partitions: set[int]) -> None:
+        """Reconcile the new partitions with the log: start what their parents asked for and
+        was never started, report what their children or their parents' children ended."""
+        parents = {s.session_id: s for s in await self.running_sessions(partitions)}
+        parents.update(
+            (sid, s) for sid, s in self.cache.states.items() if self.cache.partition(sid) in partitions
+        )
         for parent in list(parents.values()):
+            if parent.parent_session_id is not None and _ended(parent):
+                await self._report_child(parent)  # a child of ours that ended: tell its parent
             turn = parent.turn(parent.current_turn)
             if turn is None:
                 continue
             for task in turn.tasks:
-                if turn.result_for(task.tool_use_id) is not None or not self.owns(task.child_session_id):
+                if turn.result_for(task.tool_use_id) is not None:
                     continue
                 block = next(b for b in turn.tool_uses if b.get("id") == task.tool_use_id)
                 request = reactor.subagent_request(parent, turn, block, task.attempt, task.requested_at)
                 if task.child_session_id in self.cache.closed:
                     continue  # deleted: it will never answer; the parent's timeout takes over
-                child = await self.cache.get(task.child_session_id)
+                child = await self.cache.read(task.child_session_id)
+                if child.status in CLOSED:
+                    continue
                 self.requests[task.child_session_id] = request
                 if child.status == "new" or not child.turns:
                     # Not started, or killed between its two appends: start it (same ids).
                     await self._admit(request)
                 elif _ended(child):
-                    await self._report(child.session_id)
+                    await self._report(Call.of(request), child)
                 else:
                     self.running.add(child.session_id)
         await self._drain()
+
+    async def on_tick(self) -> None:
+        """Free the slots of running children that ended (whoever reported them), report
+        what nobody did, and admit waiting children."""
+        for child_id in list(self.running):
+            request = self.requests.get(child_id)
+            if request is None or not self.reads(request.session_id):
+                self.running.discard(child_id)
+                self.requests.pop(child_id, None)
+                continue
+            child = await self.cache.read(child_id)
+            if child.status in CLOSED:
+                self.running.discard(child_id)
+                self.requests.pop(child_id, None)
+            elif _ended(child):
+                await self._report(Call.of(request), child)
+        await self._drain()
+
+    async def release(self, partitions: set[int]) -> None:
+        """Forget the calls of parents handed to another replica (it reconciles them)."""
+        for child_id, request in list(self.requests.items()):
+            if self.cache.partition(request.session_id) in partitions:
+                self.requests.pop(child_id, None)
+                self.running.discard(child_id)
+        self.waiting = deque(c for c in self.waiting if c in self.requests)
 
     async def _admit(self, request: ev.SubagentRequested) -> None:
         child_id = request.payload.child_session_id
@@ -136,6 +213,12 @@ class SubagentWorker(FoldingWorker):
                 "parent_tool_use_id": p.tool_use_id,
                 "attempt": p.attempt,
                 "subagent_worker": self.consumer,
+                # The call, so that the child's owner can report its end without the parent.
+                "parent_turn_id": request.turn_id,
+                "parent_step": request.step,
+                "request_event_id": str(request.event_id),
+                "requested_at": request.occurred_at.isoformat(),
+                "traceparent": request.traceparent,
             },
             tools=p.tools,
             depth=p.depth,
@@ -156,45 +239,64 @@ class SubagentWorker(FoldingWorker):
         self.started.append(p.child_session_id)
         failpoints.hit(f"{self.consumer}.after_start")
 
-    async def _report(self, child_id: str) -> None:
-        """The child's end, as its parent's tool result (once per attempt, by its id)."""
-        request = self.requests.get(child_id)
-        if request is None:
-            return
-        child = await self.cache.get(child_id)
+    async def _report_child(self, child: SessionState) -> None:
+        """A child this replica owns ended: report it from what its start recorded (or, for a
+        child started before the call was recorded there, from its parent's projected state)."""
         if not _ended(child):
             return
+        call = Call.from_child(child)
+        if call is None:
+            call = await self._call_from_parent(child)
+        if call is not None:
+            await self._report(call, child)
+
+    async def _call_from_parent(self, child: SessionState) -> Call | None:
+        assert child.parent_session_id is not None
+        parent = await self.cache.read(child.parent_session_id)
+        for turn in reversed(parent.turns):
+            for task in turn.tasks:
+                if task.child_session_id == child.session_id:
+                    block = next(b for b in turn.tool_uses if b.get("id") == task.tool_use_id)
+                    return Call.of(
+                        reactor.subagent_request(parent, turn, block, task.attempt, task.requested_at)
+                    )
+        log.warning("subagent-worker: no call found for child %s of %s", child.session_id, parent.session_id)
+        return None
+
+    async def _report(self, call: Call, child: SessionState) -> None:
+        """The child's end, as its parent's tool result (once per attempt, by its id)."""
         turn = child.turns[0]
         if turn.status == "completed":
             result, is_error = _answer(child), False
         else:
             result, is_error = f"the sub-agent failed: {turn.error}", True
         ended_at = child.last_activity_at or ev.now()
-        p = request.payload
         completed = ev.SubagentCompleted(
             event_id=ids.derive(
-                ids.event_key(request.session_id, "subagent_completed", p.tool_use_id, p.attempt)
+                ids.event_key(call.parent_session_id, "subagent_completed", call.tool_use_id, call.attempt)
             ),
-            session_id=request.session_id,
-            tenant_id=request.tenant_id,
-            turn_id=request.turn_id,
-            step=request.step,
-            causation_id=request.event_id,
-            correlation_id=request.turn_id,
+            session_id=call.parent_session_id,
+            tenant_id=call.tenant_id,
+            turn_id=call.turn_id,
+            step=call.step,
+            causation_id=call.request_event_id,
+            correlation_id=call.turn_id,
             occurred_at=ev.now(),
+            traceparent=call.traceparent,
             payload=ev.SubagentCompletedPayload(
-                tool_use_id=p.tool_use_id,
-                child_session_id=child_id,
+                tool_use_id=call.tool_use_id,
+                child_session_id=child.session_id,
                 result=result,
                 is_error=is_error,
-                attempt=p.attempt,
-                duration_ms=max(0, int((ended_at - request.occurred_at).total_seconds() * 1000)),
+                attempt=call.attempt,
+                duration_ms=max(0, int((ended_at - call.requested_at).total_seconds() * 1000)),
             ),
         )
         await self.kafka.append(completed)
         self.completed += 1
-        self.running.discard(child_id)
-        del self.requests[child_id]
+        if child.session_id in self.requests:
+            self.running.discard(child.session_id)
+            del self.requests[child.session_id]
 
 
 def _ended(child: SessionState) -> bool:

@@ -13,9 +13,11 @@ appends their results, each exactly as often as its idempotency class allows.
 Every failure is a `tool_result` the model can read: an unknown or disallowed tool, a tool
 that raises or overruns its time limit. A result over the size limit is stored whole in
 Postgres and the model sees a cut copy that says so. Secrets are redacted from every result
-before the ledger, `tool_outputs` or the log sees it (`redact.py`). Executors split the partitions
-between them (`tool_executor_index` of `tool_executor_count`), so a session's workspace
-belongs to one executor.
+before the ledger, `tool_outputs` or the log sees it (`redact.py`). Executors share the
+partitions through their consumer group, and the workspaces through one root every executor
+mounts (`workspace_root`): a session's calls run one at a time, across executors too (a
+Postgres advisory lock per workspace), so a replica that takes over a partition sees the
+files the earlier calls left.
 """
 
 from __future__ import annotations
@@ -33,7 +35,6 @@ from opentelemetry.trace import Span, SpanKind, Status, StatusCode
 from eventstore import events as ev
 from eventstore import ids, ledger
 from eventstore.events import Event
-from eventstore.log import partition_for
 from eventstore.state import SessionState
 from processors import failpoints, reactor
 from processors.effects import EffectWorker
@@ -70,23 +71,13 @@ class ToolWorker(EffectWorker[ev.ToolRequested]):
         # One call at a time per workspace: a Bash command cannot swap a path for a symlink
         # between a file tool's check and its write, and two Edits never plan on one image.
         self.workspace_locks: dict[str, asyncio.Lock] = {}
-        if self.settings.tool_executor_count > 1:
-            self.consumer = f"tool-worker-{self.settings.tool_executor_index}"
 
     async def close(self) -> None:
         await super().close()
         await self.mcp.close()
 
-    def owns(self, partition: int) -> bool:
-        """Whether this executor serves the workspaces of this partition's sessions."""
-        return partition % self.settings.tool_executor_count == self.settings.tool_executor_index
-
     def request(self, event: Event) -> ev.ToolRequested | None:
         return event if isinstance(event, ev.ToolRequested) else None
-
-    async def act(self, event: Event, state: SessionState, partition: int, offset: int) -> None:
-        if self.owns(partition):
-            await super().act(event, state, partition, offset)
 
     def key(self, request: ev.ToolRequested) -> str:
         return ledger.tool_key(request.session_id, request.turn_id, request.step, request.payload.tool_use_id)
@@ -104,7 +95,7 @@ class ToolWorker(EffectWorker[ev.ToolRequested]):
 
     def unanswered(self, state: SessionState) -> list[ev.ToolRequested]:
         turn = state.turn(state.current_turn)
-        if turn is None or not self.owns(partition_for(state.session_id, self.settings.partitions)):
+        if turn is None:
             return []
         return [
             reactor.tool_request(state, turn, index, block, ev.now())
@@ -195,7 +186,10 @@ class ToolWorker(EffectWorker[ev.ToolRequested]):
         if kind == "write":
             # A start already recorded (by us before a crash, or by another executor): the
             # command may have run, so it is never run again.
-            if await self._ledger_call(ledger.start, key, self.kind, request, {"class": kind}) is not None:
+            if (
+                await self._ledger_call(ledger.start, key, self.kind, request, {"class": kind}, self.fence)
+                is not None
+            ):
                 return ToolOutput(unknown(tool), is_error=True)
             failpoints.hit(f"{self.consumer}.after_start")
         elif kind == "guarded_write" and isinstance(tool, FunctionTool):
@@ -222,7 +216,7 @@ class ToolWorker(EffectWorker[ev.ToolRequested]):
         """A function tool's guarded write: its start is recorded before it runs; a start found
         recorded (a crash, or another executor) is judged by the tool's check."""
         earlier = await self._ledger_call(
-            ledger.start, self.key(request), self.kind, request, {"class": "guarded_write"}
+            ledger.start, self.key(request), self.kind, request, {"class": "guarded_write"}, self.fence
         )
         if earlier is not None:
             verdict = await tool.confirm(tool_input, ctx)
@@ -264,7 +258,9 @@ class ToolWorker(EffectWorker[ev.ToolRequested]):
         assert isinstance(plan, WritePlan)
         if intent is None:
             intended = {**plan.intent(), "summary": plan.summary}
-            other = await self._ledger_call(ledger.start, self.key(request), self.kind, request, intended)
+            other = await self._ledger_call(
+                ledger.start, self.key(request), self.kind, request, intended, self.fence
+            )
             if other is not None and other.intent is not None:
                 # Another executor started it meanwhile: judge by the file, as after a crash.
                 return await self._guarded(tool, tool_input, ctx, request, other.intent)
@@ -287,7 +283,7 @@ class ToolWorker(EffectWorker[ev.ToolRequested]):
             return output, {}
         whole = output.content
         digest = hashlib.sha256(whole.encode()).hexdigest()
-        await self._ledger_call(ledger.store_output, request, whole, digest)
+        await self._ledger_call(ledger.store_output, request, whole, digest, self.fence)
         note = (
             f"\n[result cut: showing {limit} of {len(whole)} characters; the whole result is stored"
             f" as tool output sha256:{digest}]"

@@ -9,6 +9,7 @@ from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from api.auth import Tenant
+from api.models import ApprovalList
 from api.problems import Problem
 from api.routes.common import AUTH, PROBLEM, SessionId, deps, no_nul, require_session
 from eventstore import events as ev
@@ -32,12 +33,28 @@ class Decision(BaseModel):
         return value
 
 
-@router.get("/sessions/{session_id}/approvals", responses={**AUTH, 404: PROBLEM})
+Status = Literal["pending", "approved", "denied", "expired"]
+
+
+@router.get("/approvals", response_model=ApprovalList, responses={**AUTH})
+async def list_tenant_approvals(
+    request: Request,
+    tenant: Tenant,
+    status: Annotated[Status | None, Query()] = None,
+    limit: Annotated[int, Query(ge=1, le=500)] = 100,
+) -> dict[str, Any]:
+    """The tenant's approvals across its sessions, oldest first (`?status=pending`: the inbox)."""
+    pool, _, _ = deps(request)
+    async with pool.connection() as conn:
+        return {"data": await reads.tenant_approvals(conn, tenant, status, limit)}
+
+
+@router.get("/sessions/{session_id}/approvals", response_model=ApprovalList, responses={**AUTH, 404: PROBLEM})
 async def list_approvals(
     request: Request,
     session_id: SessionId,
     tenant: Tenant,
-    status: Annotated[Literal["pending", "approved", "denied", "expired"] | None, Query()] = None,
+    status: Annotated[Status | None, Query()] = None,
 ) -> dict[str, Any]:
     """A session's approvals, oldest first (`?status=pending` for those waiting)."""
     pool, _, _ = deps(request)

@@ -129,6 +129,9 @@ async def list_sessions(
     request: Request,
     tenant: Tenant,
     status: Annotated[str | None, Query(pattern="^(idle|running|expired)$")] = None,
+    model: Annotated[
+        str | None, Query(max_length=200, pattern=r"^[^\x00]+$", description="sessions of this model")
+    ] = None,
     started_after: datetime | None = None,
     started_before: datetime | None = None,
     after: Annotated[
@@ -136,10 +139,13 @@ async def list_sessions(
     ] = None,
     limit: Annotated[int, Query(ge=1, le=500)] = 50,
 ) -> dict[str, Any]:
-    """The tenant's sessions in id order, a page at a time (keyset: `after` = `last_id`)."""
+    """The tenant's sessions in id order, a page at a time (keyset: `after` = `last_id`), with
+    each one's tokens and cost."""
     pool, _, _ = deps(request)
     async with pool.connection() as conn:
-        return await reads.sessions_page(conn, tenant, status, started_after, started_before, after, limit)
+        return await reads.sessions_page(
+            conn, tenant, status, started_after, started_before, after, limit, model=model
+        )
 
 
 @router.get("/sessions/{session_id}", response_model=SessionView, responses={**AUTH, 404: PROBLEM})

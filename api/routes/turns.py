@@ -13,7 +13,7 @@ from pydantic import Field, field_validator
 
 from api import agents
 from api.auth import Tenant
-from api.models import EventPage, TurnAccepted, TurnView
+from api.models import EventPage, ToolCallList, TurnAccepted, TurnList, TurnView
 from api.problems import Problem
 from api.routes.common import (
     AUTH,
@@ -180,6 +180,27 @@ async def post_message(
             return JSONResponse(done, status_code=200, headers=headers)
     accepted = TurnAccepted(session_id=session_id, turn_id=turn_id, idempotency_key=key, status="accepted")
     return JSONResponse(accepted.model_dump(), status_code=202, headers=headers)
+
+
+@router.get("/sessions/{session_id}/turns", response_model=TurnList, responses={**AUTH, 404: PROBLEM})
+async def list_turns(request: Request, session_id: SessionId, tenant: Tenant) -> dict[str, Any]:
+    """A session's turns in the order they were asked: status, usage, cost and latency."""
+    pool, _, _ = deps(request)
+    await require_session(pool, session_id, tenant)
+    async with pool.connection() as conn:
+        return {"data": await reads.turns(conn, session_id)}
+
+
+@router.get(
+    "/sessions/{session_id}/tool_calls", response_model=ToolCallList, responses={**AUTH, 404: PROBLEM}
+)
+async def list_tool_calls(request: Request, session_id: SessionId, tenant: Tenant) -> dict[str, Any]:
+    """A session's tool calls: input, result, duration, idempotency class (as the effect
+    ledger recorded the run) and, for a sub-agent, its child sessions."""
+    pool, _, _ = deps(request)
+    await require_session(pool, session_id, tenant)
+    async with pool.connection() as conn:
+        return {"data": await reads.tool_calls(conn, session_id)}
 
 
 @router.get(

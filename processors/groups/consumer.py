@@ -10,6 +10,7 @@ from collections.abc import Iterable, Mapping
 import aiokafka
 from faust.types import Message
 
+from eventstore.codec import EVENTS_TOPIC
 from eventstore.settings import Settings
 from processors.groups.delivery import Delivery, OnAssigned, OnError, OnRecords, OnRevoked, Record
 from processors.groups.faustapp import GroupApp
@@ -56,6 +57,13 @@ class GroupConsumer(Delivery):
     def kafka_consumer(self) -> aiokafka.AIOKafkaConsumer | None:
         """The aiokafka consumer under faust, for inspection (None when not started)."""
         return None if self._app is None else self._app.kafka_consumer()
+
+    def highwaters(self) -> dict[int, int]:
+        consumer = self.kafka_consumer
+        if consumer is None:
+            return {}
+        found = {p: consumer.highwater(aiokafka.TopicPartition(EVENTS_TOPIC, p)) for p in self.position}
+        return {p: end for p, end in found.items() if end is not None}
 
     async def start(self) -> None:
         """Join the group; returns once this replica's first assignment is done (on Tansu

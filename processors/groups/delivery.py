@@ -78,6 +78,14 @@ class Delivery:
         """The partitions this replica owns now."""
         return set(self.position)
 
+    async def run(self, stop: asyncio.Event) -> None:
+        """Consume until `stop` is set; raises `GroupStopped` if a callback failed."""
+        raise NotImplementedError
+
+    def highwaters(self) -> dict[int, int]:
+        """The log end per owned partition as of the latest fetch (those not fetched yet left out)."""
+        return {}
+
     def fail(self, exc: BaseException) -> None:
         """Stop delivering for good; `run` raises `GroupStopped`."""
         log.error("%s: stopping: %r", self.name, exc)

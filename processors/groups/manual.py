@@ -43,6 +43,9 @@ class ManualConsumer(Delivery):
         await self.assigned(partitions, generation=0)
         self.reader.seek(self.positions(partitions))
 
+    def highwaters(self) -> dict[int, int]:
+        return self.reader.highwaters() if self._started else {}
+
     async def stop(self) -> None:
         """Hand everything back (`on_revoked`), then disconnect."""
         if not self._started:

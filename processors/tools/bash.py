@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import logging
 import os
 import resource
 import shutil
@@ -20,6 +21,8 @@ from typing import Any, ClassVar
 from processors.tools.classify import classify
 from processors.tools.registry import EffectClass, ToolContext, ToolOutput
 from processors.tools.workspace import SANDBOX_UID
+
+log = logging.getLogger(__name__)
 
 # Where the sandbox looks for programs (on the host: bwrap, setpriv, prlimit; inside: the rest).
 HOST_PATH = "/usr/local/bin:/usr/bin:/bin:/usr/local/sbin:/usr/sbin:/sbin"
@@ -36,8 +39,16 @@ _DRAIN_GRACE_S = 2.0
 _ETC_ALWAYS = "alternatives ld.so.cache ld.so.conf ld.so.conf.d localtime ssl ca-certificates".split()
 _ETC_NETWORK = "resolv.conf hosts nsswitch.conf gai.conf host.conf".split()
 UNAVAILABLE = (
-    "Bash is unavailable: bubblewrap (bwrap) is not installed; install it (apt-get install bubblewrap) "
-    "or set AGENTLOG_BASH_ALLOW_UNSANDBOXED=true"
+    "Bash is unavailable: bubblewrap (bwrap), its sandbox, is not installed on this tool executor. "
+    "The agentlog image has it; elsewhere install it (apt-get install bubblewrap). In a container the "
+    'sandbox also needs user namespaces: see docs/operations.md, "The Bash sandbox in a container".'
+)
+# bwrap could not build the sandbox (it says why, first, as `bwrap: ...`, and exits 1): in a
+# container that is a missing permission, not the command's fault.
+SANDBOX_FAILED = (
+    "[Bash is unavailable: the sandbox could not start on this tool executor. bubblewrap needs "
+    "user namespaces, which this container does not allow (seccomp, AppArmor or a masked /proc): "
+    'see docs/operations.md, "The Bash sandbox in a container".]'
 )
 
 
@@ -57,6 +68,7 @@ class _Launch:
     env: dict[str, str]
     data: dict[str, str] = field(default_factory=dict)
     popen: dict[str, Any] = field(default_factory=dict)
+    sandboxed: bool = False  # started by bwrap
 
 
 @dataclass
@@ -232,7 +244,7 @@ def _prepare(command: str, workspace: Path, ctx: ToolContext) -> _Launch | str:
         return _Launch(prefix, tail, str(workspace), env, popen=popen)
     argv, files = _bwrap_argv(bwrap, workspace, uid, gid, ctx.allow_network, drop)
     env = {"PATH": SANDBOX_PATH, "HOME": WORKSPACE_MOUNT, "LANG": "C.UTF-8"}
-    return _Launch([*prefix, *argv], tail, None, env, files, popen)
+    return _Launch([*prefix, *argv], tail, None, env, files, popen, sandboxed=True)
 
 
 def _kill_group(pgid: int) -> None:
@@ -380,4 +392,14 @@ class Bash:
             outcome = await _execute(launch, timeout, cap)
         except OSError as exc:
             return ToolOutput(f"Bash could not start the command: {exc}", is_error=True)
+        if _sandbox_failed(launch, outcome):
+            said = outcome.head.decode(errors="replace").rstrip()
+            log.error("Bash: bubblewrap could not start its sandbox: %s", said[:500])
+            return ToolOutput(f"{said}\n{SANDBOX_FAILED}", is_error=True)
         return _render(outcome, timeout, cap)
+
+
+def _sandbox_failed(launch: _Launch, outcome: _Outcome) -> bool:
+    """Whether bwrap itself failed (before the command ran), as it does in a container that
+    lacks what it needs."""
+    return launch.sandboxed and outcome.returncode == 1 and outcome.head.startswith(b"bwrap: ")

@@ -252,6 +252,33 @@ async def test_without_bubblewrap_bash_is_unavailable_by_default(
     assert text(out) == bash.UNAVAILABLE
 
 
+async def test_a_sandbox_that_cannot_start_says_what_the_container_lacks(
+    workspace: Path, monkeypatch: pytest.MonkeyPatch, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """As bwrap answers in a container whose seccomp profile forbids user namespaces."""
+    fake = tmp_path / "bwrap"
+    fake.write_text(
+        "#!/bin/sh\n"
+        'case "$1" in --help) exit 0 ;; esac\n'
+        "echo 'bwrap: No permissions to create a new namespace, likely because the kernel does not"
+        " allow non-privileged user namespaces.' >&2\n"
+        "exit 1\n"
+    )
+    fake.chmod(0o755)
+
+    def find_program(name: str) -> str | None:
+        return str(fake) if name == "bwrap" else real_find_program(name)
+
+    monkeypatch.setattr(bash, "find_program", find_program)
+    out = await run("echo hi", context(workspace))
+    assert out.is_error
+    assert text(out).startswith("bwrap: No permissions to create a new namespace")
+    assert text(out).endswith(bash.SANDBOX_FAILED)
+    assert "docs/operations.md" in bash.SANDBOX_FAILED and "UNSANDBOXED" not in bash.SANDBOX_FAILED
+    assert "UNSANDBOXED" not in bash.UNAVAILABLE
+    assert any("could not start its sandbox" in r.getMessage() for r in caplog.records)
+
+
 async def test_without_bubblewrap_it_may_run_unsandboxed(
     workspace: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -38,7 +38,7 @@ async def test_a_decorated_function_runs_from_a_call_line_and_its_result_is_in_s
     ]
     # The tool saw the call's idempotency key: derived from the call's ledger key.
     (key,) = await stack.sql(
-        "SELECT effect_key FROM effects WHERE session_id = 'shop' AND intent IS NOT NULL"
+        "SELECT effect_key FROM effects WHERE session_id = 'shop' AND kind = 'tool' AND intent IS NOT NULL"
     )
     workspace = workspace_for(stack.settings.workspace_root, "default", "shop")
     assert (workspace / "charges.log").read_text() == f"o-1 250 {ids.derive(key[0])}\n"

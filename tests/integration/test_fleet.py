@@ -48,8 +48,7 @@ async def fleet(pg_server: str, log_dir: Path) -> AsyncIterator[tuple[Stack, lis
                     "model",
                     name=f"model-{i}",
                     instance=f"model-{i}",
-                    model_worker_index=i,
-                    model_worker_count=WORKERS,
+                    consumer_groups=True,  # the three share the partitions
                     anthropic_base_url=server.base_url,
                 )
             await stack.start_api()
@@ -110,6 +109,11 @@ async def test_top_shows_every_process_and_flags_the_bad_model_worker(
     assert snap.as_json()["outliers"] == [
         {"instance_id": bad.instance_id, "role": "model", "flags": bad.flags}
     ]
+    # The api serves the same view to the console (GET /v1/fleet).
+    async with httpx.AsyncClient(base_url=stack.api_url or "") as client:
+        served = (await client.get("/v1/fleet")).json()
+    assert [(o["instance_id"], o["role"]) for o in served["outliers"]] == [(bad.instance_id, "model")]
+    assert served["roles"]["model"]["work"] >= sessions
 
 
 def _value(text: str, series: str) -> float:

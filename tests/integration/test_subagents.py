@@ -1,5 +1,6 @@
-"""Sub-agents through the real parts: the Task tool's queue model over two sub-agent
-workers, timeouts and attempts, the depth limit, and the HTTP model."""
+"""Sub-agents through the real parts: the Task tool's queue model, timeouts and attempts, the
+depth limit, and the HTTP model (parents and children on different replicas:
+tests/faults/test_replicas.py)."""
 
 from __future__ import annotations
 
@@ -51,16 +52,12 @@ async def post(stack: Stack, sid: str, content: str, wait: float = 60) -> dict[s
 @pytest.fixture
 async def stack(pg_server: str, log_dir: Path) -> AsyncIterator[Stack]:
     async with stack_on(pg_server, log_dir, subagent_timeout_s=3, expiry_check_s=0.2) as stack:
-        await stack.start("projector", "reactor", "model", "tools", tools=TOOLS)
-        for index in range(2):
-            await stack.start(
-                "subagents", name=f"subagents-{index}", subagent_worker_index=index, subagent_worker_count=2
-            )
+        await stack.start("projector", "reactor", "model", "tools", "subagents", tools=TOOLS)
         await stack.start_api()
         yield stack
 
 
-async def test_a_parent_fans_out_to_three_children_over_two_workers(stack: Stack) -> None:
+async def test_a_parent_fans_out_to_four_children(stack: Stack) -> None:
     lines = "\n".join(task(f"Say the word {word}.") for word in ("alpha", "beta", "gamma", "delta"))
     done = await post(stack, "boss", lines)
     assert done["status"] == "completed", done
@@ -73,8 +70,7 @@ async def test_a_parent_fans_out_to_three_children_over_two_workers(stack: Stack
     )
     assert len(rows) == 4
     assert {r[:5] for r in rows} == {("completed", 1, False, "boss", 1)}
-    # The children were spread over both workers.
-    assert {r[5] for r in rows} == {"subagent-worker-0", "subagent-worker-1"}
+    assert {r[5] for r in rows} == {"subagent-worker"}  # (over replicas: tests/faults/test_replicas.py)
     completions = await stack.sql(
         "SELECT payload->>'tool_use_id', count(*) FROM events WHERE session_id = 'boss'"
         " AND type = 'subagent_completed' GROUP BY 1"

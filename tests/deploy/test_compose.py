@@ -1,4 +1,6 @@
-"""The production docker-compose.yml is valid Compose and wires every agentlog role the same way."""
+"""The production docker-compose.yml is valid Compose (the compose-spec schema, vendored in
+deploy/schemas), wires every agentlog role the same way, runs two replicas of each worker role
+with the tool executors' workspace volume, and keeps the log for ever."""
 
 from __future__ import annotations
 
@@ -62,8 +64,8 @@ def test_compose_file_matches_the_compose_spec() -> None:
             sys.executable,
             "-m",
             "check_jsonschema",
-            "--builtin-schema",
-            "vendor.compose-spec",
+            "--schemafile",
+            "deploy/schemas/compose-spec.json",
             "docker-compose.yml",
         ],
         cwd=ROOT,
@@ -133,3 +135,57 @@ def test_the_image_copies_every_package_the_wheel_ships() -> None:
         line.split()[1] for line in (ROOT / "Dockerfile").read_text().splitlines() if line.startswith("COPY ")
     }
     assert set(packages) <= copied, set(packages) - copied
+
+
+def test_every_worker_role_runs_two_replicas_in_consumer_groups() -> None:
+    services = _services()
+    for name in WORKERS:
+        assert services[name]["deploy"]["replicas"] == 2, name
+        assert "container_name" not in services[name], name  # a fixed name allows one container
+        env = _environment(services[name])
+        assert env["AGENTLOG_CONSUMER_GROUPS"] == "true", name
+        assert env["AGENTLOG_KAFKA_IDEMPOTENCE"] == "true", name
+        assert "readyz" in " ".join(services[name]["healthcheck"]["test"]), name
+    variables = set().union(*(_environment(services[name]) for name in AGENTLOG_SERVICES))
+    assert not {v for v in variables if v.endswith(("_INDEX", "_COUNT"))}
+
+
+def test_every_variable_compose_sets_for_agentlog_is_a_setting() -> None:
+    from tests.deploy.manifests import settings_variables
+
+    services = _services()
+    for name in AGENTLOG_SERVICES:
+        unknown = set(_environment(services[name])) - settings_variables()
+        assert not unknown, f"{name}: variables no setting reads: {sorted(unknown)}"
+
+
+def test_the_tool_executors_share_the_workspace_volume_and_may_sandbox() -> None:
+    services = _services()
+    tools = services["tool-worker"]
+    root = _environment(tools)["AGENTLOG_WORKSPACE_ROOT"]
+    mounts = dict(str(v).split(":", 1) for v in tools["volumes"])
+    assert mounts["workspaces"] == root
+    assert "workspaces" in YAML(typ="safe", pure=True).load(COMPOSE.read_text())["volumes"]
+    # What unprivileged bubblewrap needs in Docker (docs/operations.md).
+    assert set(tools["security_opt"]) == {
+        "seccomp=unconfined",
+        "apparmor=unconfined",
+        "systempaths=unconfined",
+    }
+    for name in AGENTLOG_SERVICES - {"tool-worker"}:
+        assert "security_opt" not in services[name], name
+
+
+def test_kafka_keeps_the_log_for_ever() -> None:
+    env = _environment(_services()["kafka"])
+    assert env["KAFKA_LOG_RETENTION_MS"] == "-1"
+    assert env["KAFKA_LOG_RETENTION_BYTES"] == "-1"
+    assert env["KAFKA_AUTO_CREATE_TOPICS_ENABLE"] == "false"
+    stated = {k: v for k, v in env.items() if "RETENTION" in k}
+    assert stated and set(stated.values()) == {"-1"}, stated
+
+
+def test_the_model_key_reaches_only_what_calls_or_chooses_a_model() -> None:
+    services = _services()
+    given = {name for name in AGENTLOG_SERVICES if "ANTHROPIC_API_KEY" in _environment(services[name])}
+    assert given == {"api", "model-worker", "subagent-worker"}
