@@ -27,7 +27,7 @@ from processors.effects import EffectWorker
 from processors.model import results
 from processors.model.port import ModelClient, ModelError, ModelRequest
 from processors.tools import mcp
-from processors.tools.mcp_client import McpUnavailable
+from processors.tools.errors import McpUnavailable
 from processors.tools.registry import Registry, default_registry
 
 log = logging.getLogger(__name__)

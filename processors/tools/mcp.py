@@ -16,19 +16,23 @@ import asyncio
 import logging
 import time
 from dataclasses import dataclass, field
-from typing import Any, ClassVar
-
-import mcp_types
+from typing import TYPE_CHECKING, Any, ClassVar
 
 from eventstore import events as ev
 from eventstore.events import Event
 from eventstore.mcp import SEPARATOR, McpEffect, McpServer, McpTool, McpToolConfig
 from eventstore.settings import Settings
 from eventstore.state import SessionState
+from processors.tools.errors import McpUnavailable
 from processors.tools.function import TOOL_NAME
-from processors.tools.mcp_client import McpUnavailable, as_content, connected, listed, reason
 from processors.tools.mcp_pool import Pool
 from processors.tools.registry import EffectClass, ToolContext, ToolOutput
+
+if TYPE_CHECKING:
+    import mcp_types
+
+# The SDK (processors/tools/mcp_client.py) is imported where a server is talked to, not here:
+# it takes most of a second to import, and every worker imports this module.
 
 log = logging.getLogger(__name__)
 
@@ -58,18 +62,18 @@ def classified(server_name: str, server: McpServer, tool: mcp_types.Tool) -> Mcp
         )
         return None
     configured = server.tools.get(tool.name) or McpToolConfig()
-    hints = tool.annotations or mcp_types.ToolAnnotations()
+    hints = tool.annotations
     effect: McpEffect
     if configured.effect is not None:
         effect = configured.effect
-    elif hints.read_only_hint:
+    elif hints is not None and hints.read_only_hint:
         effect = "read"
-    elif hints.idempotent_hint:
+    elif hints is not None and hints.idempotent_hint:
         effect = "idempotent_write"
     else:
         effect = "write"
     # The spec's default for a tool that changes things is destructive (destructiveHint true).
-    destructive = effect not in ("read", "fetch") and hints.destructive_hint is not False
+    destructive = effect not in ("read", "fetch") and (hints is None or hints.destructive_hint is not False)
     approval = next(a for a in (configured.approval, server.approval, destructive) if a is not None)
     schema = {k: v for k, v in tool.input_schema.items() if k != "title"}
     return McpTool(
@@ -125,6 +129,8 @@ class Catalog:
         hit = self.cache.get(key)
         if hit is not None and time.monotonic() - hit[0] < self.settings.mcp_list_ttl_s:
             return hit[1]
+        from processors.tools.mcp_client import connected, listed
+
         try:
             async with asyncio.timeout(LIST_TIMEOUT_S), connected(name, server, LIST_TIMEOUT_S) as client:
                 tools = await listed(client)
@@ -171,6 +177,8 @@ class McpRun:
     async def run(self, tool_input: dict[str, Any], ctx: ToolContext) -> ToolOutput:
         """Call the tool once; a failure is an error result, "outcome unknown" for a write
         whose request may have reached the server."""
+        from processors.tools.mcp_client import as_content, connected
+
         limit = ctx.settings.tool_timeout_s
         sent = False
         meta: Any = {IDEMPOTENCY_META: ctx.idempotency_key}
@@ -206,6 +214,8 @@ async def _called(
     client: Any, offered: McpTool, tool_input: dict[str, Any], meta: Any
 ) -> mcp_types.CallToolResult:
     """A call on a kept connection; its failures are the server's (McpUnavailable)."""
+    from processors.tools.mcp_client import reason
+
     try:
         result: mcp_types.CallToolResult = await client.call_tool(offered.tool, tool_input, meta=meta)
     except Exception as exc:

@@ -21,13 +21,7 @@ from mcp.client.streamable_http import streamable_http_client
 
 from eventstore.events import Block
 from eventstore.mcp import McpServer
-from processors.tools.errors import ToolError
-
-
-class McpUnavailable(ToolError):
-    """An MCP server that cannot be started, reached, or does not answer as the protocol says."""
-
-    retriable = True
+from processors.tools.errors import McpUnavailable, ToolError
 
 
 @asynccontextmanager

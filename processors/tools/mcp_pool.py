@@ -14,11 +14,13 @@ import contextlib
 import logging
 import time
 from dataclasses import dataclass, field
-
-from mcp import Client
+from typing import TYPE_CHECKING
 
 from eventstore.mcp import McpServer
-from processors.tools.mcp_client import McpUnavailable, connected
+from processors.tools.errors import McpUnavailable
+
+if TYPE_CHECKING:
+    from mcp import Client
 
 log = logging.getLogger(__name__)
 
@@ -99,6 +101,8 @@ async def _hold(
 ) -> None:
     """Open the connection, hand it over, keep it until told to stop (or until it breaks:
     then the task ends, and the next call connects again)."""
+    from processors.tools.mcp_client import connected
+
     try:
         async with connected(name, server, timeout_s) as client:
             ready.set_result(client)
