@@ -60,7 +60,7 @@ def status(
     """Where the running stack is: api URL, Postgres URI, bootstrap, processes."""
     path = data_dir / "stack.json"
     if not path.exists():
-        typer.echo("agentlog is not running here (no .agentlog/stack.json)", err=True)
+        typer.echo(f"agentlog is not running here (no {path})", err=True)
         raise typer.Exit(1)
     stack = json.loads(path.read_text())
     if as_json:
@@ -84,12 +84,14 @@ def _alive(pid: int) -> bool:
 @app.command()
 def worker(
     role: Annotated[str, typer.Argument(help="reactor | model | tools | subagents | projector")],
+    data_dir: DataDir = Path(".agentlog"),
 ) -> None:
-    """Run one worker role in the foreground."""
+    """Run one worker role in the foreground (beside a running stack, or as AGENTLOG_* say)."""
     from processors.run import ROLES, run_role
 
     if role not in ROLES:
         raise typer.BadParameter(f"role must be one of {', '.join(ROLES)}", param_hint="ROLE")
+    env_from_stack(data_dir)
     setup_logging()
     with config_errors():
         asyncio.run(run_role(role, settings()))
@@ -97,14 +99,16 @@ def worker(
 
 @app.command()
 def api(
-    host: Annotated[str, typer.Option()] = "127.0.0.1",
-    port: Annotated[int, typer.Option()] = 8000,
+    host: Annotated[str, typer.Option(help="the address to listen on")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="the port to listen on")] = 8000,
+    data_dir: DataDir = Path(".agentlog"),
 ) -> None:
-    """Serve the HTTP api."""
+    """Serve the HTTP api (beside a running stack, or as AGENTLOG_* say)."""
     import uvicorn
 
     from api.app import create_app
 
+    env_from_stack(data_dir)
     setup_logging()
     with config_errors():
         app = create_app(settings())
