@@ -1,54 +1,64 @@
-"""`agentlog top`: the fleet's snapshot (`observe.fleet`) as a table, one row per instance,
-then each role's and the fleet's, the outliers flagged."""
+"""`agentlog top`: the fleet's snapshot (`observe.fleet`) as a table of 80 columns, one row
+per instance, then each role's and the fleet's, the outliers flagged."""
 
 from __future__ import annotations
 
 from rich.table import Table
 
+from agentlog import fmt
 from observe.fleet import Rules, Snapshot, Stats, flag, fleet, parse, snapshot
 
 __all__ = ["Rules", "Snapshot", "Stats", "flag", "fleet", "parse", "snapshot", "table"]
 
 
 def _pct(value: float | None) -> str:
-    return "-" if value is None else f"{value:.1%}"
+    return "-" if value is None else f"{value:.0%}" if value >= 0.1 else f"{value:.1%}"
 
 
 def _num(value: float | None, fmt: str = "{:.3g}") -> str:
     return "-" if value is None else fmt.format(value)
 
 
+def _seconds(value: float | None) -> str:
+    if value is None:
+        return "-"
+    return f"{value * 1000:.0f}ms" if value < 1 else f"{value:.1f}s" if value < 100 else f"{value:.0f}s"
+
+
+def _instance(row: Stats) -> str:
+    """An instance's id without its role (`model-host-42` is `host-42` in the model row)."""
+    name = row.instance_id.removeprefix(f"{row.role}-")
+    return name + ("" if row.up else " (down)")
+
+
+def _notes(row: Stats) -> str:
+    dead = [f"{row.dead_letters:.0f} dead" if row.dead_letters else ""]
+    return "; ".join(n for n in [*dead, *row.flags] if n)
+
+
 def table(snap: Snapshot) -> Table:
-    """The snapshot as a rich table: one row per instance, then each role's and the fleet's."""
-    out = Table(title="agentlog top (totals since each instance started)")
-    for column in (
-        "instance",
-        "role",
-        "work",
-        "errors",
-        "mean s",
-        "steps/turn",
-        "tokens in/out",
-        "cost $",
-        "lag",
-        "dead",
-        "flags",
-    ):
-        out.add_column(column, justify="left" if column in ("instance", "role", "flags") else "right")
+    """The snapshot as a table of 80 columns: one row per instance, then each role's and the
+    fleet's (steps per turn and the rest are in `--json`)."""
+    out = fmt.table("instance", "role", "work", "err", "mean", "tok in/out", "cost", "lag", "flags")
+    out.title = "agentlog top (totals since each instance started)"
+    out.columns[0].overflow = "fold"
+    out.columns[-1].min_width = 15  # the flags are why one looks: they wrap, never cut
+    out.columns[-1].overflow = "fold"
+    for column in out.columns[1:8]:
+        column.no_wrap = True
+        column.justify = "left" if column.header == "role" else "right"
 
     def add(row: Stats, style: str | None = None) -> None:
         out.add_row(
-            row.instance_id + ("" if row.up else " (down)"),
+            _instance(row),
             row.role,
-            _num(row.work, "{:.0f}"),
+            fmt.count(row.work),
             _pct(row.error_rate),
-            _num(row.mean_duration_s),
-            _num(row.steps_per_turn),
-            f"{row.tokens_in:.0f}/{row.tokens_out:.0f}",
-            f"{row.cost_usd:.4f}",
-            f"{row.lag:.0f}",
-            f"{row.dead_letters:.0f}",
-            "; ".join(row.flags),
+            _seconds(row.mean_duration_s),
+            f"{fmt.count(row.tokens_in)}/{fmt.count(row.tokens_out)}",
+            fmt.money(row.cost_usd),
+            fmt.count(row.lag),
+            _notes(row),
             style=style or ("bold red" if row.flags else None),
         )
 

@@ -11,7 +11,7 @@
 
 A session started from an agent (`{"agent": "support", ...}`, the request's fields
 overriding) records the definition in its first event, so replay and forks see the agent
-as it was. Tool names `mcp__SERVER__TOOL` are kept for MCP servers' tools, not yet served.
+as it was. MCP servers' tools are named `server__tool`; Claude Code's `mcp__SERVER__TOOL` is refused.
 """
 
 from __future__ import annotations
@@ -48,10 +48,12 @@ class AgentDefinition(SessionSettings):
 
     @field_validator("tools", "approvals")
     @classmethod
-    def _no_mcp_yet(cls, names: list[str] | None) -> list[str] | None:
+    def _no_mcp_prefix(cls, names: list[str] | None) -> list[str] | None:
         for name in names or []:
             if name.startswith(MCP_PREFIX):
-                raise ValueError(f"{name}: MCP tools are not supported yet (no MCP client)")
+                raise ValueError(
+                    f"{name}: agentlog names an MCP server's tools SERVER__TOOL, without `mcp__`"
+                )
         return names
 
 

@@ -10,6 +10,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from api import invalid
 from eventstore.errors import AgentlogError, AppendTimeout, LogError, RecordTooLarge, StoreError
 
 MEDIA_TYPE = "application/problem+json"
@@ -73,16 +74,9 @@ def install(app: FastAPI) -> None:
 
     @app.exception_handler(RequestValidationError)
     async def _invalid(request: Request, exc: RequestValidationError) -> JSONResponse:
-        errors = [
-            {
-                "field": ".".join(str(p) for p in e["loc"][1:]) or str(e["loc"][0] if e["loc"] else "body"),
-                "location": str(e["loc"][0]) if e["loc"] else "body",
-                "message": e["msg"],
-            }
-            for e in exc.errors()
-        ]
-        fields = ", ".join(sorted({e["field"] for e in errors}))
-        return problem_response(request, 422, "Invalid request", f"invalid: {fields}", errors=errors)
+        errors = invalid.field_errors(list(exc.errors()), request.headers.get("content-type"), exc.body)
+        shown = "; ".join(f"{e['field']}: {e['message']}" for e in errors)
+        return problem_response(request, 422, "Invalid request", shown, errors=errors)
 
     @app.exception_handler(StarletteHTTPException)
     async def _http(request: Request, exc: StarletteHTTPException) -> JSONResponse:

@@ -11,9 +11,10 @@ from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, TypeAdapter
+from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, field_validator
 
 from eventstore import ids
+from eventstore.mcp import McpServer, McpTool, check_names
 
 SCHEMA_VERSION = 1
 
@@ -130,6 +131,16 @@ class SessionStartedPayload(_Payload):
     max_tokens: int = Field(default=4096, ge=1)
     # The named agent whose definition gave these settings (request fields override it).
     agent: AgentUsed | None = None
+    # MCP servers of this session, besides the deployment's (a name here overrides one there).
+    mcp_servers: dict[str, McpServer] = Field(default_factory=dict)
+    # A fork's MCP tools: its source's list, so that the fork is offered what the source was.
+    mcp_tools: list[McpTool] | None = None
+
+    @field_validator("mcp_servers")
+    @classmethod
+    def _server_names(cls, servers: dict[str, McpServer]) -> dict[str, McpServer]:
+        check_names(servers)
+        return servers
 
 
 class UserMessagePayload(_Payload):
@@ -159,6 +170,9 @@ class AssistantMessagePayload(_Payload):
     cost_usd: Decimal | None = Decimal(0)
     price: Price | None = None
     duration_ms: int = 0
+    # The MCP servers' tools the call was offered, on a session's first call that had any:
+    # every later call, approval and run reads this list, so replay sees what the model saw.
+    mcp_tools: list[McpTool] | None = None
 
 
 class ToolRequestedPayload(_Payload):

@@ -13,6 +13,7 @@ from typing import Any
 from psycopg.rows import dict_row
 
 from eventstore.events import AgentUsed
+from eventstore.mcp import McpTool
 from eventstore.state import empty, evolve
 from eventstore.store import AsyncConn, event_from_row
 
@@ -25,6 +26,7 @@ class Source:
     settings: dict[str, Any]
     at_seq: int
     agent: AgentUsed | None = None  # the definition the source started from, as it was
+    mcp_tools: list[McpTool] | None = None  # the MCP tools the source was offered
 
 
 async def history(conn: AsyncConn, session_id: str, at_seq: int | None) -> Source:
@@ -54,7 +56,15 @@ async def history(conn: AsyncConn, session_id: str, at_seq: int | None) -> Sourc
         "approvals": list(s.approvals),
         "ttl_seconds": s.ttl_s,
         "max_tokens": s.max_tokens,
+        "mcp_servers": {
+            name: server.model_dump(exclude_defaults=True) for name, server in s.mcp_servers.items()
+        }
+        or None,
     }
     return Source(
-        [m.as_api() for m in s.messages], {k: v for k, v in settings.items() if v is not None}, cut, s.agent
+        [m.as_api() for m in s.messages],
+        {k: v for k, v in settings.items() if v is not None},
+        cut,
+        s.agent,
+        list(s.mcp_tools) if s.mcp_tools is not None else None,
     )

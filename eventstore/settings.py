@@ -11,6 +11,7 @@ from pydantic import AliasChoices, Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from eventstore import models
+from eventstore.mcp import McpServer, check_names
 
 # Settings of the split by hand (before consumer groups); refused when set.
 REMOVED = frozenset(
@@ -81,6 +82,14 @@ class Settings(BaseSettings):
     # Secrets in tool results are replaced by [REDACTED:<type>] before anything records them
     # (processors/tools/redact.py): the log is immutable, a leaked key is leaked for good.
     redact_secrets: bool = True
+    # MCP servers whose tools every session is offered: JSON mapping a name to
+    # {"command": [...], "env": {...}} (stdio) or {"url": ...} (streamable HTTP); see docs/tools.md.
+    mcp_servers: dict[str, McpServer] = Field(default_factory=dict)
+    # Whether a session may name its own stdio servers (`mcp_servers` with a `command`): that
+    # runs a program of the caller's choosing on the tool executor, outside the Bash sandbox.
+    mcp_session_commands: bool = False
+    # How long a listing of a server's tools is reused for new sessions.
+    mcp_list_ttl_s: float = Field(default=60.0, ge=0)
     # Tools whose calls wait for a human's approval (a session may name its own).
     approval_tools: list[str] = Field(default_factory=list)
     # Bash: bubblewrap sandbox, no network, the workspace the only writable place.
@@ -180,6 +189,12 @@ class Settings(BaseSettings):
 
         parse_tokens(spec)
         return spec
+
+    @field_validator("mcp_servers")
+    @classmethod
+    def _server_names(cls, servers: dict[str, McpServer]) -> dict[str, McpServer]:
+        check_names(servers)
+        return servers
 
     @field_validator("tool_modules", "operator_tenants", mode="before")
     @classmethod

@@ -15,6 +15,7 @@ from pydantic import BaseModel, ConfigDict
 
 from eventstore import events as ev
 from eventstore.events import Block, Event, StopReason, TurnPolicy, Usage
+from eventstore.mcp import McpServer, McpTool
 from eventstore.persistent import HashSet, Keyed, Vector
 
 TurnStatus = Literal["queued", "running", "completed", "failed"]
@@ -145,6 +146,10 @@ class SessionState(BaseModel):
     subagents_started: int = 0
     forked_from: str | None = None
     agent: ev.AgentUsed | None = None
+    # MCP servers of the session (its own, not the deployment's), and the tools its first
+    # model call with any was offered (fixed from then on; None: none listed yet).
+    mcp_servers: dict[str, McpServer] = {}
+    mcp_tools: tuple[McpTool, ...] | None = None
     ephemeral: bool = False
     ttl_s: int | None = None
     max_tokens: int = 4096
@@ -167,6 +172,10 @@ class SessionState(BaseModel):
     def turn(self, turn_id: str | None) -> Turn | None:
         """The turn with this id, if the session has it."""
         return self.turns.get(turn_id) if turn_id is not None else None
+
+    def mcp_tool(self, name: object) -> McpTool | None:
+        """The MCP tool of this name the session was offered, if any."""
+        return next((t for t in self.mcp_tools or () if t.name == name), None)
 
     def queued(self) -> tuple[Turn, ...]:
         """Turns waiting to start, oldest first."""
@@ -251,6 +260,8 @@ def _apply(state: SessionState, event: Event) -> SessionState:
                     "parent_tool_use_id": p.parent_tool_use_id,
                     "forked_from": p.forked_from,
                     "agent": p.agent,
+                    "mcp_servers": p.mcp_servers,
+                    "mcp_tools": tuple(p.mcp_tools) if p.mcp_tools is not None else None,
                     "ephemeral": p.ephemeral,
                     "messages": Vector.of(
                         Message(role=m["role"], content=tuple(m["content"])) for m in p.history
@@ -332,7 +343,14 @@ def _apply(state: SessionState, event: Event) -> SessionState:
             asked = state.turn(event.turn_id)
             if asked is None:
                 return state
-            billed = {"usage": state.usage + p.usage, "cost_usd": ev.add_cost(state.cost_usd, p.cost_usd)}
+            billed = {
+                "usage": state.usage + p.usage,
+                "cost_usd": ev.add_cost(state.cost_usd, p.cost_usd),
+                # The MCP tools the session's first call with any was offered: fixed from then on.
+                "mcp_tools": state.mcp_tools
+                if state.mcp_tools is not None or p.mcp_tools is None
+                else tuple(p.mcp_tools),
+            }
             turn_billed = {
                 "usage": asked.usage + p.usage,
                 "cost_usd": ev.add_cost(asked.cost_usd, p.cost_usd),

@@ -26,6 +26,8 @@ from processors import reactor
 from processors.effects import EffectWorker
 from processors.model import results
 from processors.model.port import ModelClient, ModelError, ModelRequest
+from processors.tools import mcp
+from processors.tools.errors import McpUnavailable
 from processors.tools.registry import Registry, default_registry
 
 log = logging.getLogger(__name__)
@@ -45,6 +47,7 @@ class ModelWorker(EffectWorker[ev.ModelRequested]):
         super().__init__(*args, **kwargs)
         self.model = model
         self.tools = tools or default_registry()
+        self.mcp = mcp.Catalog(self.settings)
         self.calls = 0
         # Names already warned about (unpriced, deprecated): one log line each, bounded.
         self.flagged: set[tuple[str, str]] = set()
@@ -76,13 +79,17 @@ class ModelWorker(EffectWorker[ev.ModelRequested]):
     def unrecordable(self, request: ev.ModelRequested, reason: str) -> Event:
         return results.failed(request, f"model call failed: {reason}", ev.now())
 
-    def model_request(self, request: ev.ModelRequested, state: SessionState) -> ModelRequest:
-        """The Messages API request of a step: the conversation so far and the session's tools."""
+    def model_request(
+        self, request: ev.ModelRequested, state: SessionState, offer: mcp.Offer | None = None
+    ) -> ModelRequest:
+        """The Messages API request of a step: the conversation so far and the session's tools
+        (the built-in and users' ones, then those of its MCP servers)."""
         return ModelRequest(
             model=request.payload.model,
             system=state.system,
             messages=[m.as_api() for m in state.messages],
-            tools=self.tools.definitions(state.tools),
+            tools=self.tools.definitions(state.tools)
+            + (offer or mcp.Offer(state.mcp_tools or ())).definitions(),
             max_tokens=state.max_tokens,
             key=self.key(request),
             on_text=self._first_text(request, self._deltas(request) if self.settings.stream_deltas else None),
@@ -207,7 +214,10 @@ class ModelWorker(EffectWorker[ev.ModelRequested]):
         self.calls += 1
         self.metrics.model_in_flight.inc()
         try:
-            response = await self.model.complete(self.model_request(request, state))
+            offer = await self.mcp.offer(state)
+            response = await self.model.complete(self.model_request(request, state, offer))
+        except McpUnavailable as exc:
+            return results.failed(request, f"model call not made: {exc}", ev.now()), 1
         except ModelError as exc:
             return results.failed(request, f"model call failed: {exc.reason}", ev.now()), exc.attempts
         except Exception as exc:  # an adapter bug must end the turn, not hang it
@@ -225,6 +235,5 @@ class ModelWorker(EffectWorker[ev.ModelRequested]):
                 request.payload.model,
                 response.deprecated,
             )
-        return results.answered(
-            request, response, ev.now(), took, self.settings.prices or None
-        ), response.attempts
+        answer = results.answered(request, response, ev.now(), took, self.settings.prices or None)
+        return offer.recorded(answer), response.attempts

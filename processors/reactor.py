@@ -235,7 +235,12 @@ def _tool_requests(state: SessionState, turn: Turn, at: datetime, approve: froze
         tool_use_id = str(block.get("id"))
         if tool_use_id in turn.requested or turn.result_for(tool_use_id) is not None:
             continue
-        if block.get("name") in state.approvals or block.get("name") in approve:
+        mcp = state.mcp_tool(block.get("name"))
+        if (
+            block.get("name") in state.approvals
+            or block.get("name") in approve
+            or (mcp is not None and mcp.approval)
+        ):
             decision = turn.decision(tool_use_id)
             if decision is None:
                 if tool_use_id not in turn.awaiting:

@@ -38,9 +38,10 @@ from eventstore.events import Event
 from eventstore.state import SessionState
 from processors import failpoints, reactor
 from processors.effects import EffectWorker
-from processors.tools import redact
+from processors.tools import mcp, redact
 from processors.tools.files import WritePlan, sha256_of
 from processors.tools.function import FunctionTool
+from processors.tools.mcp_pool import Pool as McpPool
 from processors.tools.registry import EffectClass, Registry, Tool, ToolContext, ToolOutput, default_registry
 from processors.tools.workspace import workspace_for
 
@@ -65,10 +66,15 @@ class ToolWorker(EffectWorker[ev.ToolRequested]):
     def __init__(self, *args: Any, tools: Registry | None = None, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.tools = tools or default_registry()
+        self.mcp = McpPool()  # connections to MCP servers, kept open across calls
         self.runs = 0
         # One call at a time per workspace: a Bash command cannot swap a path for a symlink
         # between a file tool's check and its write, and two Edits never plan on one image.
         self.workspace_locks: dict[str, asyncio.Lock] = {}
+
+    async def close(self) -> None:
+        await super().close()
+        await self.mcp.close()
 
     def request(self, event: Event) -> ev.ToolRequested | None:
         return event if isinstance(event, ev.ToolRequested) else None
@@ -132,6 +138,10 @@ class ToolWorker(EffectWorker[ev.ToolRequested]):
 
     def _tool(self, request: ev.ToolRequested, state: SessionState) -> Tool | ToolOutput:
         name = request.payload.name
+        # A tool of an MCP server the session was offered.
+        offered = mcp.tool_for(name, state, self.settings, self.mcp)
+        if offered is not None:
+            return offered
         allowed = {t.name for t in self.tools.allowed(state.tools)}
         tool = self.tools.get(name)
         if tool is None or name not in allowed:
@@ -293,7 +303,7 @@ class ToolWorker(EffectWorker[ev.ToolRequested]):
 
     def span(self, request: ev.ToolRequested) -> tuple[str, SpanKind, dict[str, Any]]:
         name = request.payload.name
-        known = name if self.tools.get(name) is not None else "unknown"  # names are model output
+        known = mcp.label(name, self.tools.get(name) is not None)  # names are model output
         return (
             f"execute_tool {known}",
             SpanKind.INTERNAL,
@@ -315,7 +325,7 @@ class ToolWorker(EffectWorker[ev.ToolRequested]):
 
     def measure(self, request: ev.ToolRequested, outcome: Event, attempts: int, seconds: float) -> None:
         name = request.payload.name
-        label = name if self.tools.get(name) is not None else "unknown"  # names are model output
+        label = mcp.label(name, self.tools.get(name) is not None)  # names are model output
         failed = isinstance(outcome, ev.ToolResult) and outcome.payload.is_error
         self.metrics.tool_calls.labels(label, "error" if failed else "ok").inc()
         self.metrics.tool_duration.labels(label).observe(seconds)

@@ -38,6 +38,24 @@ app.add_typer(token_app, name="token")
 DataDir = Annotated[Path, typer.Option(help="where `agentlog up` keeps stack.json")]
 
 
+def _print_version(wanted: bool) -> None:
+    if wanted:
+        from importlib.metadata import version
+
+        typer.echo(f"agentlog {version('agentlog')}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(
+    version: Annotated[
+        bool,
+        typer.Option("--version", callback=_print_version, is_eager=True, help="print the version and exit"),
+    ] = False,
+) -> None:
+    """agentlog: an event-sourced runtime for LLM agents."""
+
+
 def settings() -> Settings:
     """The settings, read once from the environment by the command that needs them."""
     return Settings()
@@ -62,10 +80,13 @@ def env_from_stack(data_dir: Path) -> None:
 @contextmanager
 def api_errors() -> Iterator[None]:
     """Errors of the api (or of reaching it) end the command with their message, not a traceback."""
-    from agentlog.client import AgentlogError, NotConfigured
+    from agentlog.client import AgentlogError, ApiUnreachable, NotConfigured
 
     try:
         yield
+    except ApiUnreachable as exc:
+        typer.echo(f"agentlog: the api does not answer at {exc.detail}", err=True)
+        raise typer.Exit(1) from None
     except (AgentlogError, NotConfigured, TimeoutError) as exc:
         typer.echo(f"agentlog: {exc}", err=True)
         raise typer.Exit(1) from None

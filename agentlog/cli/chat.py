@@ -12,13 +12,16 @@ from typing import TYPE_CHECKING, Annotated, Any
 import typer
 from rich.markup import escape
 
+from agentlog import fmt
+from agentlog.cli import chat_commands
 from agentlog.cli.app import DataDir, api_errors, app, client
 
 if TYPE_CHECKING:
     from rich.console import Console
+    from rich.table import Table
 
     from agentlog.client import Agentlog
-    from api.models import EventView
+    from api.models import EventView, SessionSummary
 
 
 @app.command()
@@ -58,31 +61,45 @@ def sessions(
     from itertools import islice
 
     from rich.console import Console
-    from rich.table import Column, Table
 
     with api_errors(), client(data_dir) as api:
         found = list(islice(api.sessions(status, min(limit, 500)), limit))
     if as_json:
         typer.echo(json.dumps([s.model_dump() for s in found], indent=2))
         return
-    session_column = Column("session", overflow="fold")  # ids are for copying: never cut short
-    table = Table(session_column, "status", "model", "turns", "cost (USD)", "started", "last activity")
+    Console().print(sessions_table(found))
+
+
+def sessions_table(found: list[SessionSummary]) -> Table:
+    """Sessions in 80 columns: the id whole (it is for copying), the rest short."""
+    out = fmt.table("session", "status", "model", "turns", "cost", "last active")
+    out.columns[0].overflow = "fold"
+    for column in out.columns[3:5]:
+        column.justify = "right"
     for s in found:
-        table.add_row(
+        out.add_row(
             s.id,
             s.status,
-            s.model or "",
+            _short_model(s.model),
             str(s.turn_count),
-            "unknown" if s.cost_usd is None else s.cost_usd,
-            s.started_at or "",
-            s.last_activity_at or "",
+            fmt.money(s.cost_usd),
+            fmt.when(s.last_activity_at),
         )
-    Console().print(table)
+    return out
+
+
+def _short_model(model: str | None) -> str:
+    """`claude-sonnet-5-5` as `sonnet-5-5`, `agentlog-offline-1` as `offline-1`: the family is known."""
+    name = model or ""
+    for prefix in ("claude-", "agentlog-"):
+        if name.startswith(prefix):
+            return name[len(prefix) :]
+    return name
 
 
 @app.command()
 def chat(
-    session_id: Annotated[str | None, typer.Argument(metavar="[SESSION]", help="default: a new one")] = None,
+    session_id: Annotated[str | None, typer.Argument(metavar="SESSION", help="default: a new one")] = None,
     model: Annotated[str | None, typer.Option(help="the model of a new session")] = None,
     system: Annotated[str | None, typer.Option(help="the system prompt of a new session")] = None,
     agent: Annotated[
@@ -90,12 +107,13 @@ def chat(
     ] = None,
     data_dir: DataDir = Path(".agentlog"),
 ) -> None:
-    """Talk to a session: each line a turn, its text, tool calls and results as they happen; /quit leaves."""
+    """Talk to a session: each line a turn, its text, tool calls and results as they happen;
+    /help, /cost, /fork, /quit are commands."""
     from rich.console import Console
 
     console = Console(highlight=False, soft_wrap=True)
     session_id = session_id or f"chat-{uuid.uuid4().hex[:12]}"
-    console.print(f"session [bold]{session_id}[/]  (/quit to leave)", markup=True)
+    console.print(f"session [bold]{session_id}[/]  (/help for commands, /quit to leave)", markup=True)
     with api_errors(), client(data_dir) as api:
         last = _last_seq(api, session_id)
         if last == 0:  # made now, so that its stream is open before the first message is posted
@@ -107,10 +125,16 @@ def chat(
                 line = console.input("[bold cyan]you>[/] ")
             except (EOFError, KeyboardInterrupt):
                 break
-            if line.strip() in ("/quit", "/exit"):
-                break
-            if line.strip():
-                last = _turn(api, console, session_id, line, last)
+            if chat_commands.is_command(line.strip()):
+                outcome = chat_commands.run(api, console, session_id, line)
+                if outcome.session_id is None:
+                    break
+                if outcome.switched:
+                    session_id = outcome.session_id
+                    _until_projected(api, session_id)
+                    last = _last_seq(api, session_id)
+            elif line.strip():
+                last = _turn(api, console, session_id, chat_commands.message(line.strip()), last)
 
 
 def _last_seq(api: Agentlog, session_id: str) -> int:

@@ -5,11 +5,13 @@ from __future__ import annotations
 
 import asyncio
 import json
+from decimal import Decimal
 from pathlib import Path
 from typing import Annotated
 
 import typer
 
+from agentlog import fmt
 from agentlog.cli.app import DataDir, app, database_url
 
 
@@ -22,7 +24,6 @@ def sql(
 ) -> None:
     """Run a read-only SQL query over the projection (see docs/sql.md) and print the rows."""
     from rich.console import Console
-    from rich.table import Table
 
     from agentlog.analyst import AnalystError, run_sql
 
@@ -35,7 +36,16 @@ def sql(
     if as_json:
         typer.echo(json.dumps([dict(zip(columns, row, strict=True)) for row in rows], indent=2, default=str))
         return
-    table = Table(*columns)
+    table = fmt.table(*columns)
     for row in rows:
-        table.add_row(*("" if v is None else str(v) for v in row))
+        table.add_row(*(_cell(v) for v in row))
     Console().print(table)
+
+
+def _cell(value: object) -> str:
+    """A value as text; a decimal in positional notation (`0`, `0.0012`, never `0E-10`)."""
+    if value is None:
+        return ""
+    if isinstance(value, Decimal):
+        return "0" if value == 0 else format(value.normalize(), "f")
+    return str(value)

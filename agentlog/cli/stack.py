@@ -13,7 +13,7 @@ from typing import Annotated
 
 import typer
 
-from agentlog.cli.app import app, env_from_stack, settings, setup_logging
+from agentlog.cli.app import DataDir, app, env_from_stack, settings, setup_logging
 
 
 @app.command()
@@ -61,13 +61,13 @@ def config_errors() -> Iterator[None]:
 
 @app.command()
 def status(
-    data_dir: Annotated[Path, typer.Option()] = Path(".agentlog"),
+    data_dir: DataDir = Path(".agentlog"),
     as_json: Annotated[bool, typer.Option("--json", help="print stack.json")] = False,
 ) -> None:
     """Where the running stack is: api URL, Postgres URI, bootstrap, processes."""
     path = data_dir / "stack.json"
     if not path.exists():
-        typer.echo("agentlog is not running here (no .agentlog/stack.json)", err=True)
+        typer.echo(f"agentlog is not running here (no {path})", err=True)
         raise typer.Exit(1)
     stack = json.loads(path.read_text())
     if as_json:
@@ -91,12 +91,14 @@ def _alive(pid: int) -> bool:
 @app.command()
 def worker(
     role: Annotated[str, typer.Argument(help="reactor | model | tools | subagents | projector")],
+    data_dir: DataDir = Path(".agentlog"),
 ) -> None:
-    """Run one worker role in the foreground."""
+    """Run one worker role in the foreground (beside a running stack, or as AGENTLOG_* say)."""
     from processors.run import ROLES, run_role
 
     if role not in ROLES:
         raise typer.BadParameter(f"role must be one of {', '.join(ROLES)}", param_hint="ROLE")
+    env_from_stack(data_dir)
     setup_logging()
     with config_errors():
         asyncio.run(run_role(role, settings()))
@@ -104,14 +106,16 @@ def worker(
 
 @app.command()
 def api(
-    host: Annotated[str, typer.Option()] = "127.0.0.1",
-    port: Annotated[int, typer.Option()] = 8000,
+    host: Annotated[str, typer.Option(help="the address to listen on")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="the port to listen on")] = 8000,
+    data_dir: DataDir = Path(".agentlog"),
 ) -> None:
-    """Serve the HTTP api."""
+    """Serve the HTTP api (beside a running stack, or as AGENTLOG_* say)."""
     import uvicorn
 
     from api.app import create_app
 
+    env_from_stack(data_dir)
     setup_logging()
     with config_errors():
         app = create_app(settings())
@@ -119,10 +123,11 @@ def api(
 
 
 @app.command()
-def migrate() -> None:
-    """Apply pending database migrations."""
+def migrate(data_dir: DataDir = Path(".agentlog")) -> None:
+    """Apply pending database migrations (to the running stack's database, or AGENTLOG_DATABASE_URL)."""
     from eventstore import store
 
+    env_from_stack(data_dir)
     applied = asyncio.run(store.migrate(settings().database_url))
     typer.echo(f"applied {len(applied)} migration(s): {', '.join(applied) or '-'}")
 
@@ -131,7 +136,7 @@ def migrate() -> None:
 def replay(
     session_id: str,
     source: Annotated[str, typer.Option(help="kafka | postgres")] = "postgres",
-    data_dir: Annotated[Path, typer.Option()] = Path(".agentlog"),
+    data_dir: DataDir = Path(".agentlog"),
 ) -> None:
     """Print a session's state folded from the log or from Postgres, as JSON."""
     from agentlog.replay import replay as do_replay
@@ -147,7 +152,7 @@ def replay(
 
 
 @app.command()
-def rebuild(data_dir: Annotated[Path, typer.Option()] = Path(".agentlog")) -> None:
+def rebuild(data_dir: DataDir = Path(".agentlog")) -> None:
     """Drop the derived tables and rebuild them from the log (older epochs from Postgres)."""
     from rich.progress import Progress
 

@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Annotated, TypeVar
 
 import typer
 
+from agentlog import fmt
 from agentlog.cli.app import DataDir, database_url, token_app
 
 if TYPE_CHECKING:
@@ -77,7 +78,6 @@ def token_list(
 ) -> None:
     """List the stored tokens: id, tenant, name, times and status (never the token itself)."""
     from rich.console import Console
-    from rich.table import Table
 
     from eventstore import tenants
 
@@ -85,15 +85,11 @@ def token_list(
     if as_json:
         typer.echo(json.dumps([asdict(t) for t in found], indent=2, default=str))
         return
-    table = Table("id", "tenant", "name", "created", "expires", "revoked", "status")
+    table = fmt.table("id", "tenant", "name", "created", "expires", "status")
+    table.columns[0].overflow = "fold"
     for t in found:
-        table.add_row(
-            t.token_id,
-            t.tenant_id,
-            t.name,
-            *(str(v or "") for v in (t.created_at, t.expires_at, t.revoked_at)),
-            t.status,
-        )
+        status = f"revoked {fmt.when(t.revoked_at)}" if t.revoked_at else t.status
+        table.add_row(t.token_id, t.tenant_id, t.name, fmt.when(t.created_at), fmt.when(t.expires_at), status)
     Console().print(table)
 
 

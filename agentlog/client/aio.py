@@ -135,6 +135,11 @@ class AsyncAgentlog:
                 return
             after = page.last_id
 
+    async def fork(self, session_id: str, /, **settings: Any) -> SessionView:
+        """A new session with this one's history (up to `at_seq`, cut to its last finished turn):
+        `session_id` of the fork, `at_seq`, and any setting of `create_session`; no model call."""
+        return await self._drive(ops.fork(session_id, settings))
+
     async def delete(self, session_id: str) -> None:
         """Delete a session (asynchronously: it answers 404 once the deletion is projected)."""
         await self._drive(ops.delete(session_id))

@@ -118,6 +118,12 @@ def create_session(settings: Mapping[str, Any]) -> Op[SessionView]:
     return _parse((yield Request("POST", "/v1/sessions", body=_given(settings))), SessionView)
 
 
+def fork(session_id: str, settings: Mapping[str, Any]) -> Op[SessionView]:
+    """POST /v1/sessions/{id}/fork."""
+    path = f"/v1/sessions/{segment(session_id)}/fork"
+    return _parse((yield Request("POST", path, body=_given(settings))), SessionView)
+
+
 def session(session_id: str) -> Op[SessionView]:
     """GET /v1/sessions/{id}."""
     return (yield from _get(f"/v1/sessions/{segment(session_id)}", SessionView))

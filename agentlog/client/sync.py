@@ -87,6 +87,10 @@ class Agentlog:
         """See `AsyncAgentlog.create_session`."""
         return self._drive(ops.create_session(settings))
 
+    def fork(self, session_id: str, /, **settings: Any) -> SessionView:
+        """See `AsyncAgentlog.fork`."""
+        return self._drive(ops.fork(session_id, settings))
+
     def send(
         self,
         session_id: str,

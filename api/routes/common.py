@@ -16,6 +16,7 @@ from eventstore import events as ev
 from eventstore import reads
 from eventstore.events import TurnPolicy
 from eventstore.log import KafkaLog
+from eventstore.mcp import McpServer, check_names
 from eventstore.settings import Settings
 from observe import tracing
 
@@ -102,6 +103,22 @@ class SessionSettings(BaseModel):
         default=None, ge=1, le=MAX_TTL_S, description="idle seconds before expiry"
     )
     max_tokens: int | None = Field(default=None, ge=1, le=128_000, description="per model call")
+    mcp_servers: dict[str, McpServer] | None = Field(
+        default=None,
+        max_length=20,
+        description="MCP servers whose tools the session is offered (`server__tool`), besides the"
+        ' deployment\'s: a name -> {"command": [...], "env": {...}} (stdio)'
+        ' or {"url": ..., "headers": {...}}',
+    )
+
+    @field_validator("mcp_servers")
+    @classmethod
+    def _servers_recordable(cls, servers: dict[str, McpServer] | None) -> dict[str, McpServer] | None:
+        if servers is not None:
+            check_names(servers)
+            for server in servers.values():
+                no_nul(server.model_dump())
+        return servers
 
 
 def session_started(
@@ -126,8 +143,30 @@ def session_started(
         max_subagents=settings.max_subagents,
         max_depth=settings.subagent_max_depth,
         max_tokens=body.max_tokens or settings.max_tokens,
+        mcp_servers=_mcp_servers(body, settings),
         **extra,
     )
+
+
+def _mcp_servers(body: SessionSettings, settings: Settings) -> dict[str, McpServer]:
+    """The session's own MCP servers; one that runs a command only where the deployment allows it."""
+    servers = body.mcp_servers or {}
+    for name, server in servers.items():
+        if server.command is not None and not settings.mcp_session_commands:
+            raise Problem(
+                422,
+                "Invalid request",
+                f"mcp_servers.{name}.command: this deployment runs no command a session names"
+                " (AGENTLOG_MCP_SESSION_COMMANDS); give the server a url",
+                errors=[
+                    {
+                        "field": f"mcp_servers.{name}.command",
+                        "location": "body",
+                        "message": "stdio servers of a session are not allowed here",
+                    }
+                ],
+            )
+    return servers
 
 
 async def require_session(pool: Any, session_id: str, tenant: str) -> str:

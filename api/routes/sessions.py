@@ -187,6 +187,7 @@ async def fork_session(request: Request, session_id: SessionId, body: Fork, tena
         forked_from=session_id,
         forked_at_seq=source.at_seq,
         agent=source.agent,
+        mcp_tools=source.mcp_tools,
     )
     return await _create(request, tenant, started)
 

@@ -81,10 +81,20 @@ def _reply(request: ModelRequest, digest: str) -> tuple[list[Block], StopReason]
         return [{"type": "text", "text": text}, *calls], "tool_use"
     if errors:
         return [{"type": "text", "text": "I could not read your call: " + "; ".join(errors)}], "end_turn"
-    turns = sum(1 for m in request.messages if m["role"] == "user")
+    turns = sum(1 for m in request.messages if _is_turn(m))
     quoted = said if len(said) <= 200 else said[:200] + "…"
     text = f'You said: "{quoted}". This is turn {turns} of our conversation. [offline {digest}]'
     return [{"type": "text", "text": text}], "end_turn"
+
+
+def _is_turn(message: Any) -> bool:
+    """A user's message, as the api counts turns: not the tool results sent back as one."""
+    if message["role"] != "user":
+        return False
+    content = message["content"]
+    return isinstance(content, str) or any(
+        not (isinstance(b, dict) and b.get("type") == "tool_result") for b in content
+    )
 
 
 def answer(request: ModelRequest) -> ModelResponse:

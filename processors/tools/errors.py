@@ -2,6 +2,7 @@
 
 AgentlogError (eventstore.errors)
 ├── ToolError          raised by a tool: its message answers the model as an error result
+│   └── McpUnavailable an MCP server that cannot be started, reached, or does not answer
 └── ToolConfigError    a tool that cannot be defined or loaded (at import or start-up)
 """
 
@@ -21,3 +22,9 @@ class ToolConfigError(AgentlogError):
     raised when the tool is defined or when a worker starts, never while a call runs."""
 
     retriable = False
+
+
+class McpUnavailable(ToolError):
+    """An MCP server that cannot be started, reached, or does not answer as the protocol says."""
+
+    retriable = True

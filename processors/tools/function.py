@@ -27,7 +27,7 @@ from processors.tools.registry import EffectClass, ToolContext, ToolOutput
 P = ParamSpec("P")
 R = TypeVar("R")
 
-EFFECTS: tuple[EffectClass, ...] = ("read", "fetch", "guarded_write", "write")
+EFFECTS: tuple[EffectClass, ...] = ("read", "fetch", "idempotent_write", "guarded_write", "write")
 # The Messages API's pattern for tool names.
 TOOL_NAME = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
 _SECTION = re.compile(r"^(Args|Arguments|Parameters|Params):\s*$")

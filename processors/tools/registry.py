@@ -16,10 +16,11 @@ from eventstore.events import Block
 from eventstore.settings import Settings
 
 # How a call may be repeated after a crash (DESIGN.md, "Tools and their idempotency class"):
-# `read` and `fetch` run again or reuse a recorded result; `guarded_write` checks the file
-# against the recorded pre- and post-images; `write` is never run twice: a start without
-# an outcome is reported as unknown.
-EffectClass = Literal["read", "fetch", "guarded_write", "write"]
+# `read` and `fetch` run again or reuse a recorded result; `idempotent_write` (an MCP tool
+# whose server says repeating it changes nothing more) runs again too; `guarded_write`
+# checks the file against the recorded pre- and post-images; `write` is never run twice: a
+# start without an outcome is reported as unknown.
+EffectClass = Literal["read", "fetch", "idempotent_write", "guarded_write", "write"]
 
 
 @dataclass(frozen=True)

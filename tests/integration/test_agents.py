@@ -189,7 +189,10 @@ def test_the_request_overrides_what_it_sets_and_null_is_not_set() -> None:
     ("text", "wrong"),
     [
         ("[agents.x]\nmodle = 'a'\n", "[agents.x] modle: Extra inputs are not permitted"),
-        ("[agents.x]\ntools = ['mcp__github__create_issue']\n", "MCP tools are not supported yet"),
+        (
+            "[agents.x]\ntools = ['mcp__github__create_issue']\n",
+            "agentlog names an MCP server's tools SERVER__TOOL",
+        ),
         ("[agents.x]\nmax_steps = 0\n", "[agents.x] max_steps: Input should be greater than or equal to 1"),
         ("[agent.x]\n", "only [agents.NAME] tables are read"),
         ("[agents.x\n", "agents.toml: Expected ']'"),

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import re
 import uuid
 from collections.abc import AsyncIterator
 from contextlib import aclosing, closing
@@ -398,6 +399,27 @@ async def test_cli_chat_prints_the_reply_and_tool_calls(stack: Stack, tmp_path: 
     assert result.exit_code == 0, result.output
     assert result.stdout.count('You said: "third"') == 1, result.stdout
     assert "hello" not in result.stdout
+
+
+async def test_cli_chat_commands_are_never_sent(stack: Stack, tmp_path: Path) -> None:
+    fork = sid("forked")
+    lines = ["hello", 'call Echo {"text": "ping"}', "and now", "/help", "/cost", "/nope", f"/fork {fork}"]
+    result = await cli(
+        stack, tmp_path, "chat", input="\n".join([*lines, "in the fork", "//slash", "/quit", ""])
+    )
+    assert result.exit_code == 0, result.output
+    out = result.stdout
+    # The offline model counts turns as the api does: the tool results sent back are no turn.
+    assert 'You said: "and now". This is turn 3 of our conversation.' in out, out
+    assert "/fork [SESSION]" in out and "/cost" in out  # the help
+    assert re.search(r"\$0\.\d{4} for 3 turns; tokens \d+ in, \d+ out", out), out  # never 0E-10
+    assert "unknown command /nope" in out and 'You said: "/nope"' not in out
+    assert f"as {fork}: the chat goes on there" in out
+    assert 'You said: "in the fork". This is turn 4 of our conversation.' in out, out
+    assert 'You said: "/slash"' in out  # `//` sends a line that starts with `/`
+    async with AsyncAgentlog(stack.api_url or "", token(stack)) as client:
+        forked = await client.session(fork)
+    assert forked.messages[-1].content[0]["text"].startswith('You said: "/slash"')
 
 
 async def test_cli_says_where_the_api_is_missing(stack: Stack, tmp_path: Path) -> None:

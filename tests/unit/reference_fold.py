@@ -12,6 +12,7 @@ from pydantic import BaseModel, ConfigDict
 
 from eventstore import events as ev
 from eventstore.events import Block, Event, TurnPolicy, Usage
+from eventstore.mcp import McpServer, McpTool
 from eventstore.state import CLOSED, Message, SessionStatus, TaskAttempt, Turn
 
 __all__ = ["Message", "SessionState", "TaskAttempt", "Turn", "empty", "evolve", "fold"]
@@ -42,6 +43,8 @@ class SessionState(BaseModel):
     parent_tool_use_id: str | None = None
     subagents_started: int = 0
     agent: ev.AgentUsed | None = None
+    mcp_servers: dict[str, McpServer] = {}
+    mcp_tools: tuple[McpTool, ...] | None = None
     forked_from: str | None = None
     ephemeral: bool = False
     ttl_s: int | None = None
@@ -137,6 +140,8 @@ def _apply(state: SessionState, event: Event) -> SessionState:
                     "parent_session_id": p.parent_session_id,
                     "parent_tool_use_id": p.parent_tool_use_id,
                     "agent": p.agent,
+                    "mcp_servers": p.mcp_servers,
+                    "mcp_tools": tuple(p.mcp_tools) if p.mcp_tools is not None else None,
                     "forked_from": p.forked_from,
                     "ephemeral": p.ephemeral,
                     "messages": tuple(Message(role=m["role"], content=tuple(m["content"])) for m in p.history)
@@ -217,7 +222,14 @@ def _apply(state: SessionState, event: Event) -> SessionState:
             asked = state.turn(event.turn_id)
             if asked is None:
                 return state
-            billed = {"usage": state.usage + p.usage, "cost_usd": ev.add_cost(state.cost_usd, p.cost_usd)}
+            billed = {
+                "usage": state.usage + p.usage,
+                "cost_usd": ev.add_cost(state.cost_usd, p.cost_usd),
+                # (Added with MCP tools: the first offered list is kept.)
+                "mcp_tools": state.mcp_tools
+                if state.mcp_tools is not None or p.mcp_tools is None
+                else tuple(p.mcp_tools),
+            }
             turn_billed = {
                 "usage": asked.usage + p.usage,
                 "cost_usd": ev.add_cost(asked.cost_usd, p.cost_usd),

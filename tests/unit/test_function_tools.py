@@ -138,7 +138,9 @@ async def test_a_tool_error_is_the_result_and_a_slow_write_is_outcome_unknown(tm
 
 
 def test_what_cannot_be_a_tool_is_refused_when_it_is_defined() -> None:
-    with pytest.raises(ToolConfigError, match="must be one of read, fetch, guarded_write, write"):
+    with pytest.raises(
+        ToolConfigError, match="must be one of read, fetch, idempotent_write, guarded_write, write"
+    ):
         tool(effect="delete")  # type: ignore[call-overload]
     with pytest.raises(ToolConfigError, match="must match"):
         tool(name="no spaces")(lambda: "x")
