@@ -70,7 +70,7 @@ def up(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Up]:
     cwd = tmp_path_factory.mktemp("replicas")
     env = {k: v for k, v in os.environ.items() if not k.startswith(("AGENTLOG_", "ANTHROPIC_"))}
     # Calls take a while, so that a kill or a pause finds some in flight.
-    env |= {"AGENTLOG_OFFLINE_MODEL_LATENCY_MS": "150", "AGENTLOG_SUBAGENT_TIMEOUT_S": "120"}
+    env |= {"AGENTLOG_OFFLINE_MODEL_LATENCY_MS": "300", "AGENTLOG_SUBAGENT_TIMEOUT_S": "120"}
     with open(cwd / "up.out", "ab") as out:
         proc = subprocess.Popen(
             [sys.executable, "-m", "agentlog", "up", "--partitions", "4", "--replicas", "2"],
@@ -125,6 +125,22 @@ async def _load(up: Up, prefix: str, turns: int, stop_after: asyncio.Event) -> N
 
     await asyncio.gather(*(session(f"{prefix}{i}") for i in range(SESSIONS)))
     stop_after.set()
+
+
+async def _calling(up: Up, instance: str, within: float = 30) -> None:
+    """Wait until the replica has a model call in flight (its own metrics say so)."""
+    (url,) = up.sql(f"SELECT metrics_url FROM instances WHERE instance_id = '{instance}'")[0]
+    deadline = time.monotonic() + within
+    async with httpx.AsyncClient(timeout=5) as client:
+        while time.monotonic() < deadline:
+            text = (await client.get(url)).text
+            if any(
+                line.startswith("agentlog_model_calls_in_flight") and float(line.split()[-1]) > 0
+                for line in text.splitlines()
+            ):
+                return
+            await asyncio.sleep(0.02)
+    raise AssertionError(f"{instance} made no model call in {within} s")
 
 
 def _ended(up: Up, prefix: str) -> bool:
@@ -203,8 +219,8 @@ async def test_a_replica_paused_past_its_session_timeout_is_fenced_and_nothing_d
     paused = up.pid("model-worker-2")
     done = asyncio.Event()
     load = asyncio.create_task(_load(up, "stop", 3, done))
-    await asyncio.sleep(1.5)
     before = len(up.log("model-worker-2"))
+    await _calling(up, "model-worker-2")  # pause it in the middle of a model call
     os.kill(paused, signal.SIGSTOP)
     try:
         # The other replica takes its partitions once the session timeout (10 s) has passed.

@@ -15,6 +15,7 @@ import pytest
 
 from agentlog import top
 from eventstore import store
+from eventstore.log import partition_for
 from eventstore.models import CLAUDE_DEFAULT
 from observe import instances
 from tests.fakes import anthropic as fake
@@ -52,10 +53,31 @@ async def fleet(pg_server: str, log_dir: Path) -> AsyncIterator[tuple[Stack, lis
                     anthropic_base_url=server.base_url,
                 )
             await stack.start_api()
+
+            async def shared() -> bool:  # the group settled: each replica owns partitions
+                workers = [stack.workers.get(f"model-{i}") for i in range(WORKERS)]
+                return all(w is not None and w.owned and w.caught_up for w in workers)
+
+            await wait_until(shared, within=60)
             yield stack, servers
     finally:
         for server in servers:
             server.__exit__(None, None, None)
+
+
+def _spread(stack: Stack, sessions: int) -> list[str]:
+    """Session ids with as many on each model worker's partitions (the group's assignment need
+    not give each replica as many sessions: the bad one must not carry most of the fleet)."""
+    owner = {p: i for i in range(WORKERS) for p in stack.workers[f"model-{i}"].owned}
+    per: dict[int, list[str]] = {i: [] for i in range(WORKERS)}
+    for n in itertools.count():
+        sid = f"fleet{n}"
+        mine = per[owner[partition_for(sid, stack.settings.partitions)]]
+        if len(mine) < sessions // WORKERS:
+            mine.append(sid)
+        if sum(map(len, per.values())) == sessions:
+            return [sid for ids in per.values() for sid in ids]
+    raise AssertionError("unreachable")
 
 
 async def test_top_shows_every_process_and_flags_the_bad_model_worker(
@@ -64,8 +86,8 @@ async def test_top_shows_every_process_and_flags_the_bad_model_worker(
     stack, _ = fleet
     sessions = 36
     async with httpx.AsyncClient(base_url=stack.api_url or "") as client:
-        for i in range(sessions):
-            r = await client.post(f"/v1/sessions/fleet{i}/messages", json={"content": "hi", "model": MODEL})
+        for sid in _spread(stack, sessions):
+            r = await client.post(f"/v1/sessions/{sid}/messages", json={"content": "hi", "model": MODEL})
             assert r.status_code == 202, r.text
 
     async def all_ended() -> bool:
