@@ -8,6 +8,7 @@ broker keeps its log in memory, so each start is a new log epoch (a fresh cluste
 
 from __future__ import annotations
 
+import asyncio
 import ctypes
 import json
 import os
@@ -23,7 +24,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any
 
-from eventstore import models, tenants
+from eventstore import models, store, tenants
 
 PR_SET_PDEATHSIG = 1
 
@@ -234,10 +235,30 @@ def worker_children(
     return children
 
 
-def up(data_dir: Path, env: dict[str, str], partitions: int, replicas: dict[str, int] | None = None) -> int:
+def port_free(port: int) -> bool:
+    """Whether nothing listens on 127.0.0.1:`port` (and it may be bound)."""
+    with socket.socket() as s:
+        try:
+            s.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+    return True
+
+
+def up(
+    data_dir: Path,
+    env: dict[str, str],
+    partitions: int,
+    replicas: dict[str, int] | None = None,
+    api_port: int = 0,
+) -> int:
     """Run the stack in the foreground until SIGINT/SIGTERM; returns the exit code. With more
-    than one replica of any role, every role runs in its consumer group."""
+    than one replica of any role, every role runs in its consumer group. The api listens on
+    `api_port` (0: a free one)."""
     replicas = replicas or dict.fromkeys(WORKER_ROLES, 1)
+    if api_port and not port_free(api_port):
+        _say(f"port {api_port} is taken on 127.0.0.1: choose another with --port (or leave it out)")
+        return 2
     data_dir.mkdir(parents=True, exist_ok=True)
     logs = data_dir / "logs"
     logs.mkdir(exist_ok=True)
@@ -261,7 +282,9 @@ def up(data_dir: Path, env: dict[str, str], partitions: int, replicas: dict[str,
             broker = start_broker(port, broker_log)
         wait_for_port(port)
         bootstrap = f"127.0.0.1:{port}"
-    api_port = free_port()
+    # Migrated before any child starts: the api answers ready only on a database it can use.
+    asyncio.run(store.migrate(database_url))
+    api_port = api_port or free_port()
     token = dev_token(data_dir)
     stack = Stack(data_dir, f"http://127.0.0.1:{api_port}", database_url, bootstrap, token, broker=broker)
     stack.default_model = models.default_model(

@@ -23,6 +23,9 @@ def up(
     replicas: Annotated[
         str, typer.Option(help="replicas of every worker role (3), or per role (reactor=2,model=3)")
     ] = "1",
+    port: Annotated[
+        int, typer.Option(min=0, max=65535, help="the api's port on 127.0.0.1 (0: a free one)")
+    ] = 0,
 ) -> None:
     """Start Postgres, a broker, the api and every worker role; Ctrl-C stops them all."""
     from agentlog import devstack
@@ -33,7 +36,7 @@ def up(
         counts = devstack.parse_replicas(replicas)
     except ValueError as exc:
         raise typer.BadParameter(str(exc), param_hint="--replicas") from None
-    raise typer.Exit(devstack.up(data_dir, dict(os.environ), partitions, counts))
+    raise typer.Exit(devstack.up(data_dir, dict(os.environ), partitions, counts, port))
 
 
 def _check_tools_and_agents() -> None:

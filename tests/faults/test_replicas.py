@@ -27,6 +27,8 @@ import httpx
 import psycopg
 import pytest
 
+from agentlog.devstack import free_port
+
 ROLES = ("reactor", "model-worker", "tool-worker", "subagent-worker", "projector")
 SESSIONS = 8
 
@@ -71,9 +73,21 @@ def up(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Up]:
     env = {k: v for k, v in os.environ.items() if not k.startswith(("AGENTLOG_", "ANTHROPIC_"))}
     # Calls take a while, so that a kill or a pause finds some in flight.
     env |= {"AGENTLOG_OFFLINE_MODEL_LATENCY_MS": "300", "AGENTLOG_SUBAGENT_TIMEOUT_S": "120"}
+    port = free_port()  # `--port`: the api where the user asked for it
     with open(cwd / "up.out", "ab") as out:
         proc = subprocess.Popen(
-            [sys.executable, "-m", "agentlog", "up", "--partitions", "4", "--replicas", "2"],
+            [
+                sys.executable,
+                "-m",
+                "agentlog",
+                "up",
+                "--partitions",
+                "4",
+                "--replicas",
+                "2",
+                "--port",
+                str(port),
+            ],
             cwd=cwd,
             env=env,
             stdout=out,
@@ -81,6 +95,7 @@ def up(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Up]:
         )
     try:
         stack = _wait_ready(cwd, proc)
+        assert stack["api_url"] == f"http://127.0.0.1:{port}"
         yield Up(cwd, proc, stack)
     finally:
         proc.send_signal(signal.SIGTERM)

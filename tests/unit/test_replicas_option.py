@@ -3,10 +3,12 @@ a child of its own, named `role-k` (its instance id too)."""
 
 from __future__ import annotations
 
+import socket
 from pathlib import Path
 
 import pytest
 
+from agentlog import devstack
 from agentlog.devstack import WORKER_ROLES, parse_replicas, worker_children
 
 
@@ -46,3 +48,16 @@ def test_replicas_are_named_role_k_and_only_the_executors_get_the_service_token(
         assert child.own_env["AGENTLOG_INSTANCE"] == child.name
         assert ("AGENTLOG_SERVICE_TOKEN" in child.own_env) == child.name.startswith("tool-worker")
         assert child.log_path == Path("logs") / f"{child.name}.log"
+
+
+def test_a_taken_port_is_one_line_before_anything_starts(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        assert devstack.up(tmp_path / "data", {}, 2, api_port=port) == 2
+    err = capsys.readouterr()
+    assert f"port {port} is taken" in err.out + err.err
+    assert not (tmp_path / "data" / "stack.json").exists()
