@@ -70,6 +70,8 @@ class FoldingWorker:
         # Partitions read to that end whose `on_caught_up` is still to run.
         self.newly_live: set[int] = set()
         self.assigned_once = False
+        # Records lost per owned partition: neither in the log nor projected (readiness false).
+        self.gaps: dict[int, int] = {}
         self.dead_letters = 0
         self._loads_counted = 0
         # Held while records are folded and while hooks run: they see one state at a time.
@@ -226,8 +228,14 @@ class FoldingWorker:
             )
             return start
 
+    def ready(self) -> bool:
+        """What /readyz says beside the process being alive: false while a partition this
+        replica owns has a gap (records the log lost before they were projected)."""
+        return not any(self.gaps.values())
+
     def _report_gap(self, partition: int, lost: int, first: int, projected: int) -> None:
         self.metrics.log_gap.labels(self.consumer, str(partition)).set(lost)
+        self.gaps[partition] = lost
         if lost:
             # Neither projected nor in the log any more: nothing can recover it.
             log.error(
@@ -253,6 +261,7 @@ class FoldingWorker:
                 self.stored.pop(p, None)
                 self.catching_up.pop(p, None)
                 self.newly_live.discard(p)
+                self.gaps.pop(p, None)
                 self.metrics.consumer_lag.labels(self.consumer, str(p)).set(0)
             self.cache.forget(partitions)
             if self.fence is not None:

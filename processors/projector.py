@@ -70,8 +70,13 @@ class Projector:
         self.dead_letters = 0
         self.position: dict[int, int] = {}
         self.group: GroupConsumer | None = None  # with AGENTLOG_CONSUMER_GROUPS
+        self.gaps: dict[int, int] = {}  # records lost per partition (readiness false)
         # Replaced by the entry point with one that knows the instance (run_role).
         self.metrics = Metrics(settings.instance or "projector", "projector")
+
+    def ready(self) -> bool:
+        """False while the log lost records of a partition before they were projected."""
+        return not any(self.gaps.values())
 
     async def run(self, stop: asyncio.Event) -> None:
         """Project until `stop` is set."""
@@ -110,6 +115,7 @@ class Projector:
         for partition, first in firsts.items():
             lost = max(0, first - offsets.get(partition, 0))
             self.metrics.log_gap.labels(CONSUMER, str(partition)).set(lost)
+            self.gaps[partition] = lost
             if lost:
                 log.error(
                     "projector: partition %d starts at %d but only %d was projected: %d record(s)"

@@ -71,8 +71,11 @@ async def run_role(
         else:
             worker = Projector(settings, kafka, conn, epoch)
         worker.metrics = Metrics(instances.instance_id(settings, role), role)
-        # /readyz: running, until a stop begins (then draining: no longer counted available).
-        async with instances.presence(settings, worker.metrics, lambda: not stop.is_set()) as metrics_url:
+        # /readyz: running, until a stop begins (then draining: no longer counted available),
+        # and no gap between the log and Postgres in what it owns (never silent).
+        async with instances.presence(
+            settings, worker.metrics, lambda: not stop.is_set() and worker.ready()
+        ) as metrics_url:
             logging.getLogger(__name__).info(
                 "%s started (epoch %s, instance %s, metrics %s)",
                 role,
