@@ -221,16 +221,20 @@ def parse_replicas(text: str) -> dict[str, int]:
 
 
 def worker_children(
-    me: list[str], logs: Path, replicas: dict[str, int], service: dict[str, str]
+    me: list[str], logs: Path, replicas: dict[str, int], service: dict[str, str], static: bool = False
 ) -> list[Child]:
     """A child per replica of every worker role, named `role-k` when a role has several
-    (its instance id too, which `agentlog top` shows)."""
+    (its instance id too, which `agentlog top` shows). With `static`, each joins its group as a
+    static member named after it: restarted by `up`, it takes its partitions back at once
+    instead of waiting out the dead member's session timeout and a rebalance."""
     children = []
     for role, base in WORKER_ROLES.items():
         count = replicas.get(role, 1)
         for k in range(1, count + 1):
             name = base if count == 1 else f"{base}-{k}"
             own = {"AGENTLOG_INSTANCE": name, **(service if role == "tools" else {})}
+            if static:
+                own["AGENTLOG_KAFKA_STATIC_MEMBERSHIP"] = "true"
             children.append(Child(name, [*me, "worker", role], logs / f"{name}.log", own_env=own))
     return children
 
@@ -313,7 +317,9 @@ def up(
     service = {"AGENTLOG_SERVICE_TOKEN": env.get("AGENTLOG_SERVICE_TOKEN", service_token(data_dir))}
     # Start order matters on the way down: the api stops first, the projector last.
     stack.children = [
-        *worker_children(me, logs, replicas, service),
+        *worker_children(
+            me, logs, replicas, service, static=child_env.get("AGENTLOG_CONSUMER_GROUPS") == "true"
+        ),
         Child(
             "api",
             [*me, "api", "--host", "127.0.0.1", "--port", str(api_port)],

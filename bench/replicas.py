@@ -99,6 +99,7 @@ def throughput(replicas: int, sessions: int = 64, turns: int = 3) -> dict[str, A
     groups' joins)."""
     with stack(f"model={replicas}") as (_, info):
         asyncio.run(drive(info, 4, 1, "warm"))
+        _settled(info["database_url"], replicas)
         took = asyncio.run(drive(info, sessions, turns, "load"))
     return {
         "replicas": replicas,
@@ -106,6 +107,19 @@ def throughput(replicas: int, sessions: int = 64, turns: int = 3) -> dict[str, A
         "seconds": took,
         "turns_per_s": sessions * turns / took,
     }
+
+
+def _settled(database_url: str, replicas: int, quiet_s: float = 5, within: float = 120) -> None:
+    """Wait until every model worker replica owns partitions and none was claimed for
+    `quiet_s`: the group's joins are over, so no rebalance pauses the measured load."""
+    deadline = time.monotonic() + within
+    while time.monotonic() < deadline:
+        owners = _owners(database_url)
+        latest = max((at for _, at in owners.values()), default=time.time())
+        if len({o for o, _ in owners.values()}) >= min(replicas, 8) and time.time() - latest > quiet_s:
+            return
+        time.sleep(0.5)
+    raise RuntimeError(f"the model workers' group did not settle in {within} s")
 
 
 def _pid(cwd: Path, name: str) -> int:
