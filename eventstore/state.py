@@ -514,7 +514,7 @@ def _apply(state: SessionState, event: Event) -> SessionState:
                 asking is None
                 or asking.status != "running"
                 or asking.model_pending
-                or state.compaction_pending
+                or state.compacting(event.turn_id)
                 or event.step != asking.step + 1
             ):
                 return state

@@ -389,7 +389,11 @@ def _apply(state: SessionState, event: Event) -> SessionState:
                 asking is None
                 or asking.status != "running"
                 or asking.model_pending
-                or state.compaction_pending
+                or (
+                    state.compaction_pending
+                    and state.compaction
+                    and state.compaction.turn_id == event.turn_id
+                )
                 or event.step != asking.step + 1
             ):
                 return state

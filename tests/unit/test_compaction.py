@@ -14,6 +14,7 @@ from eventstore import events as ev
 from eventstore.persistent import Vector
 from eventstore.state import Message, SessionState, evolve, fold
 from processors import reactor
+from processors.model import results
 from processors.tools.registry import Echo, Registry
 from tests.unit.test_fold import T0, Sim
 
@@ -161,3 +162,16 @@ def test_a_session_within_its_window_never_compacts() -> None:
     assert not any(isinstance(e, ev.CompactionRequested | ev.ContextCompacted) for e in sim.log)
     state: SessionState = fold("s", sim.log)
     assert context.view(state) == [m.as_api() for m in state.messages]
+
+
+def test_a_failed_compaction_fails_its_turn_and_the_next_turn_compacts() -> None:
+    sim = long_session(12)
+    asked = next(e for e in sim.log if isinstance(e, ev.CompactionRequested))
+    log = sim.log[: sim.log.index(asked) + 1]
+    log.append(results.failed(asked, "compaction failed: 529 overloaded_error", T0))
+    state = fold("s", log)
+    assert state.turn(asked.turn_id).status == "failed" and state.current_turn is None  # type: ignore[union-attr]
+    state = evolve(state, ev.user_message("s", text="and now?", idempotency_key="next", at=T0))
+    state, reactions = reactor.settle(state, T0)
+    assert [type(r) for r in reactions] == [ev.TurnStarted, ev.CompactionRequested]
+    assert state.compacting(reactions[0].turn_id) and not state.compacting(asked.turn_id)
