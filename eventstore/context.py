@@ -2,17 +2,15 @@
 token estimate that says when a call would not fit the context window, and the plan of a
 compaction (which messages a summary replaces, which tool results are cleared).
 
-Tokens are estimated, not counted: a JSON value's characters over four (its JSON as
-`json.dumps` writes it, non-ASCII escaped, so other scripts count high) plus a few tokens per
-message for the framing; `MARGIN` tokens of every window are kept for what the estimate
-cannot see (cache breakpoints, the system prompt's wrapping). The full history stays in the
+Tokens are estimated, not counted (eventstore/tokens.py: JSON characters over four), plus a
+few tokens per message for the framing; `MARGIN` tokens of every window are kept for what the
+estimate cannot see (cache breakpoints, the system prompt's wrapping). The full history stays in the
 state (`SessionState.messages`), the log and SQL; only the request is built from the view.
 """
 
 from __future__ import annotations
 
 import json
-import math
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -20,10 +18,10 @@ from typing import Any
 from eventstore.events import Block
 from eventstore.models import DEFAULT_CONTEXT_WINDOW
 from eventstore.state import Message, SessionState
+from eventstore.tokens import PLACEHOLDER as PLACEHOLDER
+from eventstore.tokens import cleared
+from eventstore.tokens import estimate as tokens
 
-# What a cleared tool result says in place of its content (Anthropic's context editing
-# keeps the tool_use / tool_result pair and replaces the result's content).
-PLACEHOLDER = "[tool result cleared to save context; the tool was run and its result seen]"
 # Tool results kept whole, the newest ones (as context editing's `keep`).
 KEEP_TOOL_RESULTS = 3
 MARGIN = 64
@@ -35,11 +33,6 @@ SUMMARY_SYSTEM = (
     " decisions made, facts learned (names, numbers, paths, results of tools), and what was"
     " left to do. Be concise; write only the summary."
 )
-
-
-def tokens(value: object) -> int:
-    """The estimated tokens of a JSON value: its characters over four, rounded up."""
-    return math.ceil(len(json.dumps(value)) / 4)
 
 
 def window(state: SessionState) -> int:
@@ -62,17 +55,6 @@ def summary_tokens(state: SessionState) -> int:
     return max(16, min(SUMMARY_MAX_TOKENS, budget(state) // 8))
 
 
-def cleared(message: Message) -> dict[str, Any]:
-    """The message as the API takes it, each tool result's content replaced by the placeholder."""
-    content: list[Block] = []
-    for block in message.content:
-        if block.get("type") == "tool_result":
-            block = {k: v for k, v in block.items() if k not in ("content", "cache_control")}
-            block["content"] = PLACEHOLDER
-        content.append(block)
-    return {"role": message.role, "content": content}
-
-
 def summary_message(summary: str) -> dict[str, Any]:
     """The user message that stands for the summarised messages."""
     text = f"<summary of the conversation so far>\n{summary}\n</summary of the conversation so far>"
@@ -80,7 +62,11 @@ def summary_message(summary: str) -> dict[str, Any]:
 
 
 def _as_sent(state: SessionState, index: int, message: Message) -> dict[str, Any]:
-    return cleared(message) if index < state.cleared_before else message.as_api()
+    return cleared(message.as_api()) if index < state.cleared_before else message.as_api()
+
+
+def _sent_tokens(state: SessionState, index: int, message: Message) -> int:
+    return (message.cleared_tokens if index < state.cleared_before else message.tokens) + PER_MESSAGE
 
 
 def view(state: SessionState) -> list[dict[str, Any]]:
@@ -106,7 +92,9 @@ def overhead(state: SessionState, tool_tokens: Mapping[str, int]) -> int:
 def request_tokens(state: SessionState, pending: list[Block], extra: int) -> int:
     """The estimated input of the session's next call: its view, the tool results it will
     carry (`pending`), and `extra` (the overhead)."""
-    sent = sum(tokens(m) + PER_MESSAGE for m in view(state))
+    start = state.compacted_through
+    sent = tokens(summary_message(state.summary)) + PER_MESSAGE if start and state.summary is not None else 0
+    sent += sum(_sent_tokens(state, start + i, m) for i, m in enumerate(state.messages[start:]))
     return sent + (tokens(pending) + PER_MESSAGE if pending else 0) + extra
 
 
@@ -153,9 +141,7 @@ def plan(state: SessionState, pending: list[Block], tool_tokens: Mapping[str, in
         extra + (tokens(pending) + PER_MESSAGE if pending else 0) + summary_tokens(state) + 2 * PER_MESSAGE
     )
     start = state.compacted_through
-    sizes = [
-        tokens(_as_sent(after, start + i, m)) + PER_MESSAGE for i, m in enumerate(state.messages[start:])
-    ]
+    sizes = [_sent_tokens(after, start + i, m) for i, m in enumerate(state.messages[start:])]
     through, tail = start, sum(sizes)
     for i, size in enumerate(sizes):
         index = start + i

@@ -9,11 +9,13 @@ from __future__ import annotations
 from collections.abc import Iterable
 from datetime import datetime
 from decimal import Decimal
+from functools import cached_property
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict
 
 from eventstore import events as ev
+from eventstore import tokens
 from eventstore.events import Block, Event, StopReason, TurnPolicy, Usage
 from eventstore.mcp import McpServer, McpTool
 from eventstore.persistent import HashSet, Keyed, Vector
@@ -34,6 +36,18 @@ class Message(BaseModel):
     def as_api(self) -> dict[str, Any]:
         """The message as the Messages API takes it."""
         return {"role": self.role, "content": list(self.content)}
+
+    # Estimated once per message (a message never changes; a new one is made, never a copy
+    # with other content): deciding whether a call fits must not dump a long history each step.
+    @cached_property
+    def tokens(self) -> int:
+        """Its estimated tokens as sent (eventstore/tokens.py)."""
+        return tokens.estimate(self.as_api())
+
+    @cached_property
+    def cleared_tokens(self) -> int:
+        """Its estimated tokens with its tool results cleared."""
+        return tokens.estimate(tokens.cleared(self.as_api()))
 
 
 class TaskAttempt(BaseModel):

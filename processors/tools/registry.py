@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar, Literal, Protocol
 
-from eventstore import context
+from eventstore import tokens
 from eventstore.events import Block
 from eventstore.settings import Settings
 
@@ -134,7 +134,7 @@ class Registry:
 
     def definition_tokens(self) -> dict[str, int]:
         """The estimated tokens of each tool's definition (the reactor sizes calls with them)."""
-        return {d["name"]: context.tokens(d) for d in self.definitions(None)}
+        return {d["name"]: tokens.estimate(d) for d in self.definitions(None)}
 
 
 def default_registry() -> Registry:
