@@ -16,7 +16,7 @@ from agentlog.replay import events_from_kafka, replay
 from eventstore import context
 from eventstore import events as ev
 from eventstore.models import CLAUDE_DEFAULT
-from eventstore.state import fold
+from eventstore.state import SessionState, fold
 from processors.tools.registry import Echo, Registry
 from tests.fakes import anthropic as fake
 from tests.services import Stack, stack_on, wait_until
@@ -77,6 +77,11 @@ async def _turn(stack: Stack, n: int) -> dict[str, Any]:
     return turn
 
 
+async def _started(stack: Stack, session_id: str) -> SessionState | None:
+    state = await replay(stack.settings, session_id, "postgres")
+    return state if state.status != "new" else None
+
+
 async def _caught_up(stack: Stack) -> bool:
     worker = stack.workers.get("model")
     return bool(worker is not None and worker.caught_up and not worker.tasks)
@@ -117,6 +122,13 @@ async def test_a_session_past_its_window_keeps_answering_compacted_and_replays_a
         " WHERE s.session_id = 'long' GROUP BY s.cost_usd"
     )
     assert cost == [(True,)]
+    # A fork starts from what the model saw: the summary, then the messages it did not replace.
+    async with httpx.AsyncClient(base_url=stack.api_url or "", timeout=60) as client:
+        r = await client.post("/v1/sessions/long/fork", json={"session_id": "long-fork"})
+    assert r.status_code == 201, r.text
+    forked = await wait_until(lambda: _started(stack, "long-fork"))
+    assert [m.as_api() for m in forked.messages] == context.view(logged)
+    assert forked.context_window == WINDOW and forked.compacted_through == 0
     # Redelivered from the start, nothing is called again.
     calls = claude.calls
     assert await stack.sql("SELECT count(*) FROM effects WHERE effect_key LIKE 'compaction/long/%'") == [
