@@ -242,7 +242,7 @@ def _show(console: Console, event: EventView) -> None:
     elif event.type == "turn_failed":
         console.print(f"[red]turn failed: {escape(str(p.get('reason')))}[/]")
     elif event.type == "context_compacted":
-        summarised = "summarised" if p.get("summary") else "kept"
+        summarised = "summarised" if p.get("model") else "kept"
         console.print(
             f"[dim]context compacted: earlier messages {summarised}, old tool results cleared"
             f" (about {p.get('tokens_before')} → {p.get('tokens_after')} tokens)[/]"

@@ -424,7 +424,7 @@ export function sessionView(main, id, failed) {
               {},
               `Context compacted: the first ${p.through} messages summarised, tool results before message ${p.clear_before} cleared (about ${int(p.tokens_before)} → ${int(p.tokens_after)} tokens)`,
             ),
-            p.summary ? pre(p.summary, 'text') : h('p', { class: 'muted' }, 'No summary: clearing tool results was enough.'),
+            p.model && p.summary ? pre(p.summary, 'text') : h('p', { class: 'muted' }, 'No new summary: clearing tool results was enough.'),
             p.model ? h('p', { class: 'call-meta' }, `${p.model} · ${cost(p.cost_usd)} · ${duration(p.duration_ms)}`) : '',
           ),
         );
