@@ -194,9 +194,9 @@ def summary_prompt(state: SessionState, through: int) -> list[dict[str, Any]]:
                 ],
             }
         ]
-        if tokens(messages) <= room or not text:
+        if tokens(messages) <= room or len(text) <= 2:
             return messages
-        text = "…" + text[len(text) // 10 + 1 :]
+        text = "…" + text[len(text) // 10 + 2 :]  # shorter by at least one character a round
 
 
 def clip_summary(text: str, state: SessionState) -> str:

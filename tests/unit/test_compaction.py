@@ -175,3 +175,16 @@ def test_a_failed_compaction_fails_its_turn_and_the_next_turn_compacts() -> None
     state, reactions = reactor.settle(state, T0)
     assert [type(r) for r in reactions] == [ev.TurnStarted, ev.CompactionRequested]
     assert state.compacting(reactions[0].turn_id) and not state.compacting(asked.turn_id)
+
+
+def test_a_summary_prompt_is_cut_from_the_front_to_fit_even_a_tiny_window() -> None:
+    state = fold("s", long_session(12, window=None).log)
+    whole = context.summary_prompt(state, len(state.messages) - 1)[0]["content"][0]["text"]
+    assert "message 0" in whole and "message 11" in whole
+    small = state.model_copy(update={"context_window": 1100, "max_tokens": 200})
+    cut = context.summary_prompt(small, len(state.messages) - 1)
+    text = cut[0]["content"][0]["text"]
+    assert "message 0" not in text and "message 11" in text and text.startswith("<conversation>\n…")
+    assert tokens.estimate(cut) <= context.budget(small) - context.summary_tokens(small)
+    tiny = state.model_copy(update={"context_window": 10})
+    assert context.summary_prompt(tiny, len(state.messages) - 1)  # it ends, however small
