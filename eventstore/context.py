@@ -202,7 +202,11 @@ def summary_prompt(state: SessionState, through: int) -> list[dict[str, Any]]:
 def clip_summary(text: str, state: SessionState) -> str:
     """A summary cut to its share of the window, whatever the model wrote."""
     limit = summary_tokens(state) * 4 - 80
-    return text if len(json.dumps(text)) <= limit else text[: max(0, limit // 2)] + "…"
+    if len(json.dumps(text)) <= limit:
+        return text
+    while text and len(json.dumps(text + "…")) > limit:
+        text = text[: len(text) * 3 // 4]
+    return text + "…"
 
 
 def compacted(state: SessionState, through: int, clear_before: int, summary: str | None) -> SessionState:

@@ -188,3 +188,12 @@ def test_a_summary_prompt_is_cut_from_the_front_to_fit_even_a_tiny_window() -> N
     assert tokens.estimate(cut) <= context.budget(small) - context.summary_tokens(small)
     tiny = state.model_copy(update={"context_window": 10})
     assert context.summary_prompt(tiny, len(state.messages) - 1)  # it ends, however small
+
+
+def test_a_summary_is_clipped_to_its_share_of_the_window_in_any_script() -> None:
+    state = fold("s", []).model_copy(update={"context_window": 4000, "max_tokens": 500})
+    share = context.summary_tokens(state)
+    for text in ("short", "word " * 5000, "摘要" * 5000):
+        clipped = context.clip_summary(text, state)
+        assert tokens.estimate(clipped) <= share
+        assert clipped == text or (clipped.endswith("…") and text.startswith(clipped[:-1]))
