@@ -129,6 +129,9 @@ class SessionStartedPayload(_Payload):
     # Idle seconds before the session expires; None keeps it forever.
     ttl_s: int | None = Field(default=None, ge=1)
     max_tokens: int = Field(default=4096, ge=1)
+    # Tokens a model call may fill (input and output); None: the model's window. A call that
+    # would pass it compacts the session first (eventstore/context.py).
+    context_window: int | None = Field(default=None, ge=1)
     # The named agent whose definition gave these settings (request fields override it).
     agent: AgentUsed | None = None
     # MCP servers of this session, besides the deployment's (a name here overrides one there).
@@ -173,6 +176,36 @@ class AssistantMessagePayload(_Payload):
     # The MCP servers' tools the call was offered, on a session's first call that had any:
     # every later call, approval and run reads this list, so replay sees what the model saw.
     mcp_tools: list[McpTool] | None = None
+
+
+class CompactionRequestedPayload(_Payload):
+    """A compaction the next model call needs: summarise the messages before `through` (the
+    previous summary included) and clear the tool results before `clear_before`."""
+
+    model: str
+    through: int = Field(ge=0)
+    clear_before: int = Field(ge=0)
+    # The estimated input tokens of the call, before compaction (eventstore/context.py).
+    tokens_before: int = Field(default=0, ge=0)
+
+
+class ContextCompactedPayload(_Payload):
+    """A compaction as the model worker made it: from now on the model is sent `summary` in
+    place of the messages before `through`, and a placeholder for the content of the tool
+    results before `clear_before`. The messages themselves stay in the log and in SQL."""
+
+    # The model that wrote the summary; None when no call was needed (clearing was enough).
+    model: str | None
+    through: int = Field(ge=0)
+    clear_before: int = Field(ge=0)
+    summary: str | None
+    # Estimated input tokens of the call before, and after it (before the step's tool results).
+    tokens_before: int = Field(default=0, ge=0)
+    tokens_after: int = Field(default=0, ge=0)
+    usage: Usage = Usage()
+    cost_usd: Decimal | None = Decimal(0)
+    price: Price | None = None
+    duration_ms: int = 0
 
 
 class ToolRequestedPayload(_Payload):
@@ -295,6 +328,16 @@ class AssistantMessage(_Envelope):
     payload: AssistantMessagePayload
 
 
+class CompactionRequested(_Envelope):
+    type: Literal["compaction_requested"] = "compaction_requested"
+    payload: CompactionRequestedPayload
+
+
+class ContextCompacted(_Envelope):
+    type: Literal["context_compacted"] = "context_compacted"
+    payload: ContextCompactedPayload
+
+
 class ToolRequested(_Envelope):
     type: Literal["tool_requested"] = "tool_requested"
     payload: ToolRequestedPayload
@@ -360,7 +403,9 @@ Event = Annotated[
     | TurnCompleted
     | TurnFailed
     | SessionExpired
-    | SessionDeleted,
+    | SessionDeleted
+    | CompactionRequested
+    | ContextCompacted,
     Field(discriminator="type"),
 ]
 
@@ -382,6 +427,8 @@ EVENT_TYPES: tuple[str, ...] = (
     "turn_failed",
     "session_expired",
     "session_deleted",
+    "compaction_requested",
+    "context_compacted",
 )
 
 

@@ -12,6 +12,7 @@ from typing import Any
 
 from psycopg.rows import dict_row
 
+from eventstore import context
 from eventstore.events import AgentUsed
 from eventstore.mcp import McpTool
 from eventstore.state import empty, evolve
@@ -56,13 +57,15 @@ async def history(conn: AsyncConn, session_id: str, at_seq: int | None) -> Sourc
         "approvals": list(s.approvals),
         "ttl_seconds": s.ttl_s,
         "max_tokens": s.max_tokens,
+        "context_window": s.context_window,
         "mcp_servers": {
             name: server.model_dump(exclude_defaults=True) for name, server in s.mcp_servers.items()
         }
         or None,
     }
     return Source(
-        [m.as_api() for m in s.messages],
+        # What the model was sent: a compacted source's summary, not the messages it replaced.
+        context.view(s),
         {k: v for k, v in settings.items() if v is not None},
         cut,
         s.agent,

@@ -24,6 +24,11 @@ def model_key(session_id: str, turn_id: str | None, step: int | None) -> str:
     return f"model/{session_id}/{turn_id}/{step}"
 
 
+def compaction_key(session_id: str, turn_id: str | None, step: int | None) -> str:
+    """The ledger key of the compaction before a model call: session/turn/step."""
+    return f"compaction/{session_id}/{turn_id}/{step}"
+
+
 def tool_key(session_id: str, turn_id: str | None, step: int | None, tool_use_id: str) -> str:
     """The ledger key of a tool run: session/turn/step/tool_use_id."""
     return f"tool/{session_id}/{turn_id}/{step}/{tool_use_id}"

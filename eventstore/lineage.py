@@ -23,6 +23,7 @@ INHERITED = (
     "max_depth",
     "max_steps",
     "max_tokens",
+    "context_window",
 )
 
 

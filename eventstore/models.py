@@ -25,3 +25,8 @@ def default_model(configured: str, api_key: str | None) -> str:
     if configured:
         return configured
     return CLAUDE_DEFAULT if api_key else OFFLINE_MODEL
+
+
+# The context window a session gets unless it sets one: every current Claude model reads
+# 200,000 tokens (input and output together); the offline model is given the same.
+DEFAULT_CONTEXT_WINDOW = 200_000

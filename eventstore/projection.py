@@ -31,6 +31,7 @@ class SessionStart:
     forked_from: str | None
     forked_at_seq: int | None
     ephemeral: bool
+    context_window: int | None
 
 
 @dataclass(frozen=True)
@@ -58,6 +59,15 @@ class AssistantReply:
     model: str
     content: list[Block]
     stop_reason: str | None
+    usage: ev.Usage
+    cost_usd: Decimal | None
+
+
+@dataclass(frozen=True)
+class CompactionMade:
+    """A compaction's summary call, paid for like any model call (the event row says the rest)."""
+
+    turn_id: str | None
     usage: ev.Usage
     cost_usd: Decimal | None
 
@@ -129,6 +139,7 @@ Op = (
     | TurnStart
     | ModelStep
     | AssistantReply
+    | CompactionMade
     | ToolRequest
     | ToolOutcome
     | ApprovalRequest
@@ -171,6 +182,7 @@ def project(event: Event) -> Projection:
                     p.forked_from,
                     p.forked_at_seq,
                     p.ephemeral,
+                    p.context_window,
                 ),
             )
         case ev.UserMessage(payload=p):
@@ -184,6 +196,8 @@ def project(event: Event) -> Projection:
             ops = (ModelStep(event.turn_id, event.step or 1, p.tool_results),)
         case ev.AssistantMessage(payload=p):
             ops = (AssistantReply(event.turn_id, p.model, p.content, p.stop_reason, p.usage, p.cost_usd),)
+        case ev.ContextCompacted(payload=p):
+            ops = (CompactionMade(event.turn_id, p.usage, p.cost_usd),)
         case ev.ToolRequested(payload=p):
             ops = (ToolRequest(event.turn_id, event.step, p.tool_use_id, p.name, p.input),)
         case ev.ToolResult(payload=p):

@@ -59,8 +59,8 @@ async def apply_op(conn: Conn, event: Event, seq: int, op: pj.Op, d: SessionDelt
             await conn.execute(
                 "UPDATE sessions SET model = %s, system_prompt = %s, metadata = %s,"
                 " policy = %s, max_steps = %s, token_budget = %s, ttl_s = %s, parent_session_id = %s,"
-                " parent_tool_use_id = %s, depth = %s, forked_from = %s, forked_at_seq = %s, ephemeral = %s"
-                " WHERE session_id = %s AND tenant_id = %s",
+                " parent_tool_use_id = %s, depth = %s, forked_from = %s, forked_at_seq = %s, ephemeral = %s,"
+                " context_window = %s WHERE session_id = %s AND tenant_id = %s",
                 (
                     op.model,
                     op.system,
@@ -75,6 +75,7 @@ async def apply_op(conn: Conn, event: Event, seq: int, op: pj.Op, d: SessionDelt
                     op.forked_from,
                     op.forked_at_seq,
                     op.ephemeral,
+                    op.context_window,
                     event.session_id,
                     event.tenant_id,
                 ),
@@ -163,22 +164,9 @@ async def apply_op(conn: Conn, event: Event, seq: int, op: pj.Op, d: SessionDelt
                     op.turn_id,
                 ),
             )
-            await conn.execute(
-                "UPDATE turns SET input_tokens = input_tokens + %s,"
-                " output_tokens = output_tokens + %s, cache_read_tokens = cache_read_tokens + %s,"
-                " cache_write_tokens = cache_write_tokens + %s, cost_usd = cost_usd + %s"
-                " WHERE turn_id = %s",
-                (
-                    u.input_tokens,
-                    u.output_tokens,
-                    u.cache_read_input_tokens,
-                    u.cache_creation_input_tokens,
-                    op.cost_usd,
-                    op.turn_id,
-                ),
-            )
-            d.usage = d.usage + u
-            d.cost = add_cost(d.cost, op.cost_usd)
+            await _bill(conn, op.turn_id, u, op.cost_usd, d)
+        case pj.CompactionMade():
+            await _bill(conn, op.turn_id, op.usage, op.cost_usd, d)
         case pj.ToolRequest():
             await conn.execute(
                 "INSERT INTO tool_calls (tool_use_id, session_id, tenant_id, turn_id, step, name,"
@@ -288,6 +276,26 @@ async def apply_op(conn: Conn, event: Event, seq: int, op: pj.Op, d: SessionDelt
             d.expired = True
         case pj.SessionDelete():
             pass  # handled before any row is written
+
+
+async def _bill(conn: Conn, turn_id: str | None, u: Usage, cost: Decimal | None, d: SessionDelta) -> None:
+    """A model call's usage and cost, added to its turn and (through `d`) to its session."""
+    await conn.execute(
+        "UPDATE turns SET input_tokens = input_tokens + %s,"
+        " output_tokens = output_tokens + %s, cache_read_tokens = cache_read_tokens + %s,"
+        " cache_write_tokens = cache_write_tokens + %s, cost_usd = cost_usd + %s"
+        " WHERE turn_id = %s",
+        (
+            u.input_tokens,
+            u.output_tokens,
+            u.cache_read_input_tokens,
+            u.cache_creation_input_tokens,
+            cost,
+            turn_id,
+        ),
+    )
+    d.usage = d.usage + u
+    d.cost = add_cost(d.cost, cost)
 
 
 async def _tool_outcome(conn: Conn, event: Event, op: pj.ToolOutcome) -> None:

@@ -9,11 +9,13 @@ from __future__ import annotations
 from collections.abc import Iterable
 from datetime import datetime
 from decimal import Decimal
+from functools import cached_property
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict
 
 from eventstore import events as ev
+from eventstore import tokens
 from eventstore.events import Block, Event, StopReason, TurnPolicy, Usage
 from eventstore.mcp import McpServer, McpTool
 from eventstore.persistent import HashSet, Keyed, Vector
@@ -34,6 +36,18 @@ class Message(BaseModel):
     def as_api(self) -> dict[str, Any]:
         """The message as the Messages API takes it."""
         return {"role": self.role, "content": list(self.content)}
+
+    # Estimated once per message (a message never changes; a new one is made, never a copy
+    # with other content): deciding whether a call fits must not dump a long history each step.
+    @cached_property
+    def tokens(self) -> int:
+        """Its estimated tokens as sent (eventstore/tokens.py)."""
+        return tokens.estimate(self.as_api())
+
+    @cached_property
+    def cleared_tokens(self) -> int:
+        """Its estimated tokens with its tool results cleared."""
+        return tokens.estimate(tokens.cleared(self.as_api()))
 
 
 class TaskAttempt(BaseModel):
@@ -153,6 +167,7 @@ class SessionState(BaseModel):
     ephemeral: bool = False
     ttl_s: int | None = None
     max_tokens: int = 4096
+    context_window: int | None = None
     status: SessionStatus = "new"
     # What grows with the session is in persistent collections, so that an event costs the
     # same in a long session as in a short one. Not a mutable accumulator inside `fold`:
@@ -168,6 +183,18 @@ class SessionState(BaseModel):
     last_activity_at: datetime | None = None
     event_count: int = 0
     seen: HashSet[str] = HashSet()
+    # Compaction (eventstore/context.py): the model is sent `summary` in place of the messages
+    # before `compacted_through`, and tool results before `cleared_before` cleared. The latest
+    # compaction asked for, and whether its answer is still to come.
+    summary: str | None = None
+    compacted_through: int = 0
+    cleared_before: int = 0
+    compaction: ev.CompactionRequested | None = None
+    compaction_pending: bool = False
+
+    def compacting(self, turn_id: str | None) -> bool:
+        """Whether this turn waits for a compaction before its next model call."""
+        return self.compaction_pending and self.compaction is not None and self.compaction.turn_id == turn_id
 
     def turn(self, turn_id: str | None) -> Turn | None:
         """The turn with this id, if the session has it."""
@@ -270,6 +297,7 @@ def _apply(state: SessionState, event: Event) -> SessionState:
                     else state.messages,
                     "ttl_s": p.ttl_s,
                     "max_tokens": p.max_tokens,
+                    "context_window": p.context_window,
                     "tenant_id": event.tenant_id,
                     "status": "idle" if state.status == "new" else state.status,
                     "started_at": state.started_at or event.occurred_at,
@@ -494,6 +522,19 @@ def _apply(state: SessionState, event: Event) -> SessionState:
                     "status": _ended_status(state, turns),
                 }
             )
+        case ev.CompactionRequested():
+            asking = state.turn(event.turn_id)
+            if (
+                asking is None
+                or asking.status != "running"
+                or asking.model_pending
+                or state.compacting(event.turn_id)
+                or event.step != asking.step + 1
+            ):
+                return state
+            return state.model_copy(update={"compaction": event, "compaction_pending": True})
+        case ev.ContextCompacted(payload=p):
+            return _compacted(state, event, p)
         case ev.SessionExpired():
             # An expiry that raced a new message (now queued or running) is void.
             return state.model_copy(update={"status": "expired"}) if state.status == "idle" else state
@@ -501,6 +542,31 @@ def _apply(state: SessionState, event: Event) -> SessionState:
             return state.model_copy(update={"status": "deleted"})
         case _:
             return state
+
+
+def _compacted(state: SessionState, event: Event, p: ev.ContextCompactedPayload) -> SessionState:
+    """A compaction made: paid for in any case; it changes what the model is sent unless a
+    later one went further (messages only grow, so an earlier plan stays valid)."""
+    asked = state.compaction
+    answers = asked is not None and (asked.turn_id, asked.step) == (event.turn_id, event.step)
+    update: dict[str, Any] = {
+        "usage": state.usage + p.usage,
+        "cost_usd": ev.add_cost(state.cost_usd, p.cost_usd),
+        "compaction_pending": state.compaction_pending and not answers,
+    }
+    turn = state.turn(event.turn_id)
+    if turn is not None:
+        billed = turn.model_copy(
+            update={"usage": turn.usage + p.usage, "cost_usd": ev.add_cost(turn.cost_usd, p.cost_usd)}
+        )
+        update["turns"] = _replace_turn(state, billed)
+    # The summary stands for the messages before one of the assistant's: the roles alternate.
+    fits = p.through < len(state.messages) and state.messages[p.through].role == "assistant"
+    if p.through > state.compacted_through and fits:
+        update.update(compacted_through=p.through, summary=p.summary)
+    if p.clear_before > state.cleared_before and p.clear_before <= len(state.messages):
+        update["cleared_before"] = p.clear_before
+    return state.model_copy(update=update)
 
 
 def evolve(state: SessionState, event: Event) -> SessionState:

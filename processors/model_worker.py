@@ -3,7 +3,9 @@
 Requests of different sessions run concurrently; a session has one request at a time (the
 reactor asks for the next step only after the result). Each call's outcome is recorded in
 the ledger under session/turn/step before it is appended, so a redelivered request
-re-emits the recorded answer and calls nothing.
+re-emits the recorded answer and calls nothing. It serves the reactor's compaction requests
+the same way (the summary call under its own key), and sends every call the session's
+compacted view (eventstore/context.py).
 """
 
 from __future__ import annotations
@@ -16,7 +18,7 @@ from typing import Any
 
 from opentelemetry.trace import Span, SpanKind, Status, StatusCode
 
-from eventstore import channels, ledger
+from eventstore import channels, context, ledger
 from eventstore import events as ev
 from eventstore.events import Event
 from eventstore.pricing import priced_as
@@ -25,7 +27,7 @@ from observe import tracing
 from processors import reactor
 from processors.effects import EffectWorker
 from processors.model import results
-from processors.model.port import ModelClient, ModelError, ModelRequest
+from processors.model.port import ModelClient, ModelError, ModelRequest, ModelResponse
 from processors.tools import mcp
 from processors.tools.errors import McpUnavailable
 from processors.tools.registry import Registry, default_registry
@@ -37,8 +39,26 @@ async def _notify(conn: Any, payload: str) -> None:
     await conn.execute("SELECT pg_notify(%s, %s)", (channels.DELTAS, payload))
 
 
-class ModelWorker(EffectWorker[ev.ModelRequested]):
-    """Effect worker for `model_requested`."""
+Request = ev.ModelRequested | ev.CompactionRequested
+Billed = ev.AssistantMessagePayload | ev.ContextCompactedPayload
+
+
+def _billed(outcome: Event) -> Billed | None:
+    """The payload of an outcome that is a model call's answer (a message or a summary)."""
+    return outcome.payload if isinstance(outcome, ev.AssistantMessage | ev.ContextCompacted) else None
+
+
+def _no_call(outcome: Event) -> bool:
+    """A compaction that only cleared tool results: no model call to describe or count."""
+    return isinstance(outcome, ev.ContextCompacted) and outcome.payload.model is None
+
+
+async def _ready(request: ModelRequest) -> ModelRequest:
+    return request
+
+
+class ModelWorker(EffectWorker[Request]):
+    """Effect worker for `model_requested` and `compaction_requested`."""
 
     consumer = "model-worker"
     kind = "model"
@@ -53,30 +73,40 @@ class ModelWorker(EffectWorker[ev.ModelRequested]):
         self.flagged: set[tuple[str, str]] = set()
         self.lease_s = self.settings.model_lease_s
 
-    def request(self, event: Event) -> ev.ModelRequested | None:
-        return event if isinstance(event, ev.ModelRequested) else None
+    def request(self, event: Event) -> Request | None:
+        return event if isinstance(event, ev.ModelRequested | ev.CompactionRequested) else None
 
-    def key(self, request: ev.ModelRequested) -> str:
+    def key(self, request: Request) -> str:
+        if isinstance(request, ev.CompactionRequested):
+            return ledger.compaction_key(request.session_id, request.turn_id, request.step)
         return ledger.model_key(request.session_id, request.turn_id, request.step)
 
-    def pending(self, request: ev.ModelRequested, state: SessionState) -> bool:
+    def pending(self, request: Request, state: SessionState) -> bool:
         turn = state.turn(request.turn_id)
-        return (
-            turn is not None
-            and turn.status == "running"
-            and turn.model_pending
-            and not turn.interrupted
-            and turn.step == request.step
-            and state.status not in ("expired", "deleted")
-        )
+        if (
+            turn is None
+            or turn.status != "running"
+            or turn.interrupted
+            or state.status in ("expired", "deleted")
+        ):
+            return False
+        if isinstance(request, ev.CompactionRequested):
+            return (
+                state.compacting(turn.turn_id)
+                and state.compaction is not None
+                and state.compaction.event_id == request.event_id
+            )
+        return turn.model_pending and turn.step == request.step
 
-    def unanswered(self, state: SessionState) -> list[ev.ModelRequested]:
+    def unanswered(self, state: SessionState) -> list[Request]:
         turn = state.turn(state.current_turn)
+        if turn is not None and state.compacting(turn.turn_id) and state.compaction is not None:
+            return [state.compaction]
         if turn is None or not turn.model_pending:
             return []
         return [reactor.model_request(state, turn, turn.step, ev.now())]
 
-    def unrecordable(self, request: ev.ModelRequested, reason: str) -> Event:
+    def unrecordable(self, request: Request, reason: str) -> Event:
         return results.failed(request, f"model call failed: {reason}", ev.now())
 
     def model_request(
@@ -87,16 +117,16 @@ class ModelWorker(EffectWorker[ev.ModelRequested]):
         return ModelRequest(
             model=request.payload.model,
             system=state.system,
-            messages=[m.as_api() for m in state.messages],
+            messages=context.view(state),
             tools=self.tools.definitions(state.tools)
             + (offer or mcp.Offer(state.mcp_tools or ())).definitions(),
-            max_tokens=state.max_tokens,
+            max_tokens=context.max_tokens(state),
             key=self.key(request),
             on_text=self._first_text(request, self._deltas(request) if self.settings.stream_deltas else None),
         )
 
     def _first_text(
-        self, request: ev.ModelRequested, then: Callable[[str], Awaitable[None]] | None
+        self, request: Request, then: Callable[[str], Awaitable[None]] | None
     ) -> Callable[[str], Awaitable[None]]:
         """Measures the time to the first text, then passes the text on (if anyone listens)."""
         started = time.monotonic()
@@ -125,7 +155,7 @@ class ModelWorker(EffectWorker[ev.ModelRequested]):
         self.flagged.add((kind, model))
         log.warning(message, *args)
 
-    def span(self, request: ev.ModelRequested) -> tuple[str, SpanKind, dict[str, Any]]:
+    def span(self, request: Request) -> tuple[str, SpanKind, dict[str, Any]]:
         model = request.payload.model
         return (
             f"chat {self.model_label(model)}",  # the raw name (user input) is an attribute
@@ -141,16 +171,19 @@ class ModelWorker(EffectWorker[ev.ModelRequested]):
         )
 
     def describe(self, span: Span, outcome: Event) -> None:
-        if not isinstance(outcome, ev.AssistantMessage):
+        if _no_call(outcome):
+            return
+        p = _billed(outcome)
+        if p is None:
             reason = outcome.payload.reason if isinstance(outcome, ev.TurnFailed) else outcome.type
             span.set_status(Status(StatusCode.ERROR, reason))
             span.set_attribute("error.type", "model_call_failed")
             return
-        p = outcome.payload
+        stop = p.stop_reason if isinstance(p, ev.AssistantMessagePayload) else "compaction"
         span.set_attributes(
             {
-                "gen_ai.response.model": p.model,
-                "gen_ai.response.finish_reasons": [p.stop_reason or ""],
+                "gen_ai.response.model": p.model or "",
+                "gen_ai.response.finish_reasons": [stop or ""],
                 "gen_ai.usage.input_tokens": p.usage.input_tokens,
                 "gen_ai.usage.output_tokens": p.usage.output_tokens,
                 "gen_ai.usage.cache_read.input_tokens": p.usage.cache_read_input_tokens,
@@ -160,15 +193,18 @@ class ModelWorker(EffectWorker[ev.ModelRequested]):
         if p.cost_usd is not None:
             span.set_attribute("agentlog.cost_usd", float(p.cost_usd))
 
-    def measure(self, request: ev.ModelRequested, outcome: Event, attempts: int, seconds: float) -> None:
+    def measure(self, request: Request, outcome: Event, attempts: int, seconds: float) -> None:
+        if _no_call(outcome):
+            return
         metrics, model = self.metrics, self.model_label(request.payload.model)
         metrics.model_duration.labels(model).observe(seconds)
         metrics.retries.labels(model).inc(max(0, attempts - 1))
-        if not isinstance(outcome, ev.AssistantMessage):
+        p = _billed(outcome)
+        if p is None:
             metrics.model_calls.labels(model, "error").inc()
             return
         metrics.model_calls.labels(model, "ok").inc()
-        usage = outcome.payload.usage
+        usage = p.usage
         for kind, count in (
             ("input", usage.input_tokens),
             ("output", usage.output_tokens),
@@ -176,20 +212,19 @@ class ModelWorker(EffectWorker[ev.ModelRequested]):
             ("cache_write", usage.cache_creation_input_tokens),
         ):
             metrics.tokens.labels(model, kind).inc(count)
-        cost = outcome.payload.cost_usd
-        if cost is not None:
-            metrics.cost.labels(model).inc(float(cost))
+        if p.cost_usd is not None:
+            metrics.cost.labels(model).inc(float(p.cost_usd))
         else:
             metrics.unpriced.inc()
             self.flag_once(
                 "unpriced",
-                outcome.payload.model,
+                p.model or "",
                 "model %r has no price (genai-prices does not know it; AGENTLOG_PRICES can add it):"
                 " its calls' cost is unknown (NULL)",
-                outcome.payload.model,
+                p.model,
             )
 
-    def _deltas(self, request: ev.ModelRequested) -> Callable[[str], Awaitable[None]]:
+    def _deltas(self, request: Request) -> Callable[[str], Awaitable[None]]:
         """Text as the model streams it, to live views (Postgres NOTIFY; lost on a crash, by design)."""
 
         async def push(text: str) -> None:
@@ -209,22 +244,20 @@ class ModelWorker(EffectWorker[ev.ModelRequested]):
 
         return push
 
-    async def perform(self, request: ev.ModelRequested, state: SessionState) -> tuple[Event, int]:
+    async def perform(self, request: Request, state: SessionState) -> tuple[Event, int]:
+        if isinstance(request, ev.CompactionRequested):
+            return await self._compact(request, state)
         started = time.monotonic()
-        self.calls += 1
-        self.metrics.model_in_flight.inc()
-        try:
+        offer = mcp.Offer(())
+
+        async def build() -> ModelRequest:
+            nonlocal offer
             offer = await self.mcp.offer(state)
-            response = await self.model.complete(self.model_request(request, state, offer))
-        except McpUnavailable as exc:
-            return results.failed(request, f"model call not made: {exc}", ev.now()), 1
-        except ModelError as exc:
-            return results.failed(request, f"model call failed: {exc.reason}", ev.now()), exc.attempts
-        except Exception as exc:  # an adapter bug must end the turn, not hang it
-            log.exception("model adapter raised")
-            return results.failed(request, f"model call failed: {type(exc).__name__}: {exc}", ev.now()), 1
-        finally:
-            self.metrics.model_in_flight.dec()
+            return self.model_request(request, state, offer)
+
+        response = await self._call(request, build(), "model call failed")
+        if not isinstance(response, ModelResponse):
+            return response
         took = int((time.monotonic() - started) * 1000)
         if response.deprecated is not None:
             self.metrics.deprecated.labels(self.model_label(request.payload.model)).inc()
@@ -237,3 +270,56 @@ class ModelWorker(EffectWorker[ev.ModelRequested]):
             )
         answer = results.answered(request, response, ev.now(), took, self.settings.prices or None)
         return offer.recorded(answer), response.attempts
+
+    async def _call(
+        self, request: Request, build: Awaitable[ModelRequest], failed: str
+    ) -> ModelResponse | tuple[Event, int]:
+        """One model call: its response, or the failure that ends the turn, with its attempts
+        (`failed` says what failed: the step's call or a compaction's)."""
+        self.calls += 1
+        self.metrics.model_in_flight.inc()
+        try:
+            return await self.model.complete(await build)
+        except McpUnavailable as exc:
+            return results.failed(request, f"model call not made: {exc}", ev.now()), 1
+        except ModelError as exc:
+            return results.failed(request, f"{failed}: {exc.reason}", ev.now()), exc.attempts
+        except Exception as exc:  # an adapter bug must end the turn, not hang it
+            log.exception("model adapter raised")
+            return results.failed(request, f"{failed}: {type(exc).__name__}: {exc}", ev.now()), 1
+        finally:
+            self.metrics.model_in_flight.dec()
+
+    async def _compact(self, request: ev.CompactionRequested, state: SessionState) -> tuple[Event, int]:
+        """Make the compaction asked for: a summary of the messages it covers (one model call,
+        none when only tool results are cleared), with the view's estimate after it."""
+        p = request.payload
+        started = time.monotonic()
+        summary, response = state.summary, None
+        got: ModelResponse | tuple[Event, int]
+        if p.through > state.compacted_through:
+            asked = ModelRequest(
+                model=p.model,
+                system=context.SUMMARY_SYSTEM,
+                messages=context.summary_prompt(state, p.through),
+                max_tokens=context.summary_tokens(state),
+                key=self.key(request),
+            )
+            got = await self._call(request, _ready(asked), "compaction failed")
+            if not isinstance(got, ModelResponse):
+                return got
+            response = got
+            written = " ".join(str(b.get("text", "")) for b in response.content if b.get("type") == "text")
+            summary = context.clip_summary(written.strip() or "(no summary)", state)
+        after = context.compacted(state, max(p.through, state.compacted_through), p.clear_before, summary)
+        took = int((time.monotonic() - started) * 1000)
+        outcome = results.compacted(
+            request,
+            summary,
+            context.request_tokens(after, [], context.overhead(state, self.tools.definition_tokens())),
+            response,
+            ev.now(),
+            took,
+            self.settings.prices or None,
+        )
+        return outcome, response.attempts if response is not None else 1

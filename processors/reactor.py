@@ -7,11 +7,12 @@ every reaction has a deterministic id, so a reaction appended twice is one event
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from datetime import datetime
 from typing import Any
 
+from eventstore import context, ids, lineage
 from eventstore import events as ev
-from eventstore import ids, lineage
 from eventstore.events import Block
 from eventstore.models import OFFLINE_MODEL
 from eventstore.state import CLOSED, SessionState, Turn, evolve
@@ -40,6 +41,23 @@ def model_request(
         event_id=ids.derive(ids.event_key(state.session_id, turn.turn_id, step, "model_requested", 0)),
         **_envelope(state, turn, at, step),
         payload=ev.ModelRequestedPayload(model=state.model or OFFLINE_MODEL, tool_results=tool_results or []),
+    )
+
+
+def compaction_request(
+    state: SessionState, turn: Turn, step: int, at: datetime, plan: context.Plan
+) -> ev.CompactionRequested:
+    """The compaction a turn's step needs before its model call; keyed session/turn/step, so
+    its ledger key is too, and a redelivery never makes a second summary."""
+    return ev.CompactionRequested(
+        event_id=ids.derive(ids.event_key(state.session_id, turn.turn_id, step, "compaction_requested")),
+        **_envelope(state, turn, at, step),
+        payload=ev.CompactionRequestedPayload(
+            model=state.model or OFFLINE_MODEL,
+            through=plan.through,
+            clear_before=plan.clear_before,
+            tokens_before=plan.tokens_before,
+        ),
     )
 
 
@@ -93,18 +111,29 @@ def _complete(state: SessionState, turn: Turn, at: datetime) -> list[ev.Event]:
 
 
 def _next_call(
-    state: SessionState, turn: Turn, step: int, tool_results: list[Block], at: datetime
+    state: SessionState,
+    turn: Turn,
+    step: int,
+    tool_results: list[Block],
+    at: datetime,
+    tool_tokens: Mapping[str, int],
 ) -> list[ev.Event]:
-    """The next model call of a turn, unless a limit ends the turn first."""
+    """The next model call of a turn, unless a limit ends the turn first, or, when the call
+    would not fit the context window, the compaction it needs first (once per step)."""
     if step > state.max_steps:
         return _fail(state, turn, f"step limit reached: {state.max_steps} model calls in this turn", at)
     if state.token_budget is not None and state.tokens_used() >= state.token_budget:
         reason = f"token budget exhausted: {state.tokens_used()} of {state.token_budget} tokens used"
         return _fail(state, turn, reason, at)
+    asked = state.compaction
+    if asked is None or (asked.turn_id, asked.step) != (turn.turn_id, step):
+        plan = context.plan(state, tool_results, tool_tokens)
+        if plan is not None:
+            return [compaction_request(state, turn, step, at, plan)]
     return [model_request(state, turn, step, at, tool_results)]
 
 
-def _start_next(state: SessionState, at: datetime) -> list[ev.Event]:
+def _start_next(state: SessionState, at: datetime, tool_tokens: Mapping[str, int]) -> list[ev.Event]:
     queued = state.queued()
     if state.current_turn is not None or not queued:
         return []
@@ -113,8 +142,9 @@ def _start_next(state: SessionState, at: datetime) -> list[ev.Event]:
         event_id=ids.derive(ids.event_key(state.session_id, turn.turn_id, "turn_started")),
         **_envelope(state, turn, at),
     )
-    running = turn.model_copy(update={"status": "running"})
-    return [started, *_next_call(state, running, 1, [], at)]
+    # The call is decided on the state with the turn started: its message is in the transcript.
+    running = evolve(state, started)
+    return [started, *_next_call(running, running.turn(turn.turn_id) or turn, 1, [], at, tool_tokens)]
 
 
 def tool_request(state: SessionState, turn: Turn, index: int, block: Block, at: datetime) -> ev.ToolRequested:
@@ -267,7 +297,9 @@ def _tool_requests(state: SessionState, turn: Turn, at: datetime, approve: froze
     return out
 
 
-def _continue(state: SessionState, turn: Turn, at: datetime, approve: frozenset[str]) -> list[ev.Event]:
+def _continue(
+    state: SessionState, turn: Turn, at: datetime, approve: frozenset[str], tool_tokens: Mapping[str, int]
+) -> list[ev.Event]:
     """What follows a running turn whose model has answered."""
     if turn.stop_reason == "tool_use":
         if not turn.tool_uses:
@@ -279,16 +311,24 @@ def _continue(state: SessionState, turn: Turn, at: datetime, approve: frozenset[
             return missing
         if len(turn.results) < len(turn.tool_uses):
             return []  # waiting on tools
-        return _next_call(state, turn, turn.step + 1, _closing_results(turn, "no result came"), at)
+        results = _closing_results(turn, "no result came")
+        return _next_call(state, turn, turn.step + 1, results, at, tool_tokens)
     if turn.stop_reason == "pause_turn":
         # A paused long-running turn: send the conversation again to let the model continue.
-        return _next_call(state, turn, turn.step + 1, [], at)
+        return _next_call(state, turn, turn.step + 1, [], at, tool_tokens)
     return _complete(state, turn, at)
 
 
-def react(state: SessionState, at: datetime, approve: frozenset[str] = frozenset()) -> list[ev.Event]:
+def react(
+    state: SessionState,
+    at: datetime,
+    approve: frozenset[str] = frozenset(),
+    tool_tokens: Mapping[str, int] | None = None,
+) -> list[ev.Event]:
     """The events that must follow this state now (empty when it waits on an effect).
-    `approve` names tools whose every call waits for a human (`@tool(approval=True)`)."""
+    `approve` names tools whose every call waits for a human (`@tool(approval=True)`);
+    `tool_tokens` the estimated size of each tool's definition (for the context window)."""
+    sizes = tool_tokens or {}
     closed = state.status in CLOSED
     refused = [
         event
@@ -300,16 +340,16 @@ def react(state: SessionState, at: datetime, approve: frozenset[str] = frozenset
         return refused
     current = state.turn(state.current_turn)
     if current is None:
-        return _start_next(state, at)
+        return _start_next(state, at, sizes)
     if closed:
         return _fail(state, current, f"session {state.status}", at)
     if current.interrupted:
         return _fail(state, current, "interrupted by a newer user message (policy interrupt)", at)
-    if current.model_pending:
+    if current.model_pending or state.compacting(current.turn_id):
         return []
     if current.step == 0:
-        return _next_call(state, current, 1, [], at)
-    return _continue(state, current, at, approve)
+        return _next_call(state, current, 1, [], at, sizes)
+    return _continue(state, current, at, approve, sizes)
 
 
 def overdue(state: SessionState, at: datetime, deadline_s: float) -> list[ev.Event]:
@@ -381,7 +421,11 @@ def expiry(state: SessionState, at: datetime) -> ev.SessionExpired | ev.SessionD
 
 
 def settle(
-    state: SessionState, at: datetime, limit: int = 64, approve: frozenset[str] = frozenset()
+    state: SessionState,
+    at: datetime,
+    limit: int = 64,
+    approve: frozenset[str] = frozenset(),
+    tool_tokens: Mapping[str, int] | None = None,
 ) -> tuple[SessionState, list[ev.Event]]:
     """React until the state asks for nothing more; returns the state with the reactions folded.
 
@@ -390,7 +434,7 @@ def settle(
     """
     out: list[ev.Event] = []
     for _ in range(limit):
-        reactions = react(state, at, approve)
+        reactions = react(state, at, approve, tool_tokens)
         if not reactions:
             return state, out
         for reaction in reactions:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import uuid
+from collections.abc import Mapping
 
 from eventstore import events as ev
 from eventstore import reads
@@ -27,10 +28,18 @@ class ReactorWorker(FoldingWorker):
 
     consumer = "reactor"
 
-    def __init__(self, *args: object, approve: frozenset[str] = frozenset(), **kwargs: object) -> None:
+    def __init__(
+        self,
+        *args: object,
+        approve: frozenset[str] = frozenset(),
+        tool_tokens: Mapping[str, int] | None = None,
+        **kwargs: object,
+    ) -> None:
         super().__init__(*args, **kwargs)  # type: ignore[arg-type]
         # Tools whose every call waits for a human (declared by the tool, not the session).
         self.approve = approve
+        # The estimated size of each tool's definition: a model call's share of the window.
+        self.tool_tokens = tool_tokens or {}
         self.unseen: dict[str, dict[uuid.UUID, Event]] = {}
         self.tick_s = self.settings.expiry_check_s
         self.expired = 0
@@ -133,7 +142,7 @@ class ReactorWorker(FoldingWorker):
 
     async def _settle(self, state: SessionState) -> int:
         ahead = self._ahead(state)
-        _, reactions = reactor.settle(ahead, ev.now(), approve=self.approve)
+        _, reactions = reactor.settle(ahead, ev.now(), approve=self.approve, tool_tokens=self.tool_tokens)
         if reactions:
             await self._append([tracing.in_turn_trace(ahead, r) for r in reactions])
         return len(reactions)

@@ -21,7 +21,7 @@ from processors.reactor_worker import ReactorWorker
 from processors.subagent_worker import SubagentWorker
 from processors.tool_worker import ToolWorker
 from processors.tools.discovery import load_registry
-from processors.tools.registry import Registry
+from processors.tools.registry import Registry, default_registry
 
 Role = Literal["reactor", "model", "tools", "subagents", "projector"]
 ROLES: tuple[Role, ...] = ("reactor", "model", "tools", "subagents", "projector")
@@ -56,7 +56,8 @@ async def run_role(
         worker: ReactorWorker | ModelWorker | ToolWorker | SubagentWorker | Projector
         if role == "reactor":
             approve = tools.needing_approval() if tools is not None else frozenset()
-            worker = ReactorWorker(settings, kafka, conn, epoch, approve=approve)
+            sizes = (tools or default_registry()).definition_tokens()
+            worker = ReactorWorker(settings, kafka, conn, epoch, approve=approve, tool_tokens=sizes)
         elif role == "model":
             model = router.from_settings(settings)
             worker = ModelWorker(

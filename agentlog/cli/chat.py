@@ -229,7 +229,8 @@ def _finish_text(console: Console, event: EventView, streamed: str) -> None:
 
 
 def _show(console: Console, event: EventView) -> None:
-    """Print what a user wants to see of a tool call, its result, an approval or a failure."""
+    """Print what a user wants to see of a tool call, its result, an approval, a failure or a
+    compaction."""
     p = event.payload
     if event.type == "tool_requested":
         console.print(f"[yellow]→ {escape(str(p.get('name')))}[/] {escape(json.dumps(p.get('input', {})))}")
@@ -240,6 +241,12 @@ def _show(console: Console, event: EventView) -> None:
         console.print(f"{mark} {escape(_first_line(p.get('content')))}")
     elif event.type == "turn_failed":
         console.print(f"[red]turn failed: {escape(str(p.get('reason')))}[/]")
+    elif event.type == "context_compacted":
+        summarised = "summarised" if p.get("model") else "kept"
+        console.print(
+            f"[dim]context compacted: earlier messages {summarised}, old tool results cleared"
+            f" (about {p.get('tokens_before')} → {p.get('tokens_after')} tokens)[/]"
+        )
 
 
 def _first_line(content: Any) -> str:

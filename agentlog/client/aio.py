@@ -86,7 +86,7 @@ class AsyncAgentlog:
 
     async def create_session(self, **settings: Any) -> SessionView:
         """Create a session: `session_id`, `model`, `system`, `tools`, `approvals`, `ttl_seconds`,
-        `policy`, `max_steps`, `token_budget`, `max_tokens`, `metadata` (all optional)."""
+        `policy`, `max_steps`, `token_budget`, `max_tokens`, `context_window`, `metadata` (all optional)."""
         return await self._drive(ops.create_session(settings))
 
     async def send(

@@ -103,6 +103,13 @@ class SessionSettings(BaseModel):
         default=None, ge=1, le=MAX_TTL_S, description="idle seconds before expiry"
     )
     max_tokens: int | None = Field(default=None, ge=1, le=128_000, description="per model call")
+    context_window: int | None = Field(
+        default=None,
+        ge=1024,
+        le=10_000_000,
+        description="tokens a model call may fill (default: the model's window); a longer session"
+        " is compacted: older turns summarised, old tool results cleared",
+    )
     mcp_servers: dict[str, McpServer] | None = Field(
         default=None,
         max_length=20,
@@ -143,6 +150,7 @@ def session_started(
         max_subagents=settings.max_subagents,
         max_depth=settings.subagent_max_depth,
         max_tokens=body.max_tokens or settings.max_tokens,
+        context_window=body.context_window,
         mcp_servers=_mcp_servers(body, settings),
         **extra,
     )

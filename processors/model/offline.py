@@ -3,7 +3,8 @@
 It stands in for Claude when no ANTHROPIC_API_KEY is set. A user message line
 `call <ToolName> <JSON input>` makes it ask for that tool (several lines: parallel calls);
 once the results are in, it answers quoting the first line of each. Otherwise it answers
-from the conversation. Its usage is plausible (a cached prefix, a cache write of the new
+from the conversation; asked for a compaction's summary, it lists the first line of each
+message. Its usage is plausible (a cached prefix, a cache write of the new
 message), so token and cost paths run; a latency setting lets benchmarks mimic a model.
 """
 
@@ -16,6 +17,7 @@ import math
 import re
 from typing import Any
 
+from eventstore import context
 from eventstore.events import Block, StopReason, Usage
 from eventstore.models import OFFLINE_MODEL as OFFLINE_MODEL  # the name it answers to
 from processors.model.port import ModelRequest, ModelResponse
@@ -63,7 +65,17 @@ def _calls(text: str, digest: str) -> tuple[list[Block], list[str]]:
     return blocks, errors
 
 
+def _summary(request: ModelRequest) -> str:
+    """A compaction's summary (eventstore/context.py): the first line of each message of the
+    conversation it was given, so that what was said stays findable."""
+    said = _text_of(request.messages[-1]["content"]) if request.messages else ""
+    lines = [line for line in said.splitlines() if line.startswith(("Earlier: ", "User: ", "Assistant: "))]
+    return "Earlier: " + " | ".join(line if len(line) <= 80 else line[:80] + "…" for line in lines)
+
+
 def _reply(request: ModelRequest, digest: str) -> tuple[list[Block], StopReason]:
+    if request.system == context.SUMMARY_SYSTEM:
+        return [{"type": "text", "text": _summary(request)}], "end_turn"
     last = request.messages[-1] if request.messages else {"role": "user", "content": []}
     content = last["content"]
     blocks = content if isinstance(content, list) else []

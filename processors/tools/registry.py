@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar, Literal, Protocol
 
+from eventstore import tokens
 from eventstore.events import Block
 from eventstore.settings import Settings
 
@@ -130,6 +131,10 @@ class Registry:
             {"name": t.name, "description": t.description, "input_schema": t.input_schema}
             for t in sorted(self.allowed(allow), key=lambda t: t.name)
         ]
+
+    def definition_tokens(self) -> dict[str, int]:
+        """The estimated tokens of each tool's definition (the reactor sizes calls with them)."""
+        return {d["name"]: tokens.estimate(d) for d in self.definitions(None)}
 
 
 def default_registry() -> Registry:

@@ -49,6 +49,7 @@ class SessionState(BaseModel):
     ephemeral: bool = False
     ttl_s: int | None = None
     max_tokens: int = 4096
+    context_window: int | None = None
     status: SessionStatus = "new"
     messages: tuple[Message, ...] = ()
     turns: tuple[Turn, ...] = ()
@@ -60,6 +61,11 @@ class SessionState(BaseModel):
     last_activity_at: datetime | None = None
     event_count: int = 0
     seen: frozenset[str] = frozenset()
+    summary: str | None = None
+    compacted_through: int = 0
+    cleared_before: int = 0
+    compaction: ev.CompactionRequested | None = None
+    compaction_pending: bool = False
 
     def turn(self, turn_id: str | None) -> Turn | None:
         """The turn with this id, if the session has it."""
@@ -149,6 +155,7 @@ def _apply(state: SessionState, event: Event) -> SessionState:
                     else state.messages,
                     "ttl_s": p.ttl_s,
                     "max_tokens": p.max_tokens,
+                    "context_window": p.context_window,
                     "tenant_id": event.tenant_id,
                     "status": "idle" if state.status == "new" else state.status,
                     "started_at": state.started_at or event.occurred_at,
@@ -376,6 +383,49 @@ def _apply(state: SessionState, event: Event) -> SessionState:
                     "status": _ended_status(state, turns),
                 }
             )
+        case ev.CompactionRequested():
+            asking = state.turn(event.turn_id)
+            if (
+                asking is None
+                or asking.status != "running"
+                or asking.model_pending
+                or (
+                    state.compaction_pending
+                    and state.compaction
+                    and state.compaction.turn_id == event.turn_id
+                )
+                or event.step != asking.step + 1
+            ):
+                return state
+            return state.model_copy(update={"compaction": event, "compaction_pending": True})
+        case ev.ContextCompacted(payload=p):
+            made = state.compaction
+            answers = made is not None and (made.turn_id, made.step) == (event.turn_id, event.step)
+            update: dict[str, Any] = {
+                "usage": state.usage + p.usage,
+                "cost_usd": ev.add_cost(state.cost_usd, p.cost_usd),
+                "compaction_pending": state.compaction_pending and not answers,
+            }
+            paid = state.turn(event.turn_id)
+            if paid is not None:
+                update["turns"] = _replace_turn(
+                    state,
+                    paid.model_copy(
+                        update={
+                            "usage": paid.usage + p.usage,
+                            "cost_usd": ev.add_cost(paid.cost_usd, p.cost_usd),
+                        }
+                    ),
+                )
+            if (
+                p.through > state.compacted_through
+                and p.through < len(state.messages)
+                and state.messages[p.through].role == "assistant"
+            ):
+                update.update(compacted_through=p.through, summary=p.summary)
+            if state.cleared_before < p.clear_before <= len(state.messages):
+                update["cleared_before"] = p.clear_before
+            return state.model_copy(update=update)
         case ev.SessionExpired():
             # An expiry that raced a new message (now queued or running) is void.
             return state.model_copy(update={"status": "expired"}) if state.status == "idle" else state

@@ -10,6 +10,7 @@ from datetime import UTC, datetime, timedelta
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from eventstore import context
 from eventstore import events as ev
 from eventstore.models import OFFLINE_MODEL
 from eventstore.state import Message, SessionState, empty, evolve, fold
@@ -38,6 +39,8 @@ class Sim:
     tool_state: SessionState = field(default_factory=lambda: empty("s"))
     tool_pos: int = 0
     clock: int = 0
+    # A small window makes the session compact (tests/unit/test_compaction.py).
+    context_window: int | None = None
 
     def at(self) -> datetime:
         self.clock += 1
@@ -46,7 +49,13 @@ class Sim:
     def user(self, n: int, calls: int = 0) -> None:
         if not self.log:
             self.log.append(
-                ev.session_started(self.sid, model=OFFLINE_MODEL, at=self.at(), policy=self.policy)
+                ev.session_started(
+                    self.sid,
+                    model=OFFLINE_MODEL,
+                    at=self.at(),
+                    policy=self.policy,
+                    context_window=self.context_window,
+                )
             )
         text = "\n".join([f"message {n}", *(f'call Echo {{"text": "r{n}.{i}"}}' for i in range(calls))])
         self.log.append(ev.user_message(self.sid, text=text, idempotency_key=f"k{n}", at=self.at()))
@@ -72,15 +81,16 @@ class Sim:
             self.model_pos += 1
             self.model_state = evolve(self.model_state, event)
             turn = self.model_state.turn(event.turn_id)
+            if isinstance(event, ev.CompactionRequested) and self.model_state.compacting(event.turn_id):
+                self.log.append(compact(self.model_state, event, self.at()))
+                return
             if (
                 isinstance(event, ev.ModelRequested)
                 and turn
                 and turn.model_pending
                 and turn.step == event.step
             ):
-                request = ModelRequest(
-                    model=event.payload.model, messages=[m.as_api() for m in self.model_state.messages]
-                )
+                request = ModelRequest(model=event.payload.model, messages=context.view(self.model_state))
                 self.log.append(results.answered(event, answer(request), self.at()))
                 return
 
@@ -111,6 +121,17 @@ class Sim:
             self.tool_one()
             if len(self.log) == size and self.reactor_pos == len(self.log):
                 return
+
+
+def compact(state: SessionState, request: ev.CompactionRequested, at: datetime) -> ev.ContextCompacted:
+    """The compaction the model worker makes, with the offline model writing the summary."""
+    p, summary, response = request.payload, state.summary, None
+    if p.through > state.compacted_through:
+        asked = context.summary_prompt(state, p.through)
+        response = answer(ModelRequest(model=p.model, system=context.SUMMARY_SYSTEM, messages=asked))
+        summary = context.clip_summary(str(response.content[0]["text"]), state)
+    after = context.compacted(state, max(p.through, state.compacted_through), p.clear_before, summary)
+    return results.compacted(request, summary, context.request_tokens(after, [], 0), response, at)
 
 
 actions = st.lists(st.sampled_from(["user", "user+tools", "react", "model", "tool"]), min_size=1, max_size=40)

@@ -40,6 +40,7 @@ class RichSim(Sim):
                     approvals=list(self.approvals),
                     subagent_timeout_s=30,
                     ttl_s=600,
+                    context_window=self.context_window,
                 )
             )
 
@@ -114,12 +115,15 @@ ACTIONS = ["user", "user+tools", "user+task", "react", "model", "tool", "approve
 scripts = st.lists(st.sampled_from(ACTIONS), min_size=1, max_size=40)
 policies = st.sampled_from(["enqueue", "interrupt", "reject"])
 approvals = st.sampled_from([(), ("Echo",), ("Echo", "Task")])
+windows = st.sampled_from([None, 1024])
 
 
-def simulate(script: list[str], policy: str, asks: tuple[str, ...], verdicts: list[bool]) -> list[ev.Event]:
+def simulate(
+    script: list[str], policy: str, asks: tuple[str, ...], verdicts: list[bool], window: int | None = None
+) -> list[ev.Event]:
     """The log of a session driven by the script, then left to settle, the human deciding
-    by `verdicts` and sub-agents finishing."""
-    sim = RichSim(policy=policy, approvals=asks)
+    by `verdicts` and sub-agents finishing; with a small `window`, compacting."""
+    sim = RichSim(policy=policy, approvals=asks, context_window=window)
     n = 0
     for action in script:
         if action.startswith("user"):
@@ -170,7 +174,8 @@ FORGERIES = ["intruder start", "intruder message", "other session", "expired", "
 def histories(draw: st.DrawFn) -> list[ev.Event]:
     """A simulated log, then damaged: events lost, neighbours swapped, copies redelivered
     anywhere, forged events slipped in."""
-    log = simulate(draw(scripts), draw(policies), draw(approvals), draw(st.lists(st.booleans(), max_size=3)))
+    verdicts = draw(st.lists(st.booleans(), max_size=3))
+    log = simulate(draw(scripts), draw(policies), draw(approvals), verdicts, draw(windows))
     out = list(log)
     for _ in range(draw(st.integers(0, 3)) if out else 0):
         del out[draw(st.integers(0, len(out) - 1))]

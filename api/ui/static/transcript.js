@@ -413,6 +413,22 @@ export function sessionView(main, id, failed) {
         refreshTools();
         say(`Turn ${turn.index} ${e.type === 'turn_failed' ? 'failed' : 'finished'}`);
         break;
+      case 'context_compacted':
+        // What the model is sent from here on: the summary in place of the older messages.
+        turn.body.append(
+          h(
+            'details',
+            { class: 'thinking' },
+            h(
+              'summary',
+              {},
+              `Context compacted: the first ${p.through} messages summarised, tool results before message ${p.clear_before} cleared (about ${int(p.tokens_before)} → ${int(p.tokens_after)} tokens)`,
+            ),
+            p.model && p.summary ? pre(p.summary, 'text') : h('p', { class: 'muted' }, 'No new summary: clearing tool results was enough.'),
+            p.model ? h('p', { class: 'call-meta' }, `${p.model} · ${cost(p.cost_usd)} · ${duration(p.duration_ms)}`) : '',
+          ),
+        );
+        break;
       case 'session_expired':
         problems.append(h('p', { class: 'muted' }, `The session expired after ${p.idle_s} s idle.`));
         refreshSession();
