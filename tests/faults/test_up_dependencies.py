@@ -1,0 +1,128 @@
+"""`agentlog up` supervises its dependencies: the embedded Postgres killed (by its pid, from
+its data directory's postmaster.pid) is restarted in place, and meanwhile the api answers
+503 with `Retry-After` at once; the embedded broker killed is reported within seconds and
+restarted as a new log epoch. After either, a turn posted completes."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.integration.test_up import _alive, _post, _start, _stop, _wait_stack
+
+
+@dataclass
+class Up:
+    """A running `agentlog up`: its directory, process, api and development token."""
+
+    cwd: Path
+    proc: subprocess.Popen[bytes]
+    api: str
+    token: str
+
+    def stack(self) -> dict[str, Any]:
+        return dict(json.loads((self.cwd / ".agentlog" / "stack.json").read_text()))
+
+
+@pytest.fixture(scope="module")
+def up(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Up]:
+    """One `agentlog up` for the module, in a directory of its own."""
+    cwd = tmp_path_factory.mktemp("up-deps")
+    proc = _start(cwd)
+    try:
+        stack = _wait_stack(cwd, proc)
+        yield Up(cwd, proc, stack["api_url"], stack["api_token"])
+    finally:
+        _stop(proc)
+
+
+def _get(url: str, token: str) -> tuple[int, dict[str, str], dict[str, Any], float]:
+    """Status, headers, body and seconds taken of a GET (errors are answers too)."""
+    started = time.monotonic()
+    req = urllib.request.Request(url, headers={"Authorization": f"Bearer {token}"})
+    try:
+        with urllib.request.urlopen(req, timeout=30) as resp:
+            status, headers, body = resp.status, dict(resp.headers), resp.read()
+    except urllib.error.HTTPError as err:
+        status, headers, body = err.code, dict(err.headers), err.read()
+    return status, {k.lower(): v for k, v in headers.items()}, json.loads(body), time.monotonic() - started
+
+
+def _turn(api: str, session: str, key: str, token: str, within: float = 90) -> dict[str, Any]:
+    """Post a turn and wait for it, posting again (same key) while the api answers 503."""
+    deadline = time.monotonic() + within
+    while True:
+        try:
+            return _post(f"{api}/v1/sessions/{session}/messages?wait=60", {"content": "hello"}, key, token)
+        except urllib.error.HTTPError as err:
+            if err.code != 503 or time.monotonic() > deadline:
+                raise
+            assert err.headers["Retry-After"] == "1"
+            time.sleep(0.5)
+
+
+def _until_said(cwd: Path, text: str, within: float, after: int = 0) -> float:
+    """Seconds until `up` printed `text` (in its output past offset `after`)."""
+    started = time.monotonic()
+    while text not in (cwd / "up.out").read_text(errors="replace")[after:]:
+        assert time.monotonic() - started < within, (cwd / "up.out").read_text()[after:]
+        time.sleep(0.1)
+    return time.monotonic() - started
+
+
+def test_a_killed_postgres_is_restarted_and_the_api_answers_503_meanwhile(up: Up) -> None:
+    cwd, proc, api, token = up.cwd, up.proc, up.api, up.token
+    pgdata = cwd / ".agentlog" / "pg"
+    postmaster = int((pgdata / "postmaster.pid").read_text().split()[0])
+    seen = len((cwd / "up.out").read_text(errors="replace"))
+    # `up` held still, so that the outage lasts as long as the test looks at it.
+    os.kill(proc.pid, signal.SIGSTOP)
+    try:
+        os.kill(postmaster, signal.SIGKILL)
+        deadline = time.monotonic() + 10
+        while (answer := _get(f"{api}/v1/sessions/pg-none/turns", token))[0] != 503:
+            assert time.monotonic() < deadline, answer
+            time.sleep(0.1)
+        answers = [_get(f"{api}/v1/sessions/pg-none/turns", token) for _ in range(3)]
+        ready = _get(f"{api}/readyz", token)
+    finally:
+        os.kill(proc.pid, signal.SIGCONT)
+    for status, headers, body, took in [*answers, ready]:
+        assert status == 503 and headers["retry-after"] == "1", (status, body)
+        assert headers["content-type"].startswith("application/problem+json") and took < 1.5, took
+    _until_said(cwd, "postgres restarted as pid", within=30, after=seen)
+    restarted = int((pgdata / "postmaster.pid").read_text().split()[0])
+    assert restarted != postmaster and _alive(restarted)
+    _until_said(cwd, "workers restarted on the restarted postgres", within=30, after=seen)
+    assert "postgres died" in (cwd / ".agentlog" / "logs" / "up.log").read_text()
+    after = _turn(api, "pg-after", "pg-after", token)
+    assert after["status"] == "completed", after
+
+
+def test_a_killed_broker_is_reported_within_seconds_and_turns_finish_on_the_new_log(up: Up) -> None:
+    cwd, api, token = up.cwd, up.api, up.token
+    broker = next(p["pid"] for p in up.stack()["processes"] if p["name"] == "broker")
+    seen = len((cwd / "up.out").read_text(errors="replace"))
+    os.kill(broker, signal.SIGKILL)
+    reported = _until_said(cwd, f"broker (pid {broker}) exited", within=10, after=seen)
+    assert reported < 5, reported
+    _until_said(cwd, "workers restarted on the new log", within=60, after=seen)
+    assert "the event log" in (cwd / ".agentlog" / "logs" / "up.log").read_text()
+    assert not _alive(broker)  # reaped, not a zombie
+    assert next(p["pid"] for p in up.stack()["processes"] if p["name"] == "broker") != broker
+    after = _turn(api, "broker-after", "broker-after", token)
+    assert after["status"] == "completed", after
+    # The session from before the new log goes on where Postgres has it.
+    more = _turn(api, "pg-after", "pg-after-2", token)
+    assert more["status"] == "completed" and "turn 2" in more["output_text"], more
