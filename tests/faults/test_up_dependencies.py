@@ -114,6 +114,10 @@ def test_a_killed_broker_is_reported_within_seconds_and_turns_finish_on_the_new_
     cwd, api, token = up.cwd, up.api, up.token
     broker = next(p["pid"] for p in up.stack()["processes"] if p["name"] == "broker")
     seen = len((cwd / "up.out").read_text(errors="replace"))
+    # A turn in flight when the log is lost: its tool runs while the broker dies.
+    slow = 'call Bash {"command": "sleep 3"}'
+    accepted = _post(f"{api}/v1/sessions/in-flight/messages", {"content": slow}, "in-flight", token)
+    time.sleep(1)
     os.kill(broker, signal.SIGKILL)
     reported = _until_said(cwd, f"broker (pid {broker}) exited", within=10, after=seen)
     assert reported < 5, reported
@@ -123,6 +127,11 @@ def test_a_killed_broker_is_reported_within_seconds_and_turns_finish_on_the_new_
     assert next(p["pid"] for p in up.stack()["processes"] if p["name"] == "broker") != broker
     after = _turn(api, "broker-after", "broker-after", token)
     assert after["status"] == "completed", after
+    deadline = time.monotonic() + 60
+    turn = f"{api}/v1/sessions/in-flight/turns/{accepted['turn_id']}"
+    while (status := _get(turn, token))[2].get("status") != "completed":
+        assert time.monotonic() < deadline, status
+        time.sleep(0.5)
     # The session from before the new log goes on where Postgres has it.
     more = _turn(api, "pg-after", "pg-after-2", token)
     assert more["status"] == "completed" and "turn 2" in more["output_text"], more
