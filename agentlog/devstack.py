@@ -275,10 +275,12 @@ def up(
         say("ready; Ctrl-C stops everything")
     workers = [c for c in stack.children if c.name != "api"]
 
-    def restart_workers(why: str) -> None:
+    def stop_workers() -> None:
         # A worker's state is in Postgres and the log, so a restart loses nothing; the grace is
         # short, for what it holds cannot be written until the restart anyway.
         supervise.terminate_all(workers, grace=2)
+
+    def start_workers(why: str) -> None:
         for child in workers:
             child.start(child_env)
         say(f"workers restarted {why}: {', '.join(c.name for c in workers)}")
@@ -286,17 +288,18 @@ def up(
     def new_epoch() -> None:
         # The workers learn the log epoch at start and resume unfinished turns from Postgres.
         asyncio.run(kafka_log.ensure_topics(Settings(kafka_bootstrap=bootstrap, partitions=partitions)))
-        restart_workers("on the new log")
+        start_workers("on the new log")
 
     try:
         while not stopping:
             changed = supervise.supervise_children(stack.children, child_env)
             if postgres is not None and postgres.watch():
                 # Their connections were to the dead server: at once, not when each next needs one.
-                restart_workers("on the restarted postgres")
+                stop_workers()
+                start_workers("on the restarted postgres")
                 changed = True
             if broker is not None:
-                changed = broker.watch(new_epoch) or changed
+                changed = broker.watch(stop_workers, new_epoch) or changed
             if changed:
                 stack.write()
             time.sleep(0.2)

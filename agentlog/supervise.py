@@ -219,8 +219,10 @@ class EmbeddedBroker:
         wait_for_port(self.port)
         self.restarts.started(time.monotonic())
 
-    def watch(self, on_new_epoch: Callable[[], None]) -> bool:
-        """Restart the broker if it died; True when it was restarted (and `on_new_epoch` ran)."""
+    def watch(self, on_lost: Callable[[], None], on_new_epoch: Callable[[], None]) -> bool:
+        """Restart the broker if it died: `on_lost` first (what wrote to the old log must be
+        gone before a new one exists, or a retried append lands there), then the broker, then
+        `on_new_epoch`. True when it was restarted."""
         if self.proc is None or self.proc.poll() is None:
             return False
         now = time.monotonic()
@@ -235,6 +237,7 @@ class EmbeddedBroker:
                 "unfinished turns from Postgres",
                 logging.ERROR,
             )
+            on_lost()
         if not self.restarts.due(now):
             return False
         try:
