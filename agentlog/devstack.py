@@ -19,6 +19,7 @@ import socket
 import sys
 import time
 import urllib.request
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -273,36 +274,8 @@ def up(
             shown = ", ".join(f"{role} ×{n}" for role, n in replicas.items())
             say(f"replicas      {shown}   (consumer groups; a first join takes ~5 s)")
         say("ready; Ctrl-C stops everything")
-    workers = [c for c in stack.children if c.name != "api"]
-
-    def stop_workers() -> None:
-        # A worker's state is in Postgres and the log, so a restart loses nothing; the grace is
-        # short, for what it holds cannot be written until the restart anyway.
-        supervise.terminate_all(workers, grace=2)
-
-    def start_workers(why: str) -> None:
-        for child in workers:
-            child.start(child_env)
-        say(f"workers restarted {why}: {', '.join(c.name for c in workers)}")
-
-    def new_epoch() -> None:
-        # The workers learn the log epoch at start and resume unfinished turns from Postgres.
-        asyncio.run(kafka_log.ensure_topics(Settings(kafka_bootstrap=bootstrap, partitions=partitions)))
-        start_workers("on the new log")
-
     try:
-        while not stopping:
-            changed = supervise.supervise_children(stack.children, child_env)
-            if postgres is not None and postgres.watch():
-                # Their connections were to the dead server: at once, not when each next needs one.
-                stop_workers()
-                start_workers("on the restarted postgres")
-                changed = True
-            if broker is not None:
-                changed = broker.watch(stop_workers, new_epoch) or changed
-            if changed:
-                stack.write()
-            time.sleep(0.2)
+        _watch(stack, child_env, postgres, broker, lambda: stopping)
     finally:
         say("stopping")
         # The api first (no new turns), then every worker but the projector at once, then the
@@ -318,6 +291,48 @@ def up(
         supervise.log.removeHandler(events)
         events.close()
     return 0
+
+
+def _watch(
+    stack: Stack,
+    env: dict[str, str],
+    postgres: supervise.EmbeddedPostgres | None,
+    broker: supervise.EmbeddedBroker | None,
+    stopping: Callable[[], bool],
+) -> None:
+    """Supervise until `stopping()`: dead children restarted; a dead Postgres restarted and the
+    workers with it; a dead broker restarted as a new log epoch, the workers stopped before and
+    started after."""
+    workers = [c for c in stack.children if c.name != "api"]
+
+    def stop_workers() -> None:
+        # A worker's state is in Postgres and the log, so a restart loses nothing; the grace is
+        # short, for what it holds cannot be written until the restart anyway.
+        supervise.terminate_all(workers, grace=2)
+
+    def start_workers(why: str) -> None:
+        for child in workers:
+            child.start(env)
+        say(f"workers restarted {why}: {', '.join(c.name for c in workers)}")
+
+    def new_epoch() -> None:
+        # The workers learn the log epoch at start and resume unfinished turns from Postgres.
+        settings = Settings(kafka_bootstrap=stack.kafka_bootstrap, partitions=int(env["AGENTLOG_PARTITIONS"]))
+        asyncio.run(kafka_log.ensure_topics(settings))
+        start_workers("on the new log")
+
+    while not stopping():
+        changed = supervise.supervise_children(stack.children, env)
+        if postgres is not None and postgres.watch():
+            # Their connections were to the dead server: at once, not when each next needs one.
+            stop_workers()
+            start_workers("on the restarted postgres")
+            changed = True
+        if broker is not None:
+            changed = broker.watch(stop_workers, new_epoch) or changed
+        if changed:
+            stack.write()
+        time.sleep(0.2)
 
 
 def _model_reason(env: dict[str, str]) -> str:
