@@ -67,9 +67,10 @@ class Health:
 
     def forget(self) -> None:
         """A request just failed on a dependency: the next one checks again."""
-        self._known = None
+        self._checked = float("-inf")
 
     async def close(self) -> None:
+        """Close the check's own connection."""
         if self._conn is not None:
             await self._conn.close()
 
