@@ -393,16 +393,21 @@ def _tool_call(
     }
 
 
-async def timer_candidates(conn: AsyncConn, at: datetime, tool_deadline_s: float) -> list[str]:
+async def timer_candidates(
+    conn: AsyncConn, at: datetime, tool_deadline_s: float, model_deadline_s: float | None = None
+) -> list[str]:
     """Sessions a timer may be due for at `at`, from the projection (not from a walk over
-    cached states): idle past their TTL, a tool call unanswered past the deadline, or a
-    sub-agent running (its timeout is the parent's, checked on the folded state)."""
+    cached states): idle past their TTL, a tool call unanswered past the deadline, a
+    sub-agent running (its timeout is the parent's, checked on the folded state), or running
+    with nothing happening past the model's deadline."""
     cur = await conn.execute(
         "SELECT session_id FROM sessions WHERE status = 'idle' AND ttl_s IS NOT NULL"
         " AND last_activity_at <= %(at)s - make_interval(secs => ttl_s)"
         " UNION SELECT session_id FROM tool_calls WHERE status = 'requested'"
         " AND requested_at <= %(at)s - make_interval(secs => %(deadline)s)"
-        " UNION SELECT parent_session_id FROM subagents WHERE status = 'running'",
-        {"at": at, "deadline": tool_deadline_s},
+        " UNION SELECT parent_session_id FROM subagents WHERE status = 'running'"
+        " UNION SELECT session_id FROM sessions WHERE status = 'running' AND %(model)s::float8 IS NOT NULL"
+        " AND last_activity_at <= %(at)s - make_interval(secs => %(model)s::float8)",
+        {"at": at, "deadline": tool_deadline_s, "model": model_deadline_s},
     )
     return [row[0] for row in await cur.fetchall()]

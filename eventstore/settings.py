@@ -137,6 +137,9 @@ class Settings(BaseSettings):
     # A model call holds a lease in the ledger, renewed every third of it while it runs: a
     # replica taking over waits for it to run out, so two never both call for one step.
     model_lease_s: float = Field(default=10.0, gt=0)
+    # A turn whose model call has no answer this long after it was asked (no worker serving
+    # it, for whatever reason) fails with that reason: a session never waits forever.
+    model_deadline_s: float = Field(default=1800.0, gt=0)
     model_stream: bool = True
     model_max_attempts: int = Field(default=4, ge=1)
     model_retry_base_s: float = Field(default=0.5, ge=0)

@@ -16,6 +16,7 @@ from eventstore import events as ev
 from eventstore.events import Block
 from eventstore.models import OFFLINE_MODEL
 from eventstore.state import CLOSED, SessionState, Turn, evolve
+from processors.model import results
 
 TERMINAL_STOPS = frozenset(
     {"end_turn", "max_tokens", "stop_sequence", "refusal", "model_context_window_exceeded"}
@@ -366,6 +367,21 @@ def overdue(state: SessionState, at: datetime, deadline_s: float) -> list[ev.Eve
         for tool_use_id in sorted(turn.requested)
         if turn.result_for(tool_use_id) is None and turn.task_for(tool_use_id) is None
     ]
+
+
+def model_overdue(state: SessionState, at: datetime, deadline_s: float) -> list[ev.Event]:
+    """The failure of a turn whose model call got no answer within `deadline_s` (nothing else
+    happens in a session while its model is asked, so its last activity is the request): no
+    model worker answering, for whatever reason, must not leave the session waiting forever.
+    The failure has the id a model worker's own would have, so the two are one event."""
+    turn = state.turn(state.current_turn)
+    if turn is None or turn.status != "running" or not turn.model_pending or state.last_activity_at is None:
+        return []
+    if (at - state.last_activity_at).total_seconds() < deadline_s:
+        return []
+    request = model_request(state, turn, turn.step, at)
+    reason = f"no model worker answered step {turn.step} within {deadline_s:g} s"
+    return [results.failed(request, reason, at)]
 
 
 def subagent_timeouts(state: SessionState, at: datetime) -> list[ev.Event]:

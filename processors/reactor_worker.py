@@ -115,10 +115,12 @@ class ReactorWorker(FoldingWorker):
 
     async def on_tick(self) -> None:
         """Timers: expire idle sessions past their TTL; give up on tools that never answer;
-        retry or give up on sub-agents past their timeout."""
+        retry or give up on sub-agents past their timeout; fail a turn whose model call nobody
+        answered by its deadline."""
         at = ev.now()
         deadline = self.settings.tool_deadline_s
-        for sid in await reads.timer_candidates(self.conn, at, deadline):
+        model_deadline = self.settings.model_deadline_s
+        for sid in await reads.timer_candidates(self.conn, at, deadline, model_deadline):
             if not self.reads(sid):
                 continue
             state = await self.cache.get(sid)
@@ -139,6 +141,14 @@ class ReactorWorker(FoldingWorker):
                     deadline,
                 )
                 await self._append([tracing.in_turn_trace(ahead, r) for r in late])
+            stuck = reactor.model_overdue(ahead, at, model_deadline)
+            if stuck:
+                log.error(
+                    "reactor: the model call of %s got no answer in %gs; the turn fails",
+                    state.session_id,
+                    model_deadline,
+                )
+                await self._append([tracing.in_turn_trace(ahead, r) for r in stuck])
 
     async def _settle(self, state: SessionState) -> int:
         ahead = self._ahead(state)

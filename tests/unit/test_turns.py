@@ -387,6 +387,28 @@ def test_tools_that_never_answer_are_given_up_on_after_the_deadline() -> None:
     assert reactor.overdue(s.state, AT + timedelta(days=1), 60) == []
 
 
+def test_a_model_call_nobody_answers_fails_its_turn_at_the_deadline_and_the_next_one_runs() -> None:
+    s = Session()
+    s.user()
+    s.settle()
+    assert s.state.turns[0].model_pending
+    assert reactor.model_overdue(s.state, AT + timedelta(seconds=59), 60) == []
+    (failed,) = reactor.model_overdue(s.state, AT + timedelta(seconds=61), 60)
+    assert isinstance(failed, ev.TurnFailed)
+    assert failed.payload.reason == "no model worker answered step 1 within 60 s"
+    # The id a model worker's own failure of this turn would have: the two are one event.
+    assert failed.event_id == results.failed(s.last_request(), "other", AT).event_id
+    s.log.append(failed)
+    assert s.state.turns[0].status == "failed" and not s.state.turns[0].model_pending
+    s.model(text("late"))  # the lost worker's answer, after all: ignored
+    assert s.state.turns[0].status == "failed"
+    s.user("again")
+    s.settle()
+    assert s.state.turns[1].status == "running"
+    assert reactor.model_overdue(s.state, AT + timedelta(seconds=59), 60) == []
+    assert_transcript_valid(s.state.messages)
+
+
 def task_use(n: int, prompt: str = "do it") -> dict[str, Any]:
     return {
         "type": "tool_use",
