@@ -375,7 +375,9 @@ def model_overdue(state: SessionState, at: datetime, deadline_s: float) -> list[
     model worker answering, for whatever reason, must not leave the session waiting forever.
     The failure has the id a model worker's own would have, so the two are one event."""
     turn = state.turn(state.current_turn)
-    if turn is None or turn.status != "running" or not turn.model_pending or state.last_activity_at is None:
+    if turn is None or turn.status != "running" or state.last_activity_at is None:
+        return []
+    if not (turn.model_pending or state.compacting(turn.turn_id)):  # a summary call is one too
         return []
     if (at - state.last_activity_at).total_seconds() < deadline_s:
         return []
