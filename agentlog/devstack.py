@@ -256,7 +256,8 @@ def up(
     # Start order matters on the way down: the api stops first, the projector last.
     stack.children = [
         # Dynamic members: on the embedded broker a static member's restart took longer to be
-        # served again (bench.replicas: p50 28.6 s against 15.0 s, five kills each), so `static` stays off here.
+        # served again (bench.replicas: p50 28.6 s against 15.0 s, five kills each), so
+        # `static` stays off here.
         *worker_children(me, logs, replicas, service),
         Child(
             "api",
