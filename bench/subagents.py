@@ -47,8 +47,8 @@ async def main(children: int, workers: int, latency_ms: int, concurrency: int) -
                     await stack.start(
                         "subagents",
                         name=f"subagents-{index}",
-                        subagent_worker_index=index,
-                        subagent_worker_count=workers,
+                        instance=f"subagents-{index}",
+                        consumer_groups=True,  # the workers share the partitions in their group
                     )
                 url = await stack.start_api()
                 lines = "\n".join(
