@@ -56,7 +56,7 @@ def _fake_anthropic(setup: ModelSetup, log: IO[bytes]) -> tuple[subprocess.Popen
     assert proc.stdout is not None
     base_url = proc.stdout.readline().decode().strip()  # the server prints its URL first
     if not base_url.startswith("http://"):
-        _stop(proc)
+        stop_process(proc)
         raise RuntimeError("the fake Anthropic server did not start (see its log)")
     return proc, base_url
 
@@ -79,7 +79,8 @@ def _wait_ready(data_dir: Path, proc: subprocess.Popen[bytes], log_path: Path, w
     raise RuntimeError(f"agentlog up was not ready within {within:.0f}s:\n{log_path.read_text()[-3000:]}")
 
 
-def _stop(proc: subprocess.Popen[bytes], grace: float = 60) -> None:
+def stop_process(proc: subprocess.Popen[bytes], grace: float = 60) -> None:
+    """SIGTERM a process we started, by its pid; SIGKILL it past `grace` seconds."""
     if proc.poll() is not None:
         return
     proc.send_signal(signal.SIGTERM)
@@ -141,4 +142,4 @@ def own_stack(setup: ModelSetup, partitions: int = 8, within: float = 120) -> It
             yield _wait_ready(data_dir, up, Path(tmp) / "up.log", within)
         finally:
             for proc in reversed(procs):  # `up` stops its children and Postgres itself
-                _stop(proc)
+                stop_process(proc)

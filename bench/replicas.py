@@ -12,8 +12,6 @@ import json
 import os
 import signal
 import statistics
-import subprocess
-import sys
 import tempfile
 import time
 from collections.abc import Iterator
@@ -24,6 +22,8 @@ from typing import Any
 import httpx
 import psycopg
 
+from agentlog.testing.up import agentlog_up
+
 LATENCY_MS = 100  # the offline model's fixed latency per call
 PER_REPLICA = 4  # model calls in flight per replica (AGENTLOG_MODEL_CONCURRENCY)
 
@@ -31,45 +31,15 @@ PER_REPLICA = 4  # model calls in flight per replica (AGENTLOG_MODEL_CONCURRENCY
 @contextmanager
 def stack(replicas: str, partitions: int = 8) -> Iterator[tuple[Path, dict[str, Any]]]:
     """`agentlog up --replicas …` in a temporary directory, until the block ends."""
+    env = {
+        "AGENTLOG_OFFLINE_MODEL_LATENCY_MS": str(LATENCY_MS),
+        "AGENTLOG_MODEL_CONCURRENCY": str(PER_REPLICA),
+        "AGENTLOG_CONSUMER_GROUPS": "true",  # also with one replica: the same path
+    }
+    args = ("--partitions", str(partitions), "--replicas", replicas)
     with tempfile.TemporaryDirectory(prefix="agentlog-replicas-") as tmp:
-        cwd = Path(tmp)
-        env = {k: v for k, v in os.environ.items() if not k.startswith(("AGENTLOG_", "ANTHROPIC_"))}
-        env |= {
-            "AGENTLOG_OFFLINE_MODEL_LATENCY_MS": str(LATENCY_MS),
-            "AGENTLOG_MODEL_CONCURRENCY": str(PER_REPLICA),
-            "AGENTLOG_CONSUMER_GROUPS": "true",  # also with one replica: the same path
-        }
-        with open(cwd / "up.out", "ab") as out:
-            proc = subprocess.Popen(
-                [
-                    sys.executable,
-                    "-m",
-                    "agentlog",
-                    "up",
-                    "--partitions",
-                    str(partitions),
-                    "--replicas",
-                    replicas,
-                ],
-                cwd=cwd,
-                env=env,
-                stdout=out,
-                stderr=subprocess.STDOUT,
-            )
-        try:
-            deadline = time.monotonic() + 120
-            while "ready;" not in (cwd / "up.out").read_text(errors="replace"):
-                if proc.poll() is not None or time.monotonic() > deadline:
-                    raise RuntimeError((cwd / "up.out").read_text())
-                time.sleep(0.2)
-            yield cwd, json.loads((cwd / ".agentlog" / "stack.json").read_text())
-        finally:
-            proc.send_signal(signal.SIGTERM)
-            try:
-                proc.wait(120)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
+        with agentlog_up(Path(tmp), *args, env=env) as (_, info):
+            yield Path(tmp), info
 
 
 async def drive(info: dict[str, Any], sessions: int, turns: int, prefix: str) -> float:

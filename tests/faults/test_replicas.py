@@ -16,7 +16,6 @@ import os
 import shutil
 import signal
 import subprocess
-import sys
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -28,6 +27,7 @@ import psycopg
 import pytest
 
 from agentlog.devstack import free_port
+from agentlog.testing.up import agentlog_up
 
 ROLES = ("reactor", "model-worker", "tool-worker", "subagent-worker", "projector")
 SESSIONS = 8
@@ -54,56 +54,18 @@ class Up:
             return list(conn.execute(query).fetchall())
 
 
-def _wait_ready(cwd: Path, proc: subprocess.Popen[bytes], within: float = 90) -> dict[str, Any]:
-    deadline = time.monotonic() + within
-    while time.monotonic() < deadline:
-        out = (cwd / "up.out").read_text(errors="replace")
-        assert proc.poll() is None, out
-        if "ready;" in out:
-            return dict(json.loads((cwd / ".agentlog" / "stack.json").read_text()))
-        time.sleep(0.2)
-    raise AssertionError("agentlog up --replicas 2 did not become ready:\n" + out)
-
-
 @pytest.fixture(scope="module")
 def up(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Up]:
     if shutil.which("bwrap") is None:
         pytest.skip("bubblewrap (bwrap) is not installed: the Bash tool cannot run")
     cwd = tmp_path_factory.mktemp("replicas")
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("AGENTLOG_", "ANTHROPIC_"))}
     # Calls take a while, so that a kill or a pause finds some in flight.
-    env |= {"AGENTLOG_OFFLINE_MODEL_LATENCY_MS": "300", "AGENTLOG_SUBAGENT_TIMEOUT_S": "120"}
+    env = {"AGENTLOG_OFFLINE_MODEL_LATENCY_MS": "300", "AGENTLOG_SUBAGENT_TIMEOUT_S": "120"}
     port = free_port()  # `--port`: the api where the user asked for it
-    with open(cwd / "up.out", "ab") as out:
-        proc = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "agentlog",
-                "up",
-                "--partitions",
-                "4",
-                "--replicas",
-                "2",
-                "--port",
-                str(port),
-            ],
-            cwd=cwd,
-            env=env,
-            stdout=out,
-            stderr=subprocess.STDOUT,
-        )
-    try:
-        stack = _wait_ready(cwd, proc)
+    args = ("--partitions", "4", "--replicas", "2", "--port", str(port))
+    with agentlog_up(cwd, *args, env=env, grace=90) as (proc, stack):
         assert stack["api_url"] == f"http://127.0.0.1:{port}"
         yield Up(cwd, proc, stack)
-    finally:
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(90)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
 
 
 def _content(sid: str, n: int) -> str:
