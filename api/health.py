@@ -22,6 +22,10 @@ log = logging.getLogger(__name__)
 APPLICATION_NAME = "agentlog-api-health"
 TTL_S = 1.0
 TIMEOUT_S = 0.5
+# A check that only ran slow (a busy machine, a connection being set up) reads as down once
+# the next one is slow too: one slow answer must not turn every request away for a second.
+# A refused or broken connection reads as down at once.
+SLOW_STRIKES = 2
 # What a client is told to wait before it asks again.
 RETRY_AFTER = {"Retry-After": "1"}
 # Methods that only read: answered from the projection while the broker is down.
@@ -49,6 +53,7 @@ class Health:
         self.ttl = ttl
         self.timeout = timeout
         self._conn: psycopg.AsyncConnection[Any] | None = None
+        self._slow = 0
         self._known: Readiness | None = None
         self._checked = 0.0
         self._lock = asyncio.Lock()
@@ -82,9 +87,17 @@ class Health:
                         self.database_url, autocommit=True, application_name=APPLICATION_NAME
                     )
                 await self._conn.execute("SELECT 1")
+        except TimeoutError as exc:
+            await self._drop()
+            self._slow += 1
+            if self._slow < SLOW_STRIKES:
+                log.info("postgres answered slower than %.1f s (%d in a row)", self.timeout, self._slow)
+                return None
+            return f"postgres: {type(exc).__name__}: {exc}".strip()
         except Exception as exc:
             await self._drop()
             return f"postgres: {type(exc).__name__}: {exc}".strip()
+        self._slow = 0
         return None
 
     async def _drop(self) -> None:

@@ -58,15 +58,60 @@ async def recorded(conn: AsyncConn, key: str) -> Event | None:
     return found.outcome if found is not None else None
 
 
-async def _session_lock(conn: AsyncConn, session_id: str, fence: Fence | None = None) -> bool:
-    """Take the session's lock (held to the end of the transaction); False if it was deleted.
-    With a fence, raises `Fenced` unless the writer still owns the session's partition."""
+# What every ledger write checks, inside its statement: the session was not deleted and (with
+# a fence) the writer's claim on the session's partition is still the latest.
+_GUARD = (
+    "NOT EXISTS (SELECT 1 FROM deleted_sessions WHERE session_id = %(session_id)s)"
+    " AND (NOT %(fenced)s OR EXISTS (SELECT 1 FROM partition_owners WHERE consumer = %(f_consumer)s"
+    " AND log_epoch = %(f_epoch)s AND log_partition = %(f_partition)s AND generation = %(f_generation)s))"
+)
+
+
+async def _guarded(
+    conn: AsyncConn, session_id: str, fence: Fence | None, statement: str, params: dict[str, Any]
+) -> tuple[bool, bool]:
+    """Run `statement` (its WHERE holds `_GUARD`) in a transaction that holds the session's
+    lock, the fence's claim share-locked, all sent as one pipeline: one round trip where
+    five statements each waited for the last. Returns (written, session deleted); raises
+    `Fenced` unless the writer still owns the session's partition.
+
+    The lock is taken by a statement of its own before the write: each statement of a
+    transaction sees what was committed when it began, so the write sees a deletion
+    committed while it waited for the lock (serialised with store._delete_session).
+    """
+    guard = {"session_id": session_id, "fenced": fence is not None}
     if fence is not None:
-        await fence.check_session(conn, session_id)
-    # Serialised with the projector's deletion of the session (store._delete_session).
-    await conn.execute("SELECT pg_advisory_xact_lock(%s, hashtext(%s))", (SESSION_LOCK, session_id))
-    cur = await conn.execute("SELECT 1 FROM deleted_sessions WHERE session_id = %s", (session_id,))
-    return await cur.fetchone() is None
+        guard.update(fence.claim_params(session_id))
+    else:
+        guard.update(f_consumer="", f_epoch="", f_partition=0, f_generation=0)
+    async with conn.pipeline(), conn.transaction():
+        owner = await fence.lock_claim(conn, session_id) if fence is not None else None
+        await conn.execute("SELECT pg_advisory_xact_lock(%s, hashtext(%s))", (SESSION_LOCK, session_id))
+        gone = await conn.execute(
+            "SELECT EXISTS (SELECT 1 FROM deleted_sessions WHERE session_id = %s)", (session_id,)
+        )
+        cur = await conn.execute(statement, {**params, **guard})
+    if fence is not None:
+        assert owner is not None
+        fence.raise_unless_mine(session_id, await owner.fetchone())
+    deleted = await gone.fetchone()
+    written = cur.rowcount > 0
+    return written, bool(deleted and deleted[0])
+
+
+def _insert(columns: str, values: str, conflict: str) -> str:
+    """An effects insert guarded by `_GUARD`, returning a row when it wrote."""
+    return (
+        f"INSERT INTO effects ({columns}) SELECT {values} WHERE {_GUARD}"
+        f" ON CONFLICT (effect_key) {conflict} RETURNING 1"
+    )
+
+
+_START = _insert(
+    "effect_key, session_id, tenant_id, kind, request_event_id, status, intent",
+    "%(key)s, %(session_id)s, %(tenant_id)s, %(kind)s, %(event_id)s, 'started', %(intent)s",
+    "DO NOTHING",
+)
 
 
 async def start(
@@ -75,21 +120,33 @@ async def start(
     """Record that an effect is about to run, with what it intends; returns the entry that
     was already there (its effect may have run: the caller must not simply run again), or
     None when this call started it. Raises SessionGone if the session was deleted."""
-    async with conn.transaction():
-        if not await _session_lock(conn, request.session_id, fence):
-            raise SessionGone(request.session_id)
-        cur = await conn.execute(
-            "INSERT INTO effects (effect_key, session_id, tenant_id, kind, request_event_id, status, intent)"
-            " VALUES (%s, %s, %s, %s, %s, 'started', %s) ON CONFLICT (effect_key) DO NOTHING RETURNING 1",
-            (key, request.session_id, request.tenant_id, kind, request.event_id, Jsonb(intent)),
-        )
-        if await cur.fetchone() is not None:
-            return None
-        return await entry(conn, key)
+    params = _row(key, kind, request, intent=Jsonb(intent))
+    written, deleted = await _guarded(conn, request.session_id, fence, _START, params)
+    if deleted:
+        raise SessionGone(request.session_id)
+    return None if written else await entry(conn, key)
+
+
+def _row(key: str, kind: str, request: Event, **more: Any) -> dict[str, Any]:
+    return {
+        "key": key,
+        "tenant_id": request.tenant_id,
+        "kind": kind,
+        "event_id": request.event_id,
+        **more,
+    }
 
 
 class SessionGone(Exception):
     """The session was deleted: its ledger rows must not come back."""
+
+
+_RECORD = _insert(
+    "effect_key, session_id, tenant_id, kind, request_event_id, outcome, attempts",
+    "%(key)s, %(session_id)s, %(tenant_id)s, %(kind)s, %(event_id)s, %(outcome)s, %(attempts)s",
+    "DO UPDATE SET outcome = EXCLUDED.outcome, status = 'done', attempts = EXCLUDED.attempts,"
+    " recorded_at = now() WHERE effects.status = 'started'",
+)
 
 
 async def record(
@@ -107,39 +164,48 @@ async def record(
     Runs its own transaction: `conn` must not be shared with concurrent tasks.
     """
     body = json.loads(codec.encode(outcome)[1])
-    async with conn.transaction():
-        if not await _session_lock(conn, request.session_id, fence):
-            return None
-        cur = await conn.execute(
-            "INSERT INTO effects (effect_key, session_id, tenant_id, kind, request_event_id, outcome,"
-            " attempts) VALUES (%s, %s, %s, %s, %s, %s, %s)"
-            " ON CONFLICT (effect_key) DO UPDATE SET outcome = EXCLUDED.outcome, status = 'done',"
-            " attempts = EXCLUDED.attempts, recorded_at = now() WHERE effects.status = 'started'"
-            " RETURNING 1",
-            (key, request.session_id, request.tenant_id, kind, request.event_id, Jsonb(body), attempts),
-        )
-        if await cur.fetchone() is not None:
-            return outcome
-        winner = await recorded(conn, key)
+    params = _row(key, kind, request, outcome=Jsonb(body), attempts=attempts)
+    written, deleted = await _guarded(conn, request.session_id, fence, _RECORD, params)
+    if deleted:
+        return None
+    if written:
+        return outcome
+    winner = await recorded(conn, key)
     assert winner is not None, f"ledger row {key} vanished"
     return winner
+
+
+_STORE_OUTPUT = (
+    "INSERT INTO tool_outputs (sha256, session_id, tenant_id, tool_use_id, content, chars)"
+    " SELECT %(digest)s, %(session_id)s, %(tenant_id)s, %(tool_use_id)s, %(content)s, %(chars)s"
+    f" WHERE {_GUARD}"
+    " ON CONFLICT (session_id, tool_use_id) DO UPDATE SET sha256 = EXCLUDED.sha256,"
+    " content = EXCLUDED.content, chars = EXCLUDED.chars, stored_at = now()"
+)
 
 
 async def store_output(
     conn: AsyncConn, request: Event, whole: str, digest: str, fence: Fence | None = None
 ) -> None:
     """Keep a tool result too large for an event (the latest run's), unless the session is gone."""
-    tool_use_id = getattr(request.payload, "tool_use_id", "")
-    async with conn.transaction():
-        if not await _session_lock(conn, request.session_id, fence):
-            return
-        await conn.execute(
-            "INSERT INTO tool_outputs (sha256, session_id, tenant_id, tool_use_id, content, chars)"
-            " VALUES (%s, %s, %s, %s, %s, %s) ON CONFLICT (session_id, tool_use_id) DO UPDATE"
-            " SET sha256 = EXCLUDED.sha256, content = EXCLUDED.content, chars = EXCLUDED.chars,"
-            " stored_at = now()",
-            (digest, request.session_id, request.tenant_id, tool_use_id, whole, len(whole)),
-        )
+    params = {
+        "digest": digest,
+        "tenant_id": request.tenant_id,
+        "tool_use_id": getattr(request.payload, "tool_use_id", ""),
+        "content": whole,
+        "chars": len(whole),
+    }
+    await _guarded(conn, request.session_id, fence, _STORE_OUTPUT, params)
+
+
+_LEASE = _insert(
+    "effect_key, session_id, tenant_id, kind, request_event_id, status, intent, lease_until",
+    "%(key)s, %(session_id)s, %(tenant_id)s, %(kind)s, %(event_id)s, 'started', %(intent)s,"
+    " now() + make_interval(secs => %(seconds)s)",
+    "DO UPDATE SET intent = EXCLUDED.intent, lease_until = EXCLUDED.lease_until"
+    " WHERE effects.status = 'started' AND effects.lease_until IS NOT NULL"
+    " AND (effects.lease_until < now() OR effects.intent->>'owner' = EXCLUDED.intent->>'owner')",
+)
 
 
 async def lease(
@@ -155,30 +221,11 @@ async def lease(
     when `owner` holds the lease now (new, run out, or already its own); otherwise the entry
     that stands: done (its outcome), or started under another holder's lease that still runs.
     Raises SessionGone if the session was deleted, `Fenced` if the fence refuses."""
-    async with conn.transaction():
-        if not await _session_lock(conn, request.session_id, fence):
-            raise SessionGone(request.session_id)
-        cur = await conn.execute(
-            "INSERT INTO effects (effect_key, session_id, tenant_id, kind, request_event_id, status, intent,"
-            " lease_until) VALUES (%s, %s, %s, %s, %s, 'started', %s, now() + make_interval(secs => %s))"
-            " ON CONFLICT (effect_key) DO UPDATE SET intent = EXCLUDED.intent,"
-            " lease_until = EXCLUDED.lease_until WHERE effects.status = 'started'"
-            " AND effects.lease_until IS NOT NULL"
-            " AND (effects.lease_until < now() OR effects.intent->>'owner' = EXCLUDED.intent->>'owner')"
-            " RETURNING 1",
-            (
-                key,
-                request.session_id,
-                request.tenant_id,
-                kind,
-                request.event_id,
-                Jsonb({"owner": owner}),
-                seconds,
-            ),
-        )
-        if await cur.fetchone() is not None:
-            return None
-        return await entry(conn, key)
+    params = _row(key, kind, request, intent=Jsonb({"owner": owner}), seconds=seconds)
+    written, deleted = await _guarded(conn, request.session_id, fence, _LEASE, params)
+    if deleted:
+        raise SessionGone(request.session_id)
+    return None if written else await entry(conn, key)
 
 
 async def renew(conn: AsyncConn, key: str, owner: str, seconds: float) -> bool:

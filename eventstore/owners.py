@@ -14,6 +14,9 @@ import asyncio
 import time
 from collections.abc import AsyncIterator, Iterable
 from contextlib import asynccontextmanager
+from typing import Any
+
+import psycopg
 
 from eventstore.log import partition_for
 from eventstore.store import AsyncConn
@@ -28,15 +31,19 @@ _CHECK = (
     "SELECT generation, owner FROM partition_owners"
     " WHERE consumer = %s AND log_epoch = %s AND log_partition = %s FOR SHARE"
 )
-_SAVE_OFFSET = (
-    "WITH owned AS (SELECT 1 FROM partition_owners WHERE consumer = %(consumer)s"
-    " AND log_epoch = %(epoch)s AND log_partition = %(partition)s AND generation = %(generation)s"
-    " FOR SHARE)"
+# Many partitions' offsets in one statement: each row is written only where this replica's
+# claim on its partition is the latest (share-locked, as `_CHECK`); RETURNING names those saved.
+_SAVE_OFFSETS = (
+    "WITH wanted AS (SELECT * FROM unnest(%(partitions)s::integer[], %(offsets)s::bigint[],"
+    " %(generations)s::bigint[]) AS w(log_partition, next_offset, generation)),"
+    " owned AS (SELECT w.log_partition, w.next_offset FROM wanted w JOIN partition_owners o"
+    " ON o.consumer = %(consumer)s AND o.log_epoch = %(epoch)s AND o.log_partition = w.log_partition"
+    " AND o.generation = w.generation FOR SHARE OF o)"
     " INSERT INTO consumer_offsets (consumer, log_epoch, topic, log_partition, next_offset)"
-    " SELECT %(consumer)s, %(epoch)s, %(topic)s, %(partition)s, %(offset)s FROM owned"
+    " SELECT %(consumer)s, %(epoch)s, %(topic)s, log_partition, next_offset FROM owned"
     " ON CONFLICT (consumer, log_epoch, topic, log_partition) DO UPDATE"
     " SET next_offset = GREATEST(consumer_offsets.next_offset, EXCLUDED.next_offset), updated_at = now()"
-    " RETURNING 1"
+    " RETURNING log_partition"
 )
 
 
@@ -74,37 +81,59 @@ class Fence:
         for partition in partitions:
             self.generations.pop(partition, None)
 
-    async def check(self, conn: AsyncConn, partition: int) -> None:
-        """Raise `Fenced` unless this replica's claim on `partition` is the latest; call it inside
-        the transaction whose writes it guards (the row stays share-locked until it ends)."""
+    def claim_params(self, session_id: str) -> dict[str, object]:
+        """The parameters a guarded statement checks this replica's claim with (as `_CHECK`):
+        f_consumer, f_epoch, f_partition, f_generation (-1 when never claimed)."""
+        partition = self.partition(session_id)
+        return {
+            "f_consumer": self.consumer,
+            "f_epoch": self.epoch,
+            "f_partition": partition,
+            "f_generation": self.generations.get(partition, -1),
+        }
+
+    async def lock_claim(self, conn: AsyncConn, session_id: str) -> psycopg.AsyncCursor[Any]:
+        """Share-lock the claim row of a session's partition for the rest of the transaction
+        (a new claim waits for the write in progress); its row is for `raise_unless_mine`.
+        Returns the cursor without reading it, so that it can be sent in a pipeline."""
+        return await conn.execute(_CHECK, (self.consumer, self.epoch, self.partition(session_id)))
+
+    def raise_unless_mine(self, session_id: str, row: tuple[object, ...] | None) -> None:
+        """Raise `Fenced` unless `row` (from `lock_claim`) shows this replica's claim."""
+        partition = self.partition(session_id)
         mine = self.generations.get(partition)
-        cur = await conn.execute(_CHECK, (self.consumer, self.epoch, partition))
-        row = await cur.fetchone()
-        if mine is None or row is None or int(row[0]) != mine:
+        if mine is None or row is None or int(str(row[0])) != mine:
             held = "nobody" if row is None else f"{row[1]} (generation {row[0]})"
             raise Fenced(
                 f"{self.consumer}: partition {partition} is owned by {held}, not by {self.owner}"
                 f" (generation {mine})"
             )
 
-    async def check_session(self, conn: AsyncConn, session_id: str) -> None:
-        """`check` for the partition of a session's events."""
-        await self.check(conn, self.partition(session_id))
-
     async def save_offset(self, conn: AsyncConn, topic: str, partition: int, next_offset: int) -> None:
         """Record the next offset to read (never backwards), if this replica still owns the
         partition; raises `Fenced` otherwise. One statement: no transaction needed."""
+        await self.save_offsets(conn, topic, {partition: next_offset})
+
+    async def save_offsets(self, conn: AsyncConn, topic: str, offsets: dict[int, int]) -> None:
+        """`save_offset` for many partitions in one statement (one round trip per tick, not
+        one per partition). Those still owned are saved; raises `Fenced` naming the others."""
+        if not offsets:
+            return
+        partitions = sorted(offsets)
         params = {
             "consumer": self.consumer,
             "epoch": self.epoch,
             "topic": topic,
-            "partition": partition,
-            "offset": next_offset,
-            "generation": self.generations.get(partition, -1),
+            "partitions": partitions,
+            "offsets": [offsets[p] for p in partitions],
+            "generations": [self.generations.get(p, -1) for p in partitions],
         }
-        cur = await conn.execute(_SAVE_OFFSET, params)
-        if await cur.fetchone() is None:
-            raise Fenced(f"{self.consumer}: offset {next_offset} of partition {partition} refused")
+        cur = await conn.execute(_SAVE_OFFSETS, params)
+        saved = {int(row[0]) for row in await cur.fetchall()}
+        refused = [p for p in partitions if p not in saved]
+        if refused:
+            shown = ", ".join(f"{offsets[p]} of partition {p}" for p in refused)
+            raise Fenced(f"{self.consumer}: offset {shown} refused")
 
 
 # Postgres advisory lock class of the workspaces (beside store's MIGRATION/PROJECTION/SESSION).

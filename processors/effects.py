@@ -30,6 +30,10 @@ log = logging.getLogger(__name__)
 R = TypeVar("R", bound=Event)
 T = TypeVar("T")
 
+# Ledger connections per worker: writes of different keys run side by side (one connection
+# serialised every model and tool call of a replica behind each other's round trips).
+LEDGER_CONNECTIONS = 3
+
 
 class EffectWorker(FoldingWorker, Generic[R]):
     """Base of the model and tool workers. Subclasses say what they serve and how."""
@@ -49,9 +53,12 @@ class EffectWorker(FoldingWorker, Generic[R]):
         self.serving: set[str] = set()
         self.performed = 0
         self.reemitted = 0
-        # Ledger writes run transactions: their own connection, one at a time.
-        self.ledger_conn: store.AsyncConn | None = None
-        self.ledger_lock = asyncio.Lock()
+        # Ledger writes run transactions: connections of their own, each used by one write
+        # at a time (opened when first needed; a broken one is replaced).
+        self.ledger_conns: asyncio.Queue[store.AsyncConn | None] = asyncio.Queue()
+        for _ in range(LEDGER_CONNECTIONS):
+            self.ledger_conns.put_nowait(None)
+        self.ledger_opened: list[store.AsyncConn] = []
 
     # What a subclass defines.
 
@@ -172,7 +179,8 @@ class EffectWorker(FoldingWorker, Generic[R]):
             self.serving.discard(key)
 
     async def _effect(self, request: R, key: str, state: SessionState) -> None:
-        outcome = await ledger.recorded(self.conn, key)
+        # Under a lease, taking it answers what is recorded too: one ledger write, no lookup.
+        outcome = await ledger.recorded(self.conn, key) if self.lease_s is None else None
         if outcome is None and self.lease_s is not None:
             outcome = await self._leased(request, key)
             if outcome is None and not self.pending(request, await self.cache.get(request.session_id)):
@@ -246,19 +254,23 @@ class EffectWorker(FoldingWorker, Generic[R]):
                 task.cancel()
 
     async def _ledger_call(self, fn: Callable[..., Awaitable[T]], *args: Any) -> T:
-        """Run a ledger function (it may open a transaction) on the ledger's own connection."""
-        async with self.ledger_lock:
-            if self.ledger_conn is None:
-                self.ledger_conn = await store.connect(self.settings.database_url)
-            return await fn(self.ledger_conn, *args)
+        """Run a ledger function (it may open a transaction) on a free ledger connection."""
+        conn = await self.ledger_conns.get()
+        try:
+            if conn is None or conn.closed:
+                conn = await store.connect(self.settings.database_url)
+                self.ledger_opened.append(conn)
+            return await fn(conn, *args)
+        finally:
+            self.ledger_conns.put_nowait(conn)
 
     async def close(self) -> None:
         for task in list(self.tasks):
             task.cancel()
         if self.tasks:
             await asyncio.wait(set(self.tasks), timeout=5)
-        if self.ledger_conn is not None:
-            await self.ledger_conn.close()
+        for conn in self.ledger_opened:
+            await conn.close()
 
 
 class LeaseLost(Exception):

@@ -346,11 +346,13 @@ class FoldingWorker:
     async def _save_offsets(self, partitions: set[int] | None = None) -> None:
         """Save how far each partition is done (fenced: refused once another replica owns it)."""
         assert self.fence is not None
-        for partition in sorted(self.owned if partitions is None else partitions & self.owned):
+        moved: dict[int, int] = {}
+        for partition in self.owned if partitions is None else partitions & self.owned:
             done = self.committable(partition)
             if done > self.stored.get(partition, 0):
-                await self.fence.save_offset(self.conn, codec.EVENTS_TOPIC, partition, done)
-                self.stored[partition] = done
+                moved[partition] = done
+        await self.fence.save_offsets(self.conn, codec.EVENTS_TOPIC, moved)
+        self.stored.update(moved)
 
 
 def start_positions(

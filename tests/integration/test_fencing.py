@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import AsyncIterator
 
+import psycopg
 import pytest
 
 from eventstore import events as ev
@@ -52,6 +53,22 @@ async def test_a_replica_that_lost_its_partition_cannot_save_an_offset(conn: sto
     # A partition never claimed is refused too.
     with pytest.raises(Fenced):
         await a.save_offset(conn, EVENTS_TOPIC, 2, 1)
+
+
+async def test_offsets_of_many_partitions_are_saved_in_one_statement_and_fenced_each(
+    conn: store.AsyncConn,
+) -> None:
+    a, b = _replicas()
+    await a.claim(conn, {0, 1, 2})
+    await a.save_offsets(conn, EVENTS_TOPIC, {0: 5, 1: 6, 2: 7})
+    await b.claim(conn, {1})
+    with pytest.raises(Fenced, match="9 of partition 1"):
+        await a.save_offsets(conn, EVENTS_TOPIC, {0: 8, 1: 9, 2: 10})
+    # What a still owns is saved; what it lost keeps its owner's offset.
+    stored = await store.load_offsets(conn, "model-worker", EPOCH, EVENTS_TOPIC)
+    assert stored == {0: 8, 1: 6, 2: 10}
+    await a.save_offsets(conn, EVENTS_TOPIC, {0: 3})  # never backwards
+    assert (await store.load_offsets(conn, "model-worker", EPOCH, EVENTS_TOPIC))[0] == 8
 
 
 async def test_a_replica_that_lost_its_partition_cannot_record_or_start_an_effect(
@@ -107,3 +124,23 @@ async def test_a_workspace_is_held_by_one_executor_at_a_time(conn: store.AsyncCo
             pass
     finally:
         await other.close()
+
+
+async def test_a_write_postgres_refuses_leaves_the_ledger_connection_usable(conn: store.AsyncConn) -> None:
+    """Each ledger write is one pipelined transaction: an outcome Postgres cannot store raises
+    (the worker records a failure instead) and the same connection writes the next one."""
+    a, _ = _replicas()
+    await a.claim(conn, {a.partition("s3")})
+    request = ev.user_message("s3", text="hi", idempotency_key="k")
+    unstorable = ev.tool_result("s3", turn_id="t", step=1, tool_use_id="u", content="a\x00b", is_error=False)
+    with pytest.raises(psycopg.DataError):
+        await ledger.record(conn, "tool/s3/t/1/u", "tool", request, unstorable, 1, a)
+    assert await ledger.entry(conn, "tool/s3/t/1/u") is None
+    stored = ev.tool_result("s3", turn_id="t", step=1, tool_use_id="u", content="ab", is_error=False)
+    assert await ledger.record(conn, "tool/s3/t/1/u", "tool", request, stored, 1, a) == stored
+    # A deleted session's rows never come back, fenced or not.
+    await conn.execute("INSERT INTO deleted_sessions VALUES ('s3', 'default', now())")
+    with pytest.raises(ledger.SessionGone):
+        await ledger.start(conn, "tool/s3/t/2/v", "tool", request, {"class": "write"}, a)
+    assert await ledger.record(conn, "tool/s3/t/2/v", "tool", request, stored, 1, a) is None
+    assert await ledger.entry(conn, "tool/s3/t/2/v") is None
