@@ -361,11 +361,13 @@ def _log_events(path: Path) -> logging.Handler:
     return handler
 
 
-def _wait_ready(api_url: str, give_up: Any, timeout: float = 60) -> bool:
+def _wait_ready(api_url: str, give_up: Any, timeout: float = 120) -> bool:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline and not give_up():
         try:
-            with urllib.request.urlopen(f"{api_url}/readyz", timeout=1) as resp:
+            # A generous timeout per ask: on a loaded machine the first answer can take seconds,
+            # and a client that gives up first never sees it.
+            with urllib.request.urlopen(f"{api_url}/readyz", timeout=5) as resp:
                 if resp.status == 200:
                     return True
         except OSError:

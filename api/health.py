@@ -26,6 +26,9 @@ TIMEOUT_S = 0.5
 # the next one is slow too: one slow answer must not turn every request away for a second.
 # A refused or broken connection reads as down at once.
 SLOW_STRIKES = 2
+# Setting up the check's connection (a backend forked) is not what is checked: on a loaded
+# machine it alone can take longer than TIMEOUT_S, and every check would then start over.
+CONNECT_TIMEOUT_S = 3.0
 # What a client is told to wait before it asks again.
 RETRY_AFTER = {"Retry-After": "1"}
 # Methods that only read: answered from the projection while the broker is down.
@@ -47,11 +50,19 @@ class Readiness:
 class Health:
     """The cached readiness of Postgres and the broker."""
 
-    def __init__(self, database_url: str, bootstrap: str, ttl: float = TTL_S, timeout: float = TIMEOUT_S):
+    def __init__(
+        self,
+        database_url: str,
+        bootstrap: str,
+        ttl: float = TTL_S,
+        timeout: float = TIMEOUT_S,
+        connect_timeout: float = CONNECT_TIMEOUT_S,
+    ):
         self.database_url = database_url
         self.brokers = [_host_port(server) for server in bootstrap.split(",") if server.strip()]
         self.ttl = ttl
         self.timeout = timeout
+        self.connect_timeout = connect_timeout
         self._conn: psycopg.AsyncConnection[Any] | None = None
         self._slow = 0
         self._known: Readiness | None = None
@@ -59,7 +70,10 @@ class Health:
         self._lock = asyncio.Lock()
 
     async def readiness(self) -> Readiness:
-        """The readiness as of at most `ttl` ago (one check at a time; the others wait for it)."""
+        """The readiness as of at most `ttl` ago: one check at a time; while it runs, the
+        others have the last known answer (only the very first ones wait for it)."""
+        if self._known is not None and (self._lock.locked() or time.monotonic() - self._checked < self.ttl):
+            return self._known
         async with self._lock:
             if self._known is None or time.monotonic() - self._checked >= self.ttl:
                 was, self._known = self._known, Readiness(await self._database(), await self._broker())
@@ -81,11 +95,12 @@ class Health:
 
     async def _database(self) -> str | None:
         try:
-            async with asyncio.timeout(self.timeout):
-                if self._conn is None or self._conn.closed:
+            if self._conn is None or self._conn.closed:
+                async with asyncio.timeout(self.connect_timeout):
                     self._conn = await psycopg.AsyncConnection.connect(
                         self.database_url, autocommit=True, application_name=APPLICATION_NAME
                     )
+            async with asyncio.timeout(self.timeout):
                 await self._conn.execute("SELECT 1")
         except TimeoutError as exc:
             await self._drop()

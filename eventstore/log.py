@@ -7,6 +7,7 @@ aiokafka's unsafe defaults are overridden here and nowhere else (`producer_confi
 from __future__ import annotations
 
 import asyncio
+import time
 import uuid
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
@@ -283,6 +284,41 @@ async def log_epoch(settings: Settings) -> str:
     return f"{cluster}/{first.value.decode()}"
 
 
+class FetchPace:
+    """How long a consumer's fetches wait at the broker: `kafka_fetch_max_wait_ms` while records
+    flow, `kafka_idle_fetch_max_wait_ms` once none came for `IDLE_AFTER_S` (see the settings).
+
+    aiokafka reads the wait from its fetcher for every fetch request it builds
+    (`Fetcher._fetch_max_wait_ms`, a private attribute of the locked aiokafka 0.14, checked by
+    tests/unit/test_fetch_pace.py): setting it takes effect from the next fetch, from any thread.
+    """
+
+    IDLE_AFTER_S = 5.0
+
+    def __init__(self, settings: Settings) -> None:
+        self.busy_ms = settings.kafka_fetch_max_wait_ms
+        self.idle_ms = settings.kafka_idle_fetch_max_wait_ms
+        self.last_records = time.monotonic()
+        self.current = self.busy_ms
+
+    @property
+    def idle(self) -> bool:
+        """No record for `IDLE_AFTER_S`."""
+        return time.monotonic() - self.last_records >= self.IDLE_AFTER_S
+
+    def saw(self, records: int, consumer: AIOKafkaConsumer | None) -> None:
+        """After a fetch returned `records` records: the wait its next fetch should have."""
+        if records:
+            self.last_records = time.monotonic()
+        wanted = self.idle_ms if self.idle else self.busy_ms
+        if wanted == self.current:
+            return
+        fetcher = getattr(consumer, "_fetcher", None)
+        if fetcher is not None:
+            fetcher._fetch_max_wait_ms = wanted
+            self.current = wanted
+
+
 class PartitionReader:
     """A consumer with every partition of the topic assigned by hand: no group join, offsets ours."""
 
@@ -291,6 +327,7 @@ class PartitionReader:
         self.topic = topic
         self.consumer = AIOKafkaConsumer(**consumer_config(settings))
         self.partitions: list[TopicPartition] = []
+        self.pace = FetchPace(settings)
 
     async def start(self) -> list[TopicPartition]:
         """Connect and assign all partitions of the topic."""
@@ -337,6 +374,7 @@ class PartitionReader:
         """Batches of records, each batch from one partition in offset order; forever."""
         while True:
             got = await self.consumer.getmany(timeout_ms=timeout_ms, max_records=max_records)
+            self.pace.saw(sum(len(records) for records in got.values()), self.consumer)
             for records in got.values():
                 if records:
                     yield records

@@ -34,6 +34,12 @@ class Settings(BaseSettings):
     kafka_idempotence: bool = False
     kafka_append_timeout_s: float = Field(default=10.0, gt=0)
     kafka_fetch_max_wait_ms: int = Field(default=10, ge=0)
+    # The fetch wait of a consumer that has had no record for a few seconds (`log.FetchPace`):
+    # Tansu holds each fetch for its whole wait, data or not, so the short wait above is a
+    # request every 10 ms per consumer — most of an idle stack's CPU. The first record after
+    # a quiet spell waits up to this long per hop; set it to the short wait to turn this off.
+    # Real Kafka answers a fetch as soon as data arrives: 500 for both costs nothing there.
+    kafka_idle_fetch_max_wait_ms: int = Field(default=500, ge=0)
     kafka_max_request_size: int = Field(default=4 * 1024 * 1024, gt=0)
     # Consumer groups (processors/groups). A dead replica's partitions move after the session
     # timeout. Tansu completes a group's first join only after about half the session/rebalance

@@ -19,6 +19,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 from collections.abc import Sequence
 
 import psycopg
@@ -79,6 +80,7 @@ class FoldingWorker:
         # Set by a task that failed in a way that must stop the worker (it is restarted).
         self.fatal: BaseException | None = None
         self.tick_s = 1.0
+        self.last_records = time.monotonic()
         # Replaced by the entry point with one that knows the instance (run_role).
         self.metrics = Metrics(settings.instance or self.consumer, self.consumer)
 
@@ -166,6 +168,11 @@ class FoldingWorker:
         if self.fatal is not None:
             raise RuntimeError(f"{self.consumer} stopped: {self.fatal}") from self.fatal
 
+    @property
+    def quiet(self) -> bool:
+        """No record for as long as a consumer takes to call itself idle (`log.FetchPace`)."""
+        return time.monotonic() - self.last_records >= kafka_log.FetchPace.IDLE_AFTER_S
+
     def stop_with(self, exc: BaseException) -> None:
         """Stop the worker because of `exc` (it is restarted and resumes from its offsets)."""
         if self.fatal is None:
@@ -178,7 +185,8 @@ class FoldingWorker:
         loop = asyncio.get_running_loop()
         next_tick = 0.0
         while not stop.is_set():
-            await asyncio.sleep(0.05)
+            # Every 50 ms while records flow; a quiet worker wakes five times less often.
+            await asyncio.sleep(0.25 if self.quiet else 0.05)
             try:
                 if self.fatal is not None:
                     self.stop_with(self.fatal)
@@ -271,6 +279,7 @@ class FoldingWorker:
     async def _records(self, partition: int, records: Sequence[Record]) -> None:
         """Fold and act on one partition's records; never raises (a batch is not all-or-nothing
         here): a bad record is dead-lettered, an unavailable dependency stops the worker."""
+        self.last_records = time.monotonic()
         async with self.busy:
             for record in records:
                 if self.fatal is not None or partition not in self.position:

@@ -11,6 +11,7 @@ import aiokafka
 from faust.types import Message
 
 from eventstore.codec import EVENTS_TOPIC
+from eventstore.log import FetchPace
 from eventstore.settings import Settings
 from processors.groups.delivery import Delivery, OnAssigned, OnError, OnRecords, OnRevoked, Record
 from processors.groups.faustapp import GroupApp
@@ -52,6 +53,7 @@ class GroupConsumer(Delivery):
         self.batch = batch
         self.batch_window_s = batch_window_s
         self._app: GroupApp | None = None
+        self.pace = FetchPace(settings)
 
     @property
     def kafka_consumer(self) -> aiokafka.AIOKafkaConsumer | None:
@@ -93,9 +95,11 @@ class GroupConsumer(Delivery):
             stopping = asyncio.ensure_future(stop.wait())
             # Ends when a callback failed, or when faust stopped or crashed on its own.
             failing = asyncio.ensure_future(self._app.wait_first(self.failed.wait()))
+            pacing = asyncio.ensure_future(self._pacing())
             await asyncio.wait({stopping, failing}, return_when=asyncio.FIRST_COMPLETED)
             stopping.cancel()
             failing.cancel()
+            pacing.cancel()
             if not stop.is_set() and self.failure is None:
                 self.fail(self._app.crash_reason or RuntimeError("faust stopped on its own"))
         finally:
@@ -104,7 +108,15 @@ class GroupConsumer(Delivery):
 
     async def deliver(self, messages: list[Message]) -> None:
         """Called by faust's agent; never raises (faust would ack and drop the records silently)."""
+        self.pace.saw(len(messages), self.kafka_consumer)
         await self.deliver_records([_record(m) for m in messages])
+
+    async def _pacing(self) -> None:
+        """Lengthen the fetch wait once no record came for a while (`FetchPace`); records
+        arriving shorten it again, in `deliver`."""
+        while True:
+            await asyncio.sleep(1.0)
+            self.pace.saw(0, self.kafka_consumer)
 
 
 def _headers(headers: object) -> tuple[tuple[str, bytes], ...]:

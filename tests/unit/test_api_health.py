@@ -35,8 +35,8 @@ def _refused_port() -> int:
 
 
 def _health(port: int) -> Health:
-    url = f"postgresql://u@127.0.0.1:{port}/db?connect_timeout=5"
-    return Health(url, f"127.0.0.1:{port}", ttl=0, timeout=0.2)
+    url = f"postgresql://u@127.0.0.1:{port}/db?connect_timeout=30"
+    return Health(url, f"127.0.0.1:{port}", ttl=0, timeout=0.2, connect_timeout=0.2)
 
 
 async def test_a_refused_database_reads_as_down_at_once() -> None:
