@@ -99,6 +99,16 @@ class Settings(BaseSettings):
     # Address space per process (RLIMIT_AS); the sandbox's /tmp is a 256 MiB tmpfs.
     bash_max_memory_bytes: int = Field(default=4 * 1024**3, ge=64 * 1024**2)
     bash_allow_unsandboxed: bool = False
+    # Each command in a cgroup of its own (memory, processes and CPU for all its processes
+    # together): "auto" finds where this process may make them, "off" never, or the path of a
+    # cgroup v2 directory delegated to the executor. Without one, the per-process limits above.
+    bash_cgroup: str = "auto"
+    bash_cpus: float = Field(default=1.0, gt=0)
+    # Commands running at once in one executor; more wait their turn.
+    bash_concurrency: int = Field(default=8, ge=1)
+    # A workspace's disk quota: Bash reports a command that leaves it over as an error and no
+    # file grows past it (RLIMIT_FSIZE); Write and Edit refuse what would pass it.
+    workspace_max_bytes: int = Field(default=1024**3, ge=1024**2)
     # Sub-agents (the Task tool): queue (sub-agent workers) or http (POST /v1/subagent/run).
     subagent_mode: Literal["queue", "http"] = "queue"
     subagent_timeout_s: float = Field(default=60.0, gt=0)
