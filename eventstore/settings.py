@@ -166,6 +166,14 @@ class Settings(BaseSettings):
     # answers 401, unless auth_required is off (local development: the `default` tenant).
     api_tokens: str = ""
     auth_required: bool = True
+    # Per-tenant limits (eventstore/limits.py), answered 429 with Retry-After: requests per
+    # second and burst (`20/40`; each api process counts its own), turns queued or running at
+    # once, model tokens per UTC day; AGENTLOG_TENANT_LIMITS sets them per tenant
+    # (`acme:rate=5/10,turns=4,tokens=1000000;big:rate=100/200`). Empty or 0: no limit.
+    tenant_rate: str = ""
+    tenant_max_turns: int | None = Field(default=None, ge=0)
+    tenant_tokens_per_day: int | None = Field(default=None, ge=0)
+    tenant_limits: str = ""
     # Tenants whose tokens may see the fleet (GET /v1/fleet, the console's fleet page): its
     # figures are every tenant's together. Comma-separated in AGENTLOG_OPERATOR_TENANTS.
     operator_tenants: Annotated[list[str], NoDecode] = Field(default_factory=lambda: ["default"])
@@ -225,6 +233,9 @@ class Settings(BaseSettings):
                 f"{', '.join(gone)}: replicas no longer split partitions by hand; run any number of"
                 " them with AGENTLOG_CONSUMER_GROUPS=true and they share the partitions"
             )
+        from eventstore.limits import from_settings
+
+        from_settings(self.tenant_rate, self.tenant_max_turns, self.tenant_tokens_per_day, self.tenant_limits)
         if self.kafka_heartbeat_interval_ms * 3 > self.kafka_session_timeout_ms:
             raise ValueError(
                 "kafka_heartbeat_interval_ms must be at most a third of kafka_session_timeout_ms"
