@@ -92,6 +92,13 @@ class Settings(BaseSettings):
     mcp_list_ttl_s: float = Field(default=60.0, ge=0)
     # Tools whose calls wait for a human's approval (a session may name its own).
     approval_tools: list[str] = Field(default_factory=list)
+    # Tools whose calls wait for approval once untrusted content (a WebFetch or MCP result)
+    # entered the session (a session may name its own).
+    approve_after_untrusted: list[str] = Field(default_factory=list)
+    # Hosts (or *.domain) WebFetch may reach without approval; set, a fetch elsewhere waits for
+    # a human. A session may narrow it. Empty: no allowlist. (Not webfetch_allow_hosts, below,
+    # which lets WebFetch reach private addresses at all.)
+    webfetch_allow: list[str] = Field(default_factory=list)
     # Bash: bubblewrap sandbox, no network, the workspace the only writable place.
     bash_timeout_s: float = Field(default=120.0, gt=0)
     bash_max_processes: int = Field(default=256, ge=1)
