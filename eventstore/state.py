@@ -45,6 +45,11 @@ class Message(BaseModel):
         return tokens.estimate(self.as_api())
 
     @cached_property
+    def tool_results(self) -> int:
+        """How many tool_result blocks it holds."""
+        return sum(1 for b in self.content if b.get("type") == "tool_result")
+
+    @cached_property
     def cleared_tokens(self) -> int:
         """Its estimated tokens with its tool results cleared."""
         return tokens.estimate(tokens.cleared(self.as_api()))

@@ -5,6 +5,7 @@ faked at the HTTP boundary and the page served on loopback."""
 
 from __future__ import annotations
 
+import asyncio
 import threading
 from collections.abc import AsyncIterator, Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -68,7 +69,18 @@ async def stack(pg_server: str, log_dir: Path, model: fake.FakeAnthropic) -> Asy
 
 
 async def post(stack: Stack, sid: str, **session: Any) -> dict[str, Any]:
-    return await stack.turn(sid, "go", 0, model=CLAUDE_DEFAULT, **session)
+    """Post a turn; a 503 (a busy machine's slow readiness check) is retried as it asks."""
+    body = {"content": "go", "model": CLAUDE_DEFAULT, **session}
+    async with httpx.AsyncClient(base_url=stack.api_url or "", timeout=60) as client:
+        for _ in range(10):
+            r = await client.post(
+                f"/v1/sessions/{sid}/messages", json=body, headers={"Idempotency-Key": "go"}
+            )
+            if r.status_code != 503:
+                break
+            await asyncio.sleep(float(r.headers.get("retry-after", "1")))
+    assert r.status_code == 202, r.text
+    return dict(r.json())
 
 
 async def pending(stack: Stack, sid: str) -> list[dict[str, Any]]:
