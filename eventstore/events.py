@@ -114,6 +114,8 @@ class SessionStartedPayload(_Payload):
     # entered the session; hosts WebFetch may reach without approval (None: any).
     approve_after_untrusted: list[str] = Field(default_factory=list)
     webfetch_allow: list[str] | None = None
+    # A sub-agent started after untrusted content came into its parent starts with it too.
+    untrusted: bool = False
     # Sub-agents: how the Task tool runs (a queue of sub-agent workers, or the HTTP api),
     # its limits per call, and the lineage of a child session.
     subagent_mode: Literal["queue", "http"] = "queue"

@@ -17,6 +17,7 @@ INHERITED = (
     "approvals",
     "approve_after_untrusted",
     "webfetch_allow",
+    "untrusted",
     "token_budget",
     "max_subagents",
     "subagent_mode",

@@ -302,7 +302,7 @@ def _apply(state: SessionState, event: Event) -> SessionState:
                     "mcp_tools": tuple(p.mcp_tools) if p.mcp_tools is not None else None,
                     "ephemeral": p.ephemeral,
                     # A fork of a session that had fetched pages has their content too.
-                    "untrusted": state.untrusted or untrusted.in_history(p.history),
+                    "untrusted": state.untrusted or p.untrusted or untrusted.in_history(p.history),
                     "messages": Vector.of(
                         Message(role=m["role"], content=tuple(m["content"])) for m in p.history
                     )

@@ -143,7 +143,7 @@ def _apply(state: SessionState, event: Event) -> SessionState:
                     "approvals": tuple(p.approvals),
                     "approve_after_untrusted": tuple(p.approve_after_untrusted),
                     "webfetch_allow": tuple(p.webfetch_allow) if p.webfetch_allow is not None else None,
-                    "untrusted": state.untrusted or untrusted.in_history(p.history),
+                    "untrusted": state.untrusted or p.untrusted or untrusted.in_history(p.history),
                     "subagent_mode": p.subagent_mode,
                     "subagent_timeout_s": p.subagent_timeout_s,
                     "subagent_attempts": p.subagent_attempts,

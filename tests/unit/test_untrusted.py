@@ -5,9 +5,10 @@ from __future__ import annotations
 
 from typing import Any
 
-from eventstore import context, tokens, untrusted
+from eventstore import context, lineage, tokens, untrusted
+from eventstore import events as ev
 from eventstore.persistent import Vector
-from eventstore.state import Message, SessionState
+from eventstore.state import Message, SessionState, fold
 
 
 def conversation(tool: str, content: Any) -> SessionState:
@@ -60,3 +61,11 @@ def test_the_estimate_covers_the_marking() -> None:
     sent = untrusted.marked(context.view(state))
     assert context.request_tokens(state, [], 0) >= tokens.estimate(sent)
     assert untrusted.in_history([m.as_api() for m in state.messages])
+
+
+def test_a_child_started_after_untrusted_content_starts_with_it() -> None:
+    rules = lineage.inherited(conversation("WebFetch", "the page"))
+    child = fold("c", [ev.session_started("c", model="m", **lineage.only_inherited(rules))])
+    assert rules["untrusted"] and child.untrusted
+    clean = lineage.inherited(conversation("Echo", "mine"))
+    assert not fold("d", [ev.session_started("d", model="m", **clean)]).untrusted
