@@ -10,12 +10,12 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
 
-from fastapi import FastAPI, Request
+from fastapi import Depends, FastAPI, Request
 from fastapi.responses import JSONResponse
 from opentelemetry.trace import SpanKind, Status, StatusCode
 from psycopg_pool import AsyncConnectionPool
 
-from api import agents, health, openapi, problems, ui
+from api import agents, health, openapi, problems, quotas, ui
 from api.body import BodyLimit
 from api.live import Live
 from api.routes import approvals, fleet, runs, sessions, stream, turns
@@ -138,13 +138,15 @@ def create_app(settings: Settings) -> FastAPI:
     app = FastAPI(title="agentlog", version="0.1.0", lifespan=lifespan, **_no_native_telemetry())
     app.state.metrics = metrics
     app.state.agents = catalog
+    app.state.quotas = quotas.Quotas.of_settings(settings)
     app.add_middleware(BodyLimit, limit=settings.max_body_bytes)
     app.add_middleware(health.Gate)
     app.add_middleware(Observed, metrics=metrics)
     problems.install(app)
     openapi.install(app)
     for module in (sessions, turns, stream, approvals, runs, fleet):
-        app.include_router(module.router)
+        # Every /v1 route counts against its tenant's request rate (api.quotas).
+        app.include_router(module.router, dependencies=[Depends(quotas.limit_requests)])
     app.include_router(ui.router)
 
     @app.get("/healthz", tags=["health"])

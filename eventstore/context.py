@@ -15,6 +15,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from eventstore import untrusted
 from eventstore.events import Block
 from eventstore.models import DEFAULT_CONTEXT_WINDOW
 from eventstore.state import Message, SessionState
@@ -66,7 +67,12 @@ def _as_sent(state: SessionState, index: int, message: Message) -> dict[str, Any
 
 
 def _sent_tokens(state: SessionState, index: int, message: Message) -> int:
-    return (message.cleared_tokens if index < state.cleared_before else message.tokens) + PER_MESSAGE
+    if index < state.cleared_before:
+        return message.cleared_tokens + PER_MESSAGE
+    # Once strangers' content came in, results may be sent marked (eventstore/untrusted.py):
+    # every result is counted as marked, which errs on the side that fits.
+    marks = untrusted.MARK_TOKENS * message.tool_results if state.untrusted else 0
+    return message.tokens + marks + PER_MESSAGE
 
 
 def view(state: SessionState) -> list[dict[str, Any]]:

@@ -110,6 +110,12 @@ class SessionStartedPayload(_Payload):
     tools: list[str] | None = None
     # Tool names whose calls wait for a human's approval.
     approvals: list[str] = Field(default_factory=list)
+    # Tool names whose calls wait for approval once untrusted content (eventstore/untrusted.py)
+    # entered the session; hosts WebFetch may reach without approval (None: any).
+    approve_after_untrusted: list[str] = Field(default_factory=list)
+    webfetch_allow: list[str] | None = None
+    # A sub-agent started after untrusted content came into its parent starts with it too.
+    untrusted: bool = False
     # Sub-agents: how the Task tool runs (a queue of sub-agent workers, or the HTTP api),
     # its limits per call, and the lineage of a child session.
     subagent_mode: Literal["queue", "http"] = "queue"

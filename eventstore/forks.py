@@ -55,6 +55,8 @@ async def history(conn: AsyncConn, session_id: str, at_seq: int | None) -> Sourc
         "token_budget": s.token_budget,
         "tools": list(s.tools) if s.tools is not None else None,
         "approvals": list(s.approvals),
+        "approve_after_untrusted": list(s.approve_after_untrusted),
+        "webfetch_allow": list(s.webfetch_allow) if s.webfetch_allow is not None else None,
         "ttl_seconds": s.ttl_s,
         "max_tokens": s.max_tokens,
         "context_window": s.context_window,

@@ -15,6 +15,9 @@ from eventstore.store import AsyncConn, event_from_row
 # attributes of the same names).
 INHERITED = (
     "approvals",
+    "approve_after_untrusted",
+    "webfetch_allow",
+    "untrusted",
     "token_budget",
     "max_subagents",
     "subagent_mode",
@@ -40,6 +43,8 @@ def inherited(parent: SessionState) -> dict[str, Any]:
     """The parent's rules and limits, as the child's session_started takes them."""
     rules = {name: getattr(parent, name) for name in INHERITED}
     rules["approvals"] = list(parent.approvals)
+    rules["approve_after_untrusted"] = list(parent.approve_after_untrusted)
+    rules["webfetch_allow"] = list(parent.webfetch_allow) if parent.webfetch_allow is not None else None
     return rules
 
 

@@ -98,6 +98,13 @@ class Settings(BaseSettings):
     mcp_list_ttl_s: float = Field(default=60.0, ge=0)
     # Tools whose calls wait for a human's approval (a session may name its own).
     approval_tools: list[str] = Field(default_factory=list)
+    # Tools whose calls wait for approval once untrusted content (a WebFetch or MCP result)
+    # entered the session (a session may name its own).
+    approve_after_untrusted: list[str] = Field(default_factory=list)
+    # Hosts (or *.domain) WebFetch may reach without approval; set, a fetch elsewhere waits for
+    # a human. A session may narrow it. Empty: no allowlist. (Not webfetch_allow_hosts, below,
+    # which lets WebFetch reach private addresses at all.)
+    webfetch_allow: list[str] = Field(default_factory=list)
     # Bash: bubblewrap sandbox, no network, the workspace the only writable place.
     bash_timeout_s: float = Field(default=120.0, gt=0)
     bash_max_processes: int = Field(default=256, ge=1)
@@ -105,6 +112,16 @@ class Settings(BaseSettings):
     # Address space per process (RLIMIT_AS); the sandbox's /tmp is a 256 MiB tmpfs.
     bash_max_memory_bytes: int = Field(default=4 * 1024**3, ge=64 * 1024**2)
     bash_allow_unsandboxed: bool = False
+    # Each command in a cgroup of its own (memory, processes and CPU for all its processes
+    # together): "auto" finds where this process may make them, "off" never, or the path of a
+    # cgroup v2 directory delegated to the executor. Without one, the per-process limits above.
+    bash_cgroup: str = "auto"
+    bash_cpus: float = Field(default=1.0, gt=0)
+    # Commands running at once in one executor; more wait their turn.
+    bash_concurrency: int = Field(default=8, ge=1)
+    # A workspace's disk quota: Bash reports a command that leaves it over as an error and no
+    # file grows past it (RLIMIT_FSIZE); Write and Edit refuse what would pass it.
+    workspace_max_bytes: int = Field(default=1024**3, ge=1024**2)
     # Sub-agents (the Task tool): queue (sub-agent workers) or http (POST /v1/subagent/run).
     subagent_mode: Literal["queue", "http"] = "queue"
     subagent_timeout_s: float = Field(default=60.0, gt=0)
@@ -162,6 +179,14 @@ class Settings(BaseSettings):
     # answers 401, unless auth_required is off (local development: the `default` tenant).
     api_tokens: str = ""
     auth_required: bool = True
+    # Per-tenant limits (eventstore/limits.py), answered 429 with Retry-After: requests per
+    # second and burst (`20/40`; each api process counts its own), turns queued or running at
+    # once, model tokens per UTC day; AGENTLOG_TENANT_LIMITS sets them per tenant
+    # (`acme:rate=5/10,turns=4,tokens=1000000;big:rate=100/200`). Empty or 0: no limit.
+    tenant_rate: str = ""
+    tenant_max_turns: int | None = Field(default=None, ge=0)
+    tenant_tokens_per_day: int | None = Field(default=None, ge=0)
+    tenant_limits: str = ""
     # Tenants whose tokens may see the fleet (GET /v1/fleet, the console's fleet page): its
     # figures are every tenant's together. Comma-separated in AGENTLOG_OPERATOR_TENANTS.
     operator_tenants: Annotated[list[str], NoDecode] = Field(default_factory=lambda: ["default"])
@@ -221,6 +246,9 @@ class Settings(BaseSettings):
                 f"{', '.join(gone)}: replicas no longer split partitions by hand; run any number of"
                 " them with AGENTLOG_CONSUMER_GROUPS=true and they share the partitions"
             )
+        from eventstore.limits import from_settings
+
+        from_settings(self.tenant_rate, self.tenant_max_turns, self.tenant_tokens_per_day, self.tenant_limits)
         if self.kafka_heartbeat_interval_ms * 3 > self.kafka_session_timeout_ms:
             raise ValueError(
                 "kafka_heartbeat_interval_ms must be at most a third of kafka_session_timeout_ms"

@@ -15,7 +15,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict
 
 from eventstore import events as ev
-from eventstore import tokens
+from eventstore import tokens, untrusted
 from eventstore.events import Block, Event, StopReason, TurnPolicy, Usage
 from eventstore.mcp import McpServer, McpTool
 from eventstore.persistent import HashSet, Keyed, Vector
@@ -43,6 +43,11 @@ class Message(BaseModel):
     def tokens(self) -> int:
         """Its estimated tokens as sent (eventstore/tokens.py)."""
         return tokens.estimate(self.as_api())
+
+    @cached_property
+    def tool_results(self) -> int:
+        """How many tool_result blocks it holds."""
+        return sum(1 for b in self.content if b.get("type") == "tool_result")
 
     @cached_property
     def cleared_tokens(self) -> int:
@@ -149,6 +154,10 @@ class SessionState(BaseModel):
     token_budget: int | None = None
     tools: tuple[str, ...] | None = None
     approvals: tuple[str, ...] = ()
+    approve_after_untrusted: tuple[str, ...] = ()
+    webfetch_allow: tuple[str, ...] | None = None
+    # Set once a result of a tool that brings in strangers' content arrived (eventstore/untrusted.py).
+    untrusted: bool = False
     subagent_mode: Literal["queue", "http"] = "queue"
     subagent_timeout_s: float = 60.0
     subagent_attempts: int = 2
@@ -277,6 +286,8 @@ def _apply(state: SessionState, event: Event) -> SessionState:
                     "token_budget": p.token_budget,
                     "tools": tuple(p.tools) if p.tools is not None else None,
                     "approvals": tuple(p.approvals),
+                    "approve_after_untrusted": tuple(p.approve_after_untrusted),
+                    "webfetch_allow": tuple(p.webfetch_allow) if p.webfetch_allow is not None else None,
                     "subagent_mode": p.subagent_mode,
                     "subagent_timeout_s": p.subagent_timeout_s,
                     "subagent_attempts": p.subagent_attempts,
@@ -290,6 +301,8 @@ def _apply(state: SessionState, event: Event) -> SessionState:
                     "mcp_servers": p.mcp_servers,
                     "mcp_tools": tuple(p.mcp_tools) if p.mcp_tools is not None else None,
                     "ephemeral": p.ephemeral,
+                    # A fork of a session that had fetched pages has their content too.
+                    "untrusted": state.untrusted or p.untrusted or untrusted.in_history(p.history),
                     "messages": Vector.of(
                         Message(role=m["role"], content=tuple(m["content"])) for m in p.history
                     )
@@ -491,7 +504,13 @@ def _apply(state: SessionState, event: Event) -> SessionState:
                 return state
             block = ev.tool_result_block(p.tool_use_id, p.content, p.is_error)
             answered = waiting.model_copy(update={"results": (*waiting.results, block)})
-            return state.model_copy(update={"turns": _replace_turn(state, answered)})
+            called = next((b.get("name") for b in waiting.tool_uses if b.get("id") == p.tool_use_id), None)
+            return state.model_copy(
+                update={
+                    "turns": _replace_turn(state, answered),
+                    "untrusted": state.untrusted or untrusted.is_untrusted(called),
+                }
+            )
         case ev.TurnCompleted() | ev.TurnFailed():
             open_turn = state.turn(event.turn_id)
             if open_turn is None or open_turn.status in ("completed", "failed"):

@@ -18,7 +18,7 @@ from typing import Any
 
 from opentelemetry.trace import Span, SpanKind, Status, StatusCode
 
-from eventstore import channels, context, ledger
+from eventstore import channels, context, ledger, untrusted
 from eventstore import events as ev
 from eventstore.events import Event
 from eventstore.pricing import priced_as
@@ -117,7 +117,8 @@ class ModelWorker(EffectWorker[Request]):
         return ModelRequest(
             model=request.payload.model,
             system=state.system,
-            messages=context.view(state),
+            # Strangers' content (WebFetch, MCP results) marked as data, in the request only.
+            messages=untrusted.marked(context.view(state)),
             tools=self.tools.definitions(state.tools)
             + (offer or mcp.Offer(state.mcp_tools or ())).definitions(),
             max_tokens=context.max_tokens(state),

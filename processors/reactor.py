@@ -11,7 +11,7 @@ from collections.abc import Mapping
 from datetime import datetime
 from typing import Any
 
-from eventstore import context, ids, lineage
+from eventstore import context, ids, lineage, untrusted
 from eventstore import events as ev
 from eventstore.events import Block
 from eventstore.models import OFFLINE_MODEL
@@ -256,6 +256,20 @@ def _task(state: SessionState, turn: Turn, block: Block, started: int, at: datet
     return [subagent_request(state, turn, block, 1, at)]
 
 
+def _needs_approval(state: SessionState, block: Block, approve: frozenset[str]) -> bool:
+    """Whether a call waits for a human: the session's list, a tool that always asks, a tool
+    the session guards once untrusted content came in (and it has), a WebFetch off the list."""
+    name = block.get("name")
+    mcp = state.mcp_tool(name)
+    return (
+        name in state.approvals
+        or name in approve
+        or (mcp is not None and mcp.approval)
+        or (state.untrusted and name in state.approve_after_untrusted)
+        or (name == "WebFetch" and untrusted.fetch_needs_approval(block.get("input"), state.webfetch_allow))
+    )
+
+
 def _tool_requests(state: SessionState, turn: Turn, at: datetime, approve: frozenset[str]) -> list[ev.Event]:
     """Requests for the step's tool calls not yet asked for; a call that needs approval (the
     session's list, or a tool that always asks) first asks a human, runs once approved,
@@ -266,12 +280,7 @@ def _tool_requests(state: SessionState, turn: Turn, at: datetime, approve: froze
         tool_use_id = str(block.get("id"))
         if tool_use_id in turn.requested or turn.result_for(tool_use_id) is not None:
             continue
-        mcp = state.mcp_tool(block.get("name"))
-        if (
-            block.get("name") in state.approvals
-            or block.get("name") in approve
-            or (mcp is not None and mcp.approval)
-        ):
+        if _needs_approval(state, block, approve):
             decision = turn.decision(tool_use_id)
             if decision is None:
                 if tool_use_id not in turn.awaiting:

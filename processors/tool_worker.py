@@ -38,7 +38,7 @@ from eventstore.events import Event
 from eventstore.state import SessionState
 from processors import failpoints, reactor
 from processors.effects import EffectWorker
-from processors.tools import mcp, redact
+from processors.tools import cgroups, mcp, redact
 from processors.tools.files import WritePlan, sha256_of
 from processors.tools.function import FunctionTool
 from processors.tools.mcp_pool import Pool as McpPool
@@ -71,6 +71,9 @@ class ToolWorker(EffectWorker[ev.ToolRequested]):
         # One call at a time per workspace: a Bash command cannot swap a path for a symlink
         # between a file tool's check and its write, and two Edits never plan on one image.
         self.workspace_locks: dict[str, asyncio.Lock] = {}
+        if self.tools.get("Bash") is not None:
+            # At start, once: where commands get a cgroup each, or a warning that they cannot.
+            cgroups.probe(self.settings.bash_cgroup)
 
     async def close(self) -> None:
         await super().close()

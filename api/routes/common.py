@@ -13,7 +13,7 @@ from api.auth import owned
 from api.live import Live
 from api.problems import Problem
 from eventstore import events as ev
-from eventstore import reads
+from eventstore import reads, untrusted
 from eventstore.events import TurnPolicy
 from eventstore.log import KafkaLog
 from eventstore.mcp import McpServer, check_names
@@ -31,7 +31,10 @@ SessionId = Annotated[str, Path(min_length=1, max_length=200, pattern=SESSION_ID
 MAX_TTL_S = 2**31 - 1
 MAX_TOKEN_BUDGET = 2**63 - 1
 PROBLEM: dict[str, Any] = {"content": {"application/problem+json": {}}}
-AUTH: dict[int | str, dict[str, Any]] = {401: {**PROBLEM, "description": "no or unknown token"}}
+AUTH: dict[int | str, dict[str, Any]] = {
+    401: {**PROBLEM, "description": "no or unknown token"},
+    429: {**PROBLEM, "description": "a limit of the tenant (requests, turns, tokens): see Retry-After"},
+}
 
 
 def deps(request: Request) -> tuple[Any, KafkaLog, Settings]:
@@ -99,6 +102,18 @@ class SessionSettings(BaseModel):
     approvals: list[str] | None = Field(
         default=None, max_length=100, description="tool names whose calls wait for a human's approval"
     )
+    approve_after_untrusted: list[str] | None = Field(
+        default=None,
+        max_length=100,
+        description="tool names whose calls wait for a human's approval once untrusted content (a"
+        " WebFetch or MCP result) entered the session",
+    )
+    webfetch_allow: list[Annotated[str, Field(min_length=1, max_length=253)]] | None = Field(
+        default=None,
+        max_length=100,
+        description="hosts (or *.domain) WebFetch may reach without approval; elsewhere it waits for"
+        " one. Within the deployment's list (AGENTLOG_WEBFETCH_ALLOW), if it has one",
+    )
     ttl_seconds: int | None = Field(
         default=None, ge=1, le=MAX_TTL_S, description="idle seconds before expiry"
     )
@@ -143,6 +158,10 @@ def session_started(
         token_budget=body.token_budget,
         tools=body.tools,
         approvals=body.approvals if body.approvals is not None else settings.approval_tools,
+        approve_after_untrusted=body.approve_after_untrusted
+        if body.approve_after_untrusted is not None
+        else settings.approve_after_untrusted,
+        webfetch_allow=untrusted.narrowed(body.webfetch_allow, settings.webfetch_allow or None),
         ttl_s=body.ttl_seconds or settings.session_ttl_s,
         subagent_mode=settings.subagent_mode,
         subagent_timeout_s=settings.subagent_timeout_s,

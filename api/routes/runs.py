@@ -18,6 +18,7 @@ from fastapi import APIRouter, Header, Request
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
+from api import quotas
 from api.auth import Tenant
 from api.models import AgentRunResult
 from api.problems import Problem
@@ -92,6 +93,7 @@ async def _run(
             field="Idempotency-Key",
         )
     if not known:
+        await quotas.admit_turn(request, started.tenant_id)
         message = ev.user_message(session_id, text=prompt, idempotency_key="run", tenant_id=started.tenant_id)
         await kafka.append_many(traced([started, message]))
     done = await wait_for_turn(pool, live_of(request), session_id, turn_id, timeout_s)

@@ -11,7 +11,7 @@ from fastapi import APIRouter, Header, Path, Query, Request
 from fastapi.responses import JSONResponse
 from pydantic import Field, field_validator
 
-from api import agents
+from api import agents, quotas
 from api.auth import Tenant
 from api.models import EventPage, ToolCallList, TurnAccepted, TurnList, TurnView
 from api.problems import Problem
@@ -162,6 +162,7 @@ async def post_message(
             "Turn in progress",
             f"session {session_id} is running a turn and its policy is reject; retry when it ends",
         )
+    await quotas.admit_turn(request, tenant)  # a new turn: the tenant's turn and token limits
     appends: list[ev.Event] = []
     if row is None:
         own = SessionSettings(**body.model_dump(exclude={"content", "agent"}, exclude_unset=True))

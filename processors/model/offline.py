@@ -17,7 +17,7 @@ import math
 import re
 from typing import Any
 
-from eventstore import context
+from eventstore import context, untrusted
 from eventstore.events import Block, StopReason, Usage
 from eventstore.models import OFFLINE_MODEL as OFFLINE_MODEL  # the name it answers to
 from processors.model.port import ModelRequest, ModelResponse
@@ -38,8 +38,10 @@ def _tokens(text: str) -> int:
 
 
 def _first_line(content: Any) -> str:
+    """The first line of a result, past the line that marks it as untrusted data."""
     text = _text_of(content).strip() if not isinstance(content, str) else content.strip()
-    line = text.splitlines()[0] if text else "(empty)"
+    lines = [line for line in text.splitlines() if not line.startswith(untrusted.OPENING)]
+    line = lines[0] if lines else "(empty)"
     return line if len(line) <= 200 else line[:200] + "…"
 
 

@@ -1,6 +1,8 @@
 """The Bash tool: a command classified read-only or write, run by bash in a bubblewrap sandbox
 (the workspace read-write at /workspace, the system read-only, no network, a clean environment,
-time, process and output limits), and nothing it started left running afterwards.
+a seccomp filter so that no namespace can be made inside, time, process, memory, CPU and output
+limits, a cgroup per command where the host allows one, the workspace's disk quota), a few at a
+time per executor, and nothing it started left running afterwards.
 """
 
 from __future__ import annotations
@@ -18,6 +20,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar
 
+from eventstore.settings import Settings
+from processors.tools import cgroups, quota, seccomp
 from processors.tools.classify import classify
 from processors.tools.registry import EffectClass, ToolContext, ToolOutput
 from processors.tools.workspace import SANDBOX_UID
@@ -69,6 +73,8 @@ class _Launch:
     data: dict[str, str] = field(default_factory=dict)
     popen: dict[str, Any] = field(default_factory=dict)
     sandboxed: bool = False  # started by bwrap
+    seccomp: bytes | None = None  # the filter bwrap installs before the command runs
+    cgroup: cgroups.Command | None = None  # the command's own cgroup, where the host allows
 
 
 @dataclass
@@ -78,6 +84,7 @@ class _Outcome:
     returncode: int | None
     timed_out: bool
     flooded: bool
+    oom_kills: int = 0
 
 
 class _Sink(asyncio.Protocol):
@@ -132,11 +139,12 @@ def _tasks_of(uid: int) -> int:
     return count
 
 
-def _data_fd(content: str) -> int:
-    """A pipe holding `content` (small: it fits the pipe buffer), for bwrap's --ro-bind-data."""
+def _data_fd(content: str | bytes) -> int:
+    """A pipe holding `content` (small: it fits the pipe buffer), for bwrap's --ro-bind-data
+    and --seccomp."""
     read_end, write_end = os.pipe()
     try:
-        os.write(write_end, content.encode())
+        os.write(write_end, content.encode() if isinstance(content, str) else content)
     finally:
         os.close(write_end)
     return read_end
@@ -223,13 +231,16 @@ def _prepare(command: str, workspace: Path, ctx: ToolContext) -> _Launch | str:
     # the limit is what runs as that uid now plus what this command may start.
     limit = _tasks_of(uid) + settings.bash_max_processes
     memory = settings.bash_max_memory_bytes
-    prefix = [prlimit, f"--nproc={limit}", f"--as={memory}"] if prlimit else []
+    # No single file may outgrow the workspace's quota (the total is checked after the command).
+    fsize = settings.workspace_max_bytes
+    prefix = [prlimit, f"--nproc={limit}", f"--as={memory}", f"--fsize={fsize}"] if prlimit else []
     popen: dict[str, Any] = {}
     if not prlimit:
 
         def limits() -> None:
             resource.setrlimit(resource.RLIMIT_NPROC, (limit, limit))
             resource.setrlimit(resource.RLIMIT_AS, (memory, memory))
+            resource.setrlimit(resource.RLIMIT_FSIZE, (fsize, fsize))
 
         popen["preexec_fn"] = limits
     drop = setpriv if ids is not None else None
@@ -244,7 +255,37 @@ def _prepare(command: str, workspace: Path, ctx: ToolContext) -> _Launch | str:
         return _Launch(prefix, tail, str(workspace), env, popen=popen)
     argv, files = _bwrap_argv(bwrap, workspace, uid, gid, ctx.allow_network, drop)
     env = {"PATH": SANDBOX_PATH, "HOME": WORKSPACE_MOUNT, "LANG": "C.UTF-8"}
-    return _Launch([*prefix, *argv], tail, None, env, files, popen, sandboxed=True)
+    launch = _Launch([*prefix, *argv], tail, None, env, files, popen, sandboxed=True)
+    launch.seccomp = seccomp.program()
+    launch.cgroup = _cgroup(ctx)
+    return launch
+
+
+def _cgroup(ctx: ToolContext) -> cgroups.Command | None:
+    """A cgroup for the command, with its limits, where this host gives us cgroups."""
+    settings = ctx.settings
+    host = cgroups.probe(settings.bash_cgroup)
+    if isinstance(host, cgroups.Unavailable):
+        return None
+    limits = cgroups.Limits(settings.bash_max_memory_bytes, settings.bash_max_processes, settings.bash_cpus)
+    try:
+        return cgroups.Command.make(host, limits)
+    except OSError as exc:
+        log.warning("Bash: no cgroup for this command (%s); per-process limits only", exc)
+        return None
+
+
+def _joining(fds: list[int], then: Any) -> Any:
+    """The child's last act before exec: move itself into the command's cgroup (writing "0"
+    to descriptors opened by the parent, nothing else), then `then` (rlimits)."""
+
+    def preexec() -> None:
+        for fd in fds:
+            os.write(fd, b"0")
+        if then is not None:
+            then()
+
+    return preexec
 
 
 def _kill_group(pgid: int) -> None:
@@ -258,12 +299,20 @@ async def _execute(launch: _Launch, limit_s: float, cap: int) -> _Outcome:
     too), the process group is killed before this returns."""
     loop = asyncio.get_running_loop()
     data_fds: list[int] = []
+    procs: list[int] = []
     read_end, write_end = os.pipe()
     try:
         argv = list(launch.argv)
         for dest, content in launch.data.items():
             data_fds.append(_data_fd(content))
             argv += ["--perms", "0644", "--ro-bind-data", str(data_fds[-1]), dest]
+        if launch.seccomp is not None:
+            data_fds.append(_data_fd(launch.seccomp))
+            argv += ["--seccomp", str(data_fds[-1])]
+        popen = dict(launch.popen)
+        if launch.cgroup is not None:
+            procs = launch.cgroup.open_procs()
+            popen["preexec_fn"] = _joining(procs, popen.get("preexec_fn"))
         proc = await asyncio.create_subprocess_exec(
             *argv,
             *launch.tail,
@@ -274,14 +323,14 @@ async def _execute(launch: _Launch, limit_s: float, cap: int) -> _Outcome:
             env=launch.env,
             pass_fds=data_fds,
             start_new_session=True,
-            **launch.popen,
+            **popen,
         )
     except BaseException:
         os.close(read_end)
         raise
     finally:
         os.close(write_end)
-        for fd in data_fds:
+        for fd in data_fds + procs:
             os.close(fd)
     sink = _Sink(cap, loop)
     pipe = os.fdopen(read_end, "rb", buffering=0)
@@ -308,7 +357,8 @@ async def _execute(launch: _Launch, limit_s: float, cap: int) -> _Outcome:
             pipe.close()
         if proc.returncode is None:
             await proc.wait()
-    return _Outcome(bytes(sink.head), sink.total, proc.returncode, not done, sink.flooded.is_set())
+    ooms = launch.cgroup.oom_kills() if launch.cgroup is not None else 0
+    return _Outcome(bytes(sink.head), sink.total, proc.returncode, not done, sink.flooded.is_set(), ooms)
 
 
 def _signal_name(number: int) -> str:
@@ -318,10 +368,15 @@ def _signal_name(number: int) -> str:
         return str(number)
 
 
-def _render(outcome: _Outcome, timeout: float, cap: int) -> ToolOutput:
-    """The text the model reads: output, then notes on truncation, timeout and exit status."""
+def _render(outcome: _Outcome, timeout: float, cap: int, settings: Settings) -> ToolOutput:
+    """The text the model reads: output, then notes on truncation, limits, timeout and exit status."""
     text = outcome.head.decode("utf-8", errors="replace")
     notes = []
+    if outcome.oom_kills:
+        notes.append(
+            f"[memory limit reached: the command's processes together may use"
+            f" {settings.bash_max_memory_bytes} bytes; {outcome.oom_kills} process(es) killed]"
+        )
     if outcome.flooded:
         notes.append(
             f"[output truncated: the command wrote more than {FLOOD_LIMIT_BYTES} bytes and was "
@@ -334,11 +389,13 @@ def _render(outcome: _Outcome, timeout: float, cap: int) -> ToolOutput:
         notes.append(f"[timed out after {timeout:g} s]")
     elif outcome.flooded:
         pass
+    elif code == -signal.SIGXFSZ:
+        notes.append(f"[killed: a file reached the workspace quota of {settings.workspace_max_bytes} bytes]")
     elif code < 0:
         notes.append(f"[killed by signal {_signal_name(-code)}]")
     elif code:
         notes.append(f"[exit code {code}]")
-    is_error = outcome.timed_out or outcome.flooded or code != 0
+    is_error = outcome.timed_out or outcome.flooded or code != 0 or outcome.oom_kills > 0
     if text and notes and not text.endswith("\n"):
         text += "\n"
     text += "\n".join(notes)
@@ -356,8 +413,9 @@ class Bash:
         "(/usr with its programs) or private to the call (/tmp is empty each time). There is no network "
         "access unless the session allows it, and no credentials in the environment. Each call starts "
         "a fresh shell (no variables or cd carry over). There is a time limit (`timeout`, in seconds, "
-        "can only shorten it) and a limit on processes; processes left in the background are killed "
-        "when the command returns; long output is cut. A non-zero exit status is reported as an error."
+        "can only shorten it), limits on processes, memory and CPU, and a disk quota on the workspace; "
+        "processes left in the background are killed when the command returns; long output is cut. "
+        "A non-zero exit status is reported as an error."
     )
     input_schema: ClassVar[dict[str, Any]] = {
         "type": "object",
@@ -367,6 +425,10 @@ class Bash:
         },
         "required": ["command"],
     }
+
+    def __init__(self) -> None:
+        # Commands running at once in this executor (bash_concurrency), made on first use.
+        self.slots: asyncio.Semaphore | None = None
 
     def effect_class(self, tool_input: dict[str, Any]) -> EffectClass:
         command = tool_input.get("command")
@@ -381,6 +443,13 @@ class Bash:
         if isinstance(asked, bool) or not isinstance(asked, int | float) or not asked > 0:
             return ToolOutput("`timeout` must be a positive number of seconds", is_error=True)
         timeout = min(float(asked), limit)
+        if self.slots is None:
+            self.slots = asyncio.Semaphore(ctx.settings.bash_concurrency)
+        async with self.slots:
+            out = await self._run(command, timeout, ctx)
+        return await _within_quota(out, ctx)
+
+    async def _run(self, command: str, limit_s: float, ctx: ToolContext) -> ToolOutput:
         try:
             launch = await asyncio.to_thread(_prepare, command, ctx.workspace.absolute(), ctx)
         except OSError as exc:
@@ -389,14 +458,27 @@ class Bash:
             return ToolOutput(launch, is_error=True)
         cap = ctx.settings.bash_max_output_bytes
         try:
-            outcome = await _execute(launch, timeout, cap)
-        except OSError as exc:
+            outcome = await _execute(launch, limit_s, cap)
+        except (OSError, subprocess.SubprocessError) as exc:
             return ToolOutput(f"Bash could not start the command: {exc}", is_error=True)
+        finally:
+            if launch.cgroup is not None:
+                await asyncio.to_thread(launch.cgroup.remove)
         if _sandbox_failed(launch, outcome):
             said = outcome.head.decode(errors="replace").rstrip()
             log.error("Bash: bubblewrap could not start its sandbox: %s", said[:500])
             return ToolOutput(f"{said}\n{SANDBOX_FAILED}", is_error=True)
-        return _render(outcome, timeout, cap)
+        return _render(outcome, limit_s, cap, ctx.settings)
+
+
+async def _within_quota(out: ToolOutput, ctx: ToolContext) -> ToolOutput:
+    """The command's output, or with a note (and as an error) when it left the workspace
+    over its quota: the model learns it must remove files, and Write and Edit refuse more."""
+    limit = ctx.settings.workspace_max_bytes
+    used = await asyncio.to_thread(quota.usage, ctx.workspace)
+    if not used.over(limit) or not isinstance(out.content, str):
+        return out
+    return ToolOutput(f"{out.content}\n[workspace quota: {used.describe(limit)}]", is_error=True)
 
 
 def _sandbox_failed(launch: _Launch, outcome: _Outcome) -> bool:

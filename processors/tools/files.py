@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar
 
+from processors.tools import quota
 from processors.tools.registry import EffectClass, ToolContext, ToolOutput
 from processors.tools.workspace import PathRefused, relative, resolve
 
@@ -188,10 +189,22 @@ class WritePlan:
 class _GuardedWrite(FileTool):
     """Plan, then apply; `run` does both (the executor does them around its ledger)."""
 
+    name: str
+
     def effect_class(self, tool_input: dict[str, Any]) -> EffectClass:
         return "guarded_write"
 
     def plan(self, tool_input: dict[str, Any], ctx: ToolContext) -> WritePlan | ToolOutput:
+        """The write planned, or an error result: a bad input, or a file that would take the
+        workspace past its quota (the write never starts, so nothing is left half done)."""
+        planned = self._plan(tool_input, ctx)
+        if isinstance(planned, ToolOutput):
+            return planned
+        limit = ctx.settings.workspace_max_bytes
+        refused = quota.refusal(ctx.workspace, limit, len(planned.content), planned.path)
+        return error(f"{self.name} refused: {refused}") if refused else planned
+
+    def _plan(self, tool_input: dict[str, Any], ctx: ToolContext) -> WritePlan | ToolOutput:
         raise NotImplementedError
 
     def apply(self, plan: WritePlan, ctx: ToolContext) -> ToolOutput:
@@ -221,7 +234,7 @@ class Write(_GuardedWrite):
         "required": ["file_path", "content"],
     }
 
-    def plan(self, tool_input: dict[str, Any], ctx: ToolContext) -> WritePlan | ToolOutput:
+    def _plan(self, tool_input: dict[str, Any], ctx: ToolContext) -> WritePlan | ToolOutput:
         try:
             path = resolve(ctx.workspace, tool_input.get("file_path"))
         except PathRefused as exc:
@@ -259,7 +272,7 @@ class Edit(_GuardedWrite):
         "required": ["file_path", "old_string", "new_string"],
     }
 
-    def plan(self, tool_input: dict[str, Any], ctx: ToolContext) -> WritePlan | ToolOutput:
+    def _plan(self, tool_input: dict[str, Any], ctx: ToolContext) -> WritePlan | ToolOutput:
         try:
             path = resolve(ctx.workspace, tool_input.get("file_path"))
         except PathRefused as exc:

@@ -11,6 +11,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict
 
 from eventstore import events as ev
+from eventstore import untrusted
 from eventstore.events import Block, Event, TurnPolicy, Usage
 from eventstore.mcp import McpServer, McpTool
 from eventstore.state import CLOSED, Message, SessionStatus, TaskAttempt, Turn
@@ -33,6 +34,9 @@ class SessionState(BaseModel):
     token_budget: int | None = None
     tools: tuple[str, ...] | None = None
     approvals: tuple[str, ...] = ()
+    approve_after_untrusted: tuple[str, ...] = ()
+    webfetch_allow: tuple[str, ...] | None = None
+    untrusted: bool = False
     subagent_mode: Literal["queue", "http"] = "queue"
     subagent_timeout_s: float = 60.0
     subagent_attempts: int = 2
@@ -137,6 +141,9 @@ def _apply(state: SessionState, event: Event) -> SessionState:
                     "token_budget": p.token_budget,
                     "tools": tuple(p.tools) if p.tools is not None else None,
                     "approvals": tuple(p.approvals),
+                    "approve_after_untrusted": tuple(p.approve_after_untrusted),
+                    "webfetch_allow": tuple(p.webfetch_allow) if p.webfetch_allow is not None else None,
+                    "untrusted": state.untrusted or p.untrusted or untrusted.in_history(p.history),
                     "subagent_mode": p.subagent_mode,
                     "subagent_timeout_s": p.subagent_timeout_s,
                     "subagent_attempts": p.subagent_attempts,
@@ -352,7 +359,13 @@ def _apply(state: SessionState, event: Event) -> SessionState:
                 return state
             block = ev.tool_result_block(p.tool_use_id, p.content, p.is_error)
             answered = waiting.model_copy(update={"results": (*waiting.results, block)})
-            return state.model_copy(update={"turns": _replace_turn(state, answered)})
+            called = next((b.get("name") for b in waiting.tool_uses if b.get("id") == p.tool_use_id), None)
+            return state.model_copy(
+                update={
+                    "turns": _replace_turn(state, answered),
+                    "untrusted": state.untrusted or untrusted.is_untrusted(called),
+                }
+            )
         case ev.TurnCompleted() | ev.TurnFailed():
             open_turn = state.turn(event.turn_id)
             if open_turn is None or open_turn.status in ("completed", "failed"):
