@@ -26,13 +26,17 @@ async def events_from_kafka(settings: Settings, session_id: str) -> list[Event]:
     partition = kafka_log.partition_for(session_id, await kafka_log.partition_count(settings))
     key = codec.key_for(session_id)
     found: list[Event] = []
-    async for record in kafka_log.read_partition(settings, partition):
-        if record.key != key:
-            continue
-        try:
-            found.append(codec.decode(record.value, record.headers))
-        except DecodeError:
-            continue
+    reader = kafka_log.KafkaLog(settings)  # decodes only: its producer is never started
+    try:
+        async for record in kafka_log.read_partition(settings, partition):
+            if record.key != key or codec.is_marker(record.headers):
+                continue
+            try:
+                found.append(await reader.decode(record.key, record.value, record.headers))
+            except DecodeError:
+                continue
+    finally:
+        await reader.stop()
     return found
 
 
@@ -62,47 +66,52 @@ async def rebuild(settings: Settings, progress: Callable[[int, int], None] | Non
     for partition in range(await kafka_log.partition_count(settings)):
         records[partition] = [r async for r in kafka_log.read_partition(settings, partition)]
     total_log = sum(len(v) for v in records.values())
-    async with await store.connect(settings.database_url) as conn:
-        async with conn.transaction():
-            await conn.execute("SELECT pg_advisory_xact_lock(%s)", (store.PROJECTION_LOCK,))
-            async with conn.cursor(row_factory=dict_row) as cur:
-                await cur.execute(
-                    "SELECT * FROM events WHERE log_epoch <> %s ORDER BY session_id, seq", (epoch,)
-                )
-                older = await cur.fetchall()
-            await store.drop_derived(conn)
-            total = len(older) + total_log
-            done = 0
-            for row in older:
-                event = store.event_from_row(row)
-                await store.project_event(
-                    conn, event, row["log_epoch"], row["log_partition"], row["log_offset"]
-                )
-                done += 1
-                if progress and done % 100 == 0:
-                    progress(done, total)
-            result = {
-                "older_epoch_events": len(older),
-                "log_records": total_log,
-                "applied": 0,
-                "duplicates": 0,
-                "dead_letters": 0,
-            }
-            for partition, recs in records.items():
-                for start in range(0, len(recs), 500):
-                    chunk = recs[start : start + 500]
-                    batch = await store.apply_batch(
-                        conn,
-                        "projector",
-                        epoch,
-                        codec.EVENTS_TOPIC,
-                        partition,
-                        [to_incoming(r) for r in chunk],
+    reader = kafka_log.KafkaLog(settings)  # decodes only: its producer is never started
+    try:
+        async with await store.connect(settings.database_url) as conn:
+            async with conn.transaction():
+                await conn.execute("SELECT pg_advisory_xact_lock(%s)", (store.PROJECTION_LOCK,))
+                async with conn.cursor(row_factory=dict_row) as cur:
+                    await cur.execute(
+                        "SELECT * FROM events WHERE log_epoch <> %s ORDER BY session_id, seq", (epoch,)
                     )
-                    result["applied"] += batch.applied
-                    result["duplicates"] += batch.duplicates
-                    result["dead_letters"] += batch.dead_letters
-                    done += len(chunk)
-                    if progress:
+                    older = await cur.fetchall()
+                await store.drop_derived(conn)
+                total = len(older) + total_log
+                done = 0
+                for row in older:
+                    event = store.event_from_row(row)
+                    await store.project_event(
+                        conn, event, row["log_epoch"], row["log_partition"], row["log_offset"]
+                    )
+                    done += 1
+                    if progress and done % 100 == 0:
                         progress(done, total)
+                result = {
+                    "older_epoch_events": len(older),
+                    "log_records": total_log,
+                    "applied": 0,
+                    "duplicates": 0,
+                    "dead_letters": 0,
+                }
+                for partition, recs in records.items():
+                    for start in range(0, len(recs), 500):
+                        chunk = recs[start : start + 500]
+                        await reader.prefetch(chunk)
+                        batch = await store.apply_batch(
+                            conn,
+                            "projector",
+                            epoch,
+                            codec.EVENTS_TOPIC,
+                            partition,
+                            [await to_incoming(reader, r) for r in chunk],
+                        )
+                        result["applied"] += batch.applied
+                        result["duplicates"] += batch.duplicates
+                        result["dead_letters"] += batch.dead_letters
+                        done += len(chunk)
+                        if progress:
+                            progress(done, total)
+    finally:
+        await reader.stop()
     return result

@@ -1,12 +1,15 @@
 """The Kafka adapter: acknowledged appends keyed by session, partition reads, the log epoch.
 
 aiokafka's unsafe defaults are overridden here and nowhere else (`producer_config`,
-`consumer_config`).
+`consumer_config`). Records are made and read through `KafkaLog.encode` and `KafkaLog.decode`:
+sealed with the session's data key when a master key is set, kept in Postgres by reference
+when too large for the log (eventstore/vault.py).
 """
 
 from __future__ import annotations
 
 import asyncio
+import logging
 import uuid
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
@@ -18,9 +21,12 @@ from aiokafka.errors import KafkaError, MessageSizeTooLargeError, TopicAlreadyEx
 from aiokafka.record.default_records import DefaultRecordBatchBuilder
 
 from eventstore import codec
-from eventstore.errors import AppendTimeout, LogError, RecordTooLarge
-from eventstore.events import Event
+from eventstore.errors import AppendTimeout, DecodeError, LogError, RecordTooLarge
+from eventstore.events import Event, SessionDeleted
 from eventstore.settings import Settings
+from eventstore.vault import DESTROYED, Vault
+
+log = logging.getLogger(__name__)
 
 
 def producer_config(settings: Settings) -> dict[str, Any]:
@@ -49,10 +55,13 @@ def consumer_config(settings: Settings) -> dict[str, Any]:
 
 @dataclass(frozen=True)
 class Appended:
-    """Where an acknowledged event landed."""
+    """Where an acknowledged event landed (-1, -1: not appended, its session was deleted)."""
 
     partition: int
     offset: int
+
+
+FORGOTTEN = Appended(-1, -1)
 
 
 class KafkaLog:
@@ -62,9 +71,12 @@ class KafkaLog:
         self.settings = settings
         self.topic = topic
         self._producer: AIOKafkaProducer | None = None
+        self.vault = Vault(settings)
 
     async def start(self) -> None:
-        """Connect the producer, retrying while the broker comes up (bounded)."""
+        """Check the master key, then connect the producer, retrying while the broker comes up
+        (bounded)."""
+        await self.vault.check()
         deadline = asyncio.get_running_loop().time() + self.settings.kafka_append_timeout_s * 3
         while True:
             producer = AIOKafkaProducer(**producer_config(self.settings))
@@ -83,6 +95,56 @@ class KafkaLog:
         if self._producer is not None:
             await self._producer.stop()
             self._producer = None
+        await self.vault.close()
+
+    async def encode(self, event: Event) -> tuple[bytes, bytes, codec.Headers] | None:
+        """The record of an event: sealed with its session's key when encrypting (never a
+        deletion: every reader must see it after the key is gone), by reference when over
+        the log's limit. None when the session was deleted (its key destroyed)."""
+        record = codec.encode(event)
+        if self.vault.encrypting and not isinstance(event, SessionDeleted):
+            aead = await self.vault.for_append(event.session_id, event.tenant_id)
+            if aead == DESTROYED:
+                return None
+            record = codec.seal(record, aead)
+        key, value, headers = record
+        size = DefaultRecordBatchBuilder.estimate_size_in_bytes(key, value, list(headers))
+        if size <= self.settings.kafka_max_request_size:
+            return record
+        limit = max(self.settings.payload_max_bytes, self.settings.kafka_max_request_size)
+        if size > limit:
+            raise RecordTooLarge(
+                f"the {event.type} event is {size} bytes as a record, over the log's limit of {limit}"
+            )
+        digest = await self.vault.keep(event.session_id, codec.content_type(headers), value)
+        return codec.reference(record, digest)
+
+    async def decode(
+        self, key: bytes | None, value: bytes | None, headers: Sequence[tuple[str, bytes]]
+    ) -> Event:
+        """The event of a record: fetched by its reference, opened with its session's key.
+        DecodeError if it cannot be read; Shredded (a DecodeError) if its session was deleted."""
+        ctype = codec.content_type(headers)
+        if ctype == codec.REFERENCE_TYPE:
+            digest, size = codec.referenced(value)
+            value = await self.vault.kept(_session(key), digest, size)
+            headers = codec.dereferenced(headers)
+            ctype = codec.content_type(headers)
+        aead = await self.vault.for_reading(_session(key)) if ctype == codec.SEALED_TYPE else None
+        event = codec.decode(value, headers, aead, key)
+        if aead is not None and event.session_id != _session(key):
+            raise DecodeError(f"sealed event of session {event.session_id} under key {_session(key)}")
+        if isinstance(event, SessionDeleted):
+            self.vault.forget(event.session_id)
+        return event
+
+    async def prefetch(self, records: Sequence[Any]) -> None:
+        """Look up at once the keys of the sessions whose sealed records are in a batch."""
+        await self.vault.prefetch(
+            _session(r.key)
+            for r in records
+            if codec.content_type(r.headers) in (codec.SEALED_TYPE, codec.REFERENCE_TYPE)
+        )
 
     async def append(self, event: Event) -> Appended:
         """Append one event; returns once the broker acknowledged it."""
@@ -91,18 +153,16 @@ class KafkaLog:
     async def append_many(self, events: Sequence[Event]) -> list[Appended]:
         """Append events in order (one session's events keep their order); all acknowledged.
 
-        Every record is sized before any is sent: one too large for the log appends none,
-        so a refused user turn leaves no session_started behind."""
-        records = [codec.encode(event) for event in events]
-        for event, (key, value, headers) in zip(events, records, strict=True):
-            size = DefaultRecordBatchBuilder.estimate_size_in_bytes(key, value, list(headers))
-            if size > self.settings.kafka_max_request_size:
-                raise RecordTooLarge(
-                    f"the {event.type} event is {size} bytes as a record, over the log's limit of"
-                    f" {self.settings.kafka_max_request_size}"
-                )
-        futures = [await self._send(self.topic, key, value, headers) for key, value, headers in records]
-        return await self._acked(futures)
+        Every record is made before any is sent: one too large even by reference appends
+        none, so a refused user turn leaves no session_started behind. Events of a deleted
+        session are not appended (FORGOTTEN): nobody could read them."""
+        records = [await self.encode(event) for event in events]
+        futures = [await self._send(self.topic, *record) for record in records if record is not None]
+        acked = iter(await self._acked(futures))
+        for event, record in zip(events, records, strict=True):
+            if record is None:
+                log.info("not appended: %s of deleted session %s", event.type, event.session_id)
+        return [FORGOTTEN if record is None else next(acked) for record in records]
 
     async def append_raw(
         self, key: bytes | None, value: bytes | None, headers: codec.Headers, topic: str | None = None
@@ -138,6 +198,13 @@ class KafkaLog:
         except KafkaError as exc:
             raise LogError(f"append failed: {exc}") from exc
         return [Appended(m.partition, m.offset) for m in metas]
+
+
+def _session(key: bytes | None) -> str:
+    """The session a record belongs to: its partition key."""
+    if not key:
+        raise DecodeError("a record without a key belongs to no session")
+    return key.decode("utf-8", "replace")
 
 
 async def _admin(settings: Settings) -> AIOKafkaAdminClient:
