@@ -62,11 +62,13 @@ def _wrap_context(session_id: str) -> bytes:
 
 
 async def destroy_key(conn: AsyncConn, session_id: str, tenant_id: str) -> None:
-    """Destroy a session's data key and its kept payloads (a row is left, empty, for good)."""
+    """Destroy a session's data key and its kept payloads (a row is left, empty, for good).
+    Only the session's own tenant can: a deletion forged for another tenant's id destroys nothing."""
     await conn.execute(
         "INSERT INTO session_keys (session_id, tenant_id, destroyed_at) VALUES (%s, %s, now())"
         " ON CONFLICT (session_id) DO UPDATE SET wrapped_key = NULL, master_key_id = NULL,"
-        " destroyed_at = COALESCE(session_keys.destroyed_at, now())",
+        " destroyed_at = COALESCE(session_keys.destroyed_at, now())"
+        " WHERE session_keys.tenant_id = EXCLUDED.tenant_id",
         (session_id, tenant_id),
     )
     await conn.execute("DELETE FROM payload_blobs WHERE session_id = %s", (session_id,))

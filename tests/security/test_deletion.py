@@ -5,6 +5,7 @@ gone, and the workers go on with every other session."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -13,9 +14,12 @@ from typing import Any
 import httpx
 import pytest
 from aiokafka import ConsumerRecord
+from typer.testing import CliRunner
 
 from agentlog import replay
+from agentlog.cli import app
 from eventstore import codec, vault
+from eventstore import events as ev
 from eventstore.errors import MasterKeyError, Shredded
 from eventstore.log import KafkaLog, partition_for, read_partition
 from eventstore.settings import Settings
@@ -102,8 +106,18 @@ async def test_a_deleted_sessions_records_key_and_workspace_are_gone(sealed: Sta
     assert await sealed.sql("SELECT count(*) FROM payload_blobs WHERE session_id = 'doomed'") == [(0,)]
 
 
-async def test_a_wrong_master_key_is_a_clear_error_at_start(sealed: Stack) -> None:
-    await sealed.turn("keyed", "hello")
+async def test_a_wrong_master_key_is_a_clear_error_at_start(pg_server: str, log_dir: Path) -> None:
+    async with stack_on(pg_server, log_dir, master_key=vault.new_master_key()) as sealed:
+        await _wrong_key_refused_then_rotated(sealed)
+
+
+async def _wrong_key_refused_then_rotated(sealed: Stack) -> None:
+    writer = KafkaLog(sealed.settings)
+    try:
+        await writer.start()
+        await writer.append(ev.user_message("keyed", text="hello", idempotency_key="k"))
+    finally:
+        await writer.stop()
     other = sealed.settings.model_copy(
         update={"master_key": Settings(master_key=vault.new_master_key()).master_key}
     )
@@ -115,14 +129,14 @@ async def test_a_wrong_master_key_is_a_clear_error_at_start(sealed: Stack) -> No
         await log.stop()
     assert sealed.settings.master_key is not None
     assert sealed.settings.master_key.get_secret_value() not in str(caught.value)
-    # The key it was made with, kept as a previous one, opens the stored keys (rotation).
-    rotating = other.model_copy(update={"previous_master_keys": [sealed.settings.master_key]})
-    log = KafkaLog(rotating)
-    try:
-        await log.start()
-        assert await log.vault.rotate() >= 1
-    finally:
-        await log.stop()
+    # Rotation: the new key, the old one as a previous one, every data key wrapped again.
+    env = {
+        "AGENTLOG_DATABASE_URL": sealed.settings.database_url,
+        "AGENTLOG_MASTER_KEY": other.master_key.get_secret_value() if other.master_key else "",
+        "AGENTLOG_PREVIOUS_MASTER_KEYS": sealed.settings.master_key.get_secret_value(),
+    }
+    done = await asyncio.to_thread(CliRunner().invoke, app, ["keys", "rotate"], env=env)
+    assert done.exit_code == 0 and "data key(s) wrapped" in done.output, done.output
     rotated: dict[str, Any] = {"master_key": other.master_key, "previous_master_keys": []}
     log = KafkaLog(sealed.settings.model_copy(update=rotated))
     try:
