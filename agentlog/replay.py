@@ -28,6 +28,7 @@ async def events_from_kafka(settings: Settings, session_id: str) -> list[Event]:
     found: list[Event] = []
     reader = kafka_log.KafkaLog(settings)  # decodes only: its producer is never started
     try:
+        await reader.vault.check()  # a sealed log without its key would read as empty
         async for record in kafka_log.read_partition(settings, partition):
             if record.key != key or codec.is_marker(record.headers):
                 continue
@@ -61,57 +62,66 @@ async def rebuild(settings: Settings, progress: Callable[[int, int], None] | Non
     The embedded broker forgets its log on restart, so the rows of older epochs are the only
     copy of those events; they are kept and re-projected first, in session order.
     """
+    reader = kafka_log.KafkaLog(settings)  # decodes only: its producer is never started
+    try:
+        # Before anything is dropped: a sealed log without its key would rebuild as empty.
+        await reader.vault.check()
+        return await _rebuild(settings, reader, progress)
+    finally:
+        await reader.stop()
+
+
+async def _rebuild(
+    settings: Settings, reader: kafka_log.KafkaLog, progress: Callable[[int, int], None] | None
+) -> dict[str, Any]:
+    """The body of `rebuild`, with the reader that opens sealed records."""
     epoch = await kafka_log.log_epoch(settings)
     records: dict[int, list[Any]] = {}
     for partition in range(await kafka_log.partition_count(settings)):
         records[partition] = [r async for r in kafka_log.read_partition(settings, partition)]
     total_log = sum(len(v) for v in records.values())
-    reader = kafka_log.KafkaLog(settings)  # decodes only: its producer is never started
-    try:
-        async with await store.connect(settings.database_url) as conn:
-            async with conn.transaction():
-                await conn.execute("SELECT pg_advisory_xact_lock(%s)", (store.PROJECTION_LOCK,))
-                async with conn.cursor(row_factory=dict_row) as cur:
-                    await cur.execute(
-                        "SELECT * FROM events WHERE log_epoch <> %s ORDER BY session_id, seq", (epoch,)
+    async with await store.connect(settings.database_url) as conn:
+        async with conn.transaction():
+            await conn.execute("SELECT pg_advisory_xact_lock(%s)", (store.PROJECTION_LOCK,))
+            async with conn.cursor(row_factory=dict_row) as cur:
+                await cur.execute(
+                    "SELECT * FROM events WHERE log_epoch <> %s ORDER BY session_id, seq", (epoch,)
+                )
+                older = await cur.fetchall()
+            await store.drop_derived(conn)
+            total = len(older) + total_log
+            done = 0
+            for row in older:
+                event = store.event_from_row(row)
+                await store.project_event(
+                    conn, event, row["log_epoch"], row["log_partition"], row["log_offset"]
+                )
+                done += 1
+                if progress and done % 100 == 0:
+                    progress(done, total)
+            result = {
+                "older_epoch_events": len(older),
+                "log_records": total_log,
+                "applied": 0,
+                "duplicates": 0,
+                "dead_letters": 0,
+            }
+            for partition, recs in records.items():
+                for start in range(0, len(recs), 500):
+                    chunk = recs[start : start + 500]
+                    await reader.prefetch(chunk)
+                    batch = await store.apply_batch(
+                        conn,
+                        "projector",
+                        epoch,
+                        codec.EVENTS_TOPIC,
+                        partition,
+                        [await to_incoming(reader, r) for r in chunk],
                     )
-                    older = await cur.fetchall()
-                await store.drop_derived(conn)
-                total = len(older) + total_log
-                done = 0
-                for row in older:
-                    event = store.event_from_row(row)
-                    await store.project_event(
-                        conn, event, row["log_epoch"], row["log_partition"], row["log_offset"]
-                    )
-                    done += 1
-                    if progress and done % 100 == 0:
+                    result["applied"] += batch.applied
+                    result["duplicates"] += batch.duplicates
+                    result["dead_letters"] += batch.dead_letters
+                    done += len(chunk)
+                    if progress:
                         progress(done, total)
-                result = {
-                    "older_epoch_events": len(older),
-                    "log_records": total_log,
-                    "applied": 0,
-                    "duplicates": 0,
-                    "dead_letters": 0,
-                }
-                for partition, recs in records.items():
-                    for start in range(0, len(recs), 500):
-                        chunk = recs[start : start + 500]
-                        await reader.prefetch(chunk)
-                        batch = await store.apply_batch(
-                            conn,
-                            "projector",
-                            epoch,
-                            codec.EVENTS_TOPIC,
-                            partition,
-                            [await to_incoming(reader, r) for r in chunk],
-                        )
-                        result["applied"] += batch.applied
-                        result["duplicates"] += batch.duplicates
-                        result["dead_letters"] += batch.dead_letters
-                        done += len(chunk)
-                        if progress:
-                            progress(done, total)
-    finally:
-        await reader.stop()
     return result

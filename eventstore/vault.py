@@ -125,8 +125,17 @@ class Vault:
 
     async def check(self) -> None:
         """At start: refuse a master key that did not wrap the stored data keys, so a wrong
-        key is one clear error, not every record failing to open."""
+        key is one clear error, not every record failing to open; and refuse to run without
+        a master key over a log whose records are sealed (each would be a dead letter)."""
         if self.current is None:
+            async with await psycopg.AsyncConnection.connect(self.url, autocommit=True) as conn:
+                cur = await conn.execute("SELECT key_id FROM master_keys ORDER BY key_id")
+                used = [row[0] for row in await cur.fetchall()]
+            if used:
+                raise MasterKeyError(
+                    f"records in this log are sealed (master key {', '.join(used)}), and no"
+                    " AGENTLOG_MASTER_KEY is set: set it to read them"
+                )
             return
         async with self.connection() as conn:
             cur = await conn.execute("SELECT key_id FROM master_keys")
@@ -178,17 +187,23 @@ class Vault:
         nonce = os.urandom(12)
         wrapped = nonce + master.encrypt(nonce, AESGCM.generate_key(256), _wrap_context(session_id))
         async with self.connection() as conn:
-            # The first writer's key stands; a racing one reads it back.
-            await conn.execute(
-                "INSERT INTO session_keys (session_id, tenant_id, master_key_id, wrapped_key)"
-                " VALUES (%s, %s, %s, %s) ON CONFLICT (session_id) DO NOTHING",
-                (session_id, tenant_id, self.current, wrapped),
-            )
+            # One round trip: the key made now, or the one that stands (the first writer's).
             cur = await conn.execute(
-                "SELECT master_key_id, wrapped_key FROM session_keys WHERE session_id = %s", (session_id,)
+                "WITH made AS (INSERT INTO session_keys (session_id, tenant_id, master_key_id, wrapped_key)"
+                " VALUES (%(sid)s, %(tenant)s, %(master)s, %(wrapped)s) ON CONFLICT (session_id) DO NOTHING"
+                " RETURNING master_key_id, wrapped_key)"
+                " SELECT master_key_id, wrapped_key FROM made UNION ALL"
+                " SELECT master_key_id, wrapped_key FROM session_keys WHERE session_id = %(sid)s",
+                {"sid": session_id, "tenant": tenant_id, "master": self.current, "wrapped": wrapped},
             )
             row = await cur.fetchone()
-        assert row is not None
+            if row is None:  # made by a writer that committed while this statement ran
+                cur = await conn.execute(
+                    "SELECT master_key_id, wrapped_key FROM session_keys WHERE session_id = %s", (session_id,)
+                )
+                row = await cur.fetchone()
+        if row is None:
+            raise MasterKeyError(f"session {session_id} has no data key, and none could be made")
         return self._remember(session_id, self._unwrap(session_id, row[0], row[1]))
 
     async def prefetch(self, session_ids: Iterable[str]) -> None:

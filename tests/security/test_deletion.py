@@ -137,6 +137,14 @@ async def _wrong_key_refused_then_rotated(sealed: Stack) -> None:
     }
     done = await asyncio.to_thread(CliRunner().invoke, app, ["keys", "rotate"], env=env)
     assert done.exit_code == 0 and "data key(s) wrapped" in done.output, done.output
+    # Without a master key a process refuses to start over sealed records (each would be a
+    # dead letter), and says why.
+    log = KafkaLog(sealed.settings.model_copy(update={"master_key": None}))
+    try:
+        with pytest.raises(MasterKeyError, match="no AGENTLOG_MASTER_KEY is set"):
+            await log.start()
+    finally:
+        await log.stop()
     rotated: dict[str, Any] = {"master_key": other.master_key, "previous_master_keys": []}
     log = KafkaLog(sealed.settings.model_copy(update=rotated))
     try:
