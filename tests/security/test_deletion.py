@@ -153,3 +153,35 @@ async def _wrong_key_refused_then_rotated(sealed: Stack) -> None:
         assert (await log.decode(raw[0].key, raw[0].value, raw[0].headers)).session_id == "keyed"
     finally:
         await log.stop()
+
+
+async def test_workers_that_reach_a_deleted_sessions_records_late_pass_over_them(
+    pg_server: str, log_dir: Path
+) -> None:
+    async with stack_on(pg_server, log_dir, master_key=vault.new_master_key()) as stack:
+        await stack.start("projector")
+        await stack.start_api()
+        async with httpx.AsyncClient(base_url=stack.api_url or "") as client:
+            posted = await client.post("/v1/sessions/late/messages", json={"content": MARKER})
+            assert posted.status_code == 202, posted.text
+
+            async def projected() -> bool:
+                return bool(await stack.sql("SELECT 1 FROM events WHERE session_id = 'late'"))
+
+            await wait_until(projected)
+            assert (await client.delete("/v1/sessions/late")).status_code == 202
+
+        async def tombstone() -> bool:
+            return bool(await stack.sql("SELECT 1 FROM deleted_sessions WHERE session_id = 'late'"))
+
+        await wait_until(tombstone)
+        # The workers start now and read the partition from its beginning: the deleted
+        # session's user message (its turn never run) can no longer be opened.
+        await stack.start("reactor", "model", "tools")
+        done = await stack.turn("alive", "hello")
+        assert done["status"] == "completed", done
+        reactor = stack.workers["reactor"]
+        assert reactor.metrics.shredded.labels("reactor")._value.get() >= 1
+        assert await stack.sql("SELECT consumer, reason FROM dead_letters") == []
+        assert await stack.sql("SELECT count(*) FROM events WHERE session_id = 'late'") == [(0,)]
+        assert await stack.sql("SELECT count(*) FROM effects WHERE session_id = 'late'") == [(0,)]
