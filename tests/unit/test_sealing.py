@@ -13,6 +13,7 @@ from pydantic import ValidationError
 from eventstore import codec
 from eventstore import events as ev
 from eventstore.errors import DecodeError
+from eventstore.log import KafkaLog
 from eventstore.settings import Settings
 
 MARKER = "plaintext-marker-2f9c"
@@ -76,3 +77,14 @@ def test_a_master_key_must_be_32_bytes_of_base64_and_is_never_echoed() -> None:
         with pytest.raises(ValidationError) as caught:
             Settings(master_key=wrong)
         assert "master key" in str(caught.value) and wrong not in str(caught.value)
+
+
+async def test_the_log_adapter_decodes_a_plain_record_without_a_database() -> None:
+    # The vault is asked only about sealed or referenced records: plain ones need no Postgres
+    # (this database URL answers nothing).
+    log = KafkaLog(Settings(database_url="postgresql://nobody@127.0.0.1:1/none"))
+    try:
+        event = await log.decode(b"golden", GOLDEN, [("content-type", codec.CONTENT_TYPE)])
+    finally:
+        await log.stop()
+    assert event.session_id == "golden"
