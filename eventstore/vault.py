@@ -108,10 +108,14 @@ class Vault:
                     min_size=1,
                     max_size=4,
                     open=False,
-                    timeout=10,
+                    timeout=5,  # as the api's pool: a lost database is an error, never a hang
                     kwargs={"autocommit": True, "application_name": "agentlog-vault"},
                 )
-                await pool.open(wait=True, timeout=30)
+                try:
+                    await pool.open(wait=True, timeout=5)
+                except BaseException:
+                    await pool.close()
+                    raise
                 self._pool = pool
         async with self._pool.connection() as conn:
             yield conn
