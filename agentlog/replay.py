@@ -14,6 +14,7 @@ from eventstore import codec, store
 from eventstore import log as kafka_log
 from eventstore.errors import DecodeError
 from eventstore.events import Event
+from eventstore.records import Records
 from eventstore.settings import Settings
 from eventstore.state import SessionState, fold
 from processors.projector import to_incoming
@@ -26,7 +27,7 @@ async def events_from_kafka(settings: Settings, session_id: str) -> list[Event]:
     partition = kafka_log.partition_for(session_id, await kafka_log.partition_count(settings))
     key = codec.key_for(session_id)
     found: list[Event] = []
-    reader = kafka_log.KafkaLog(settings)  # decodes only: its producer is never started
+    reader = Records(settings)
     try:
         await reader.vault.check()  # a sealed log without its key would read as empty
         async for record in kafka_log.read_partition(settings, partition):
@@ -37,7 +38,7 @@ async def events_from_kafka(settings: Settings, session_id: str) -> list[Event]:
             except DecodeError:
                 continue
     finally:
-        await reader.stop()
+        await reader.close()
     return found
 
 
@@ -62,17 +63,17 @@ async def rebuild(settings: Settings, progress: Callable[[int, int], None] | Non
     The embedded broker forgets its log on restart, so the rows of older epochs are the only
     copy of those events; they are kept and re-projected first, in session order.
     """
-    reader = kafka_log.KafkaLog(settings)  # decodes only: its producer is never started
+    reader = Records(settings)
     try:
         # Before anything is dropped: a sealed log without its key would rebuild as empty.
         await reader.vault.check()
         return await _rebuild(settings, reader, progress)
     finally:
-        await reader.stop()
+        await reader.close()
 
 
 async def _rebuild(
-    settings: Settings, reader: kafka_log.KafkaLog, progress: Callable[[int, int], None] | None
+    settings: Settings, reader: Records, progress: Callable[[int, int], None] | None
 ) -> dict[str, Any]:
     """The body of `rebuild`, with the reader that opens sealed records."""
     epoch = await kafka_log.log_epoch(settings)

@@ -11,7 +11,7 @@ from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from bench.measure import Row
 from eventstore import codec, vault
 from eventstore import events as ev
-from eventstore.log import KafkaLog
+from eventstore.records import Records
 from tests.services import Stack
 
 PART = "sealing"
@@ -41,7 +41,7 @@ def _per_event_us(events: list[ev.Event], roundtrip: Callable[[ev.Event], object
 
 
 async def sealing(stack: Stack, count: int) -> list[Row]:
-    """Per-event encode+decode in clear and sealed (pure CPU, key cached), through KafkaLog
+    """Per-event encode+decode in clear and sealed (pure CPU, key cached), through Records
     (the vault's cache included), and a data key made and looked up (Postgres)."""
     events = sample(count)
     aead = AESGCM(AESGCM.generate_key(256))
@@ -57,7 +57,7 @@ async def sealing(stack: Stack, count: int) -> list[Row]:
     plain_us = _per_event_us(events, plain)
     sealed_us = _per_event_us(events, sealed)
     settings = stack.settings.model_copy(update={"master_key": _key()})
-    log = KafkaLog(settings)
+    log = Records(settings)
     try:
         await log.vault.check()
         sessions = sorted({e.session_id for e in events})
@@ -77,13 +77,13 @@ async def sealing(stack: Stack, count: int) -> list[Row]:
             await log.vault.prefetch([sid])
         lookup_ms = (time.perf_counter() - started) / len(sessions) * 1000
     finally:
-        await log.stop()
+        await log.close()
     size = f"{len(codec.encode(events[0])[1])} B tool results"
     return [
         Row(PART, "encode+decode, in clear", plain_us, "µs/event", size),
         Row(PART, "encode+decode, sealed", sealed_us, "µs/event", "AES-256-GCM, key cached"),
         Row(PART, "added by sealing", sealed_us - plain_us, "µs/event", "pure CPU"),
-        Row(PART, "KafkaLog.encode+decode, sealed", through_us, "µs/event", "the vault's cache hit"),
+        Row(PART, "Records.encode+decode, sealed", through_us, "µs/event", "the vault's cache hit"),
         Row(PART, "data key made (a new session)", made_ms, "ms", "one INSERT + SELECT"),
         Row(PART, "data key looked up (cache miss)", lookup_ms, "ms", "one SELECT, unwrapped"),
     ]

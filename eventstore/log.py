@@ -1,9 +1,8 @@
 """The Kafka adapter: acknowledged appends keyed by session, partition reads, the log epoch.
 
 aiokafka's unsafe defaults are overridden here and nowhere else (`producer_config`,
-`consumer_config`). Records are made and read through `KafkaLog.encode` and `KafkaLog.decode`:
-sealed with the session's data key when a master key is set, kept in Postgres by reference
-when too large for the log (eventstore/vault.py).
+`consumer_config`). Events become records and records events through `KafkaLog.records`
+(eventstore/records.py: sealed with the session's key, by reference when too large).
 """
 
 from __future__ import annotations
@@ -18,13 +17,13 @@ from typing import Any
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import KafkaError, MessageSizeTooLargeError, TopicAlreadyExistsError
-from aiokafka.record.default_records import DefaultRecordBatchBuilder
 
 from eventstore import codec
-from eventstore.errors import AppendTimeout, DecodeError, LogError, RecordTooLarge
-from eventstore.events import Event, SessionDeleted
+from eventstore.errors import AppendTimeout, LogError, RecordTooLarge
+from eventstore.events import Event
+from eventstore.records import Records
 from eventstore.settings import Settings
-from eventstore.vault import DESTROYED, Vault
+from eventstore.vault import Vault
 
 log = logging.getLogger(__name__)
 
@@ -71,7 +70,12 @@ class KafkaLog:
         self.settings = settings
         self.topic = topic
         self._producer: AIOKafkaProducer | None = None
-        self.vault = Vault(settings)
+        self.records = Records(settings)
+
+    @property
+    def vault(self) -> Vault:
+        """The data keys and kept payloads its records are made with."""
+        return self.records.vault
 
     async def start(self) -> None:
         """Check the master key, then connect the producer, retrying while the broker comes up
@@ -97,55 +101,6 @@ class KafkaLog:
             self._producer = None
         await self.vault.close()
 
-    async def encode(self, event: Event) -> tuple[bytes, bytes, codec.Headers] | None:
-        """The record of an event: sealed with its session's key when encrypting (never a
-        deletion: every reader must see it after the key is gone), by reference when over
-        the log's limit. None when the session was deleted (its key destroyed)."""
-        record = codec.encode(event)
-        if self.vault.encrypting and not isinstance(event, SessionDeleted):
-            aead = await self.vault.for_append(event.session_id, event.tenant_id)
-            if aead == DESTROYED:
-                return None
-            record = codec.seal(record, aead)
-        key, value, headers = record
-        size = DefaultRecordBatchBuilder.estimate_size_in_bytes(key, value, list(headers))
-        if size <= self.settings.kafka_max_request_size:
-            return record
-        limit = max(self.settings.payload_max_bytes, self.settings.kafka_max_request_size)
-        if size > limit:
-            raise RecordTooLarge(
-                f"the {event.type} event is {size} bytes as a record, over the log's limit of {limit}"
-            )
-        digest = await self.vault.keep(event.session_id, codec.content_type(headers), value)
-        return codec.reference(record, digest)
-
-    async def decode(
-        self, key: bytes | None, value: bytes | None, headers: Sequence[tuple[str, bytes]]
-    ) -> Event:
-        """The event of a record: fetched by its reference, opened with its session's key.
-        DecodeError if it cannot be read; Shredded (a DecodeError) if its session was deleted."""
-        ctype = codec.content_type(headers)
-        if ctype == codec.REFERENCE_TYPE:
-            digest, size = codec.referenced(value)
-            value = await self.vault.kept(_session(key), digest, size)
-            headers = codec.dereferenced(headers)
-            ctype = codec.content_type(headers)
-        aead = await self.vault.for_reading(_session(key)) if ctype == codec.SEALED_TYPE else None
-        event = codec.decode(value, headers, aead, key)
-        if aead is not None and event.session_id != _session(key):
-            raise DecodeError(f"sealed event of session {event.session_id} under key {_session(key)}")
-        if isinstance(event, SessionDeleted):
-            self.vault.forget(event.session_id)
-        return event
-
-    async def prefetch(self, records: Sequence[Any]) -> None:
-        """Look up at once the keys of the sessions whose sealed records are in a batch."""
-        await self.vault.prefetch(
-            _session(r.key)
-            for r in records
-            if codec.content_type(r.headers) in (codec.SEALED_TYPE, codec.REFERENCE_TYPE)
-        )
-
     async def append(self, event: Event) -> Appended:
         """Append one event; returns once the broker acknowledged it."""
         return (await self.append_many([event]))[0]
@@ -156,7 +111,7 @@ class KafkaLog:
         Every record is made before any is sent: one too large even by reference appends
         none, so a refused user turn leaves no session_started behind. Events of a deleted
         session are not appended (FORGOTTEN): nobody could read them."""
-        records = [await self.encode(event) for event in events]
+        records = [await self.records.encode(event) for event in events]
         futures = [await self._send(self.topic, *record) for record in records if record is not None]
         acked = iter(await self._acked(futures))
         for event, record in zip(events, records, strict=True):
@@ -198,13 +153,6 @@ class KafkaLog:
         except KafkaError as exc:
             raise LogError(f"append failed: {exc}") from exc
         return [Appended(m.partition, m.offset) for m in metas]
-
-
-def _session(key: bytes | None) -> str:
-    """The session a record belongs to: its partition key."""
-    if not key:
-        raise DecodeError("a record without a key belongs to no session")
-    return key.decode("utf-8", "replace")
 
 
 async def _admin(settings: Settings) -> AIOKafkaAdminClient:

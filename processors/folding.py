@@ -273,7 +273,7 @@ class FoldingWorker:
         here): a bad record is dead-lettered, an unavailable dependency stops the worker."""
         async with self.busy:
             try:
-                await self.kafka.prefetch(records)
+                await self.kafka.records.prefetch(records)
             except UNAVAILABLE as exc:
                 log.error("%s: stopping at %s: %r", self.consumer, partition, exc)
                 self.stop_with(exc)
@@ -304,7 +304,7 @@ class FoldingWorker:
             return
         live = offset >= self.stored.get(partition, 0)
         try:
-            event = await self.kafka.decode(record.key, record.value, record.headers)
+            event = await self.kafka.records.decode(record.key, record.value, record.headers)
         except Shredded:
             # Its session was deleted: nobody can read it, and nobody is to blame.
             self.metrics.shredded.labels(self.consumer).inc()

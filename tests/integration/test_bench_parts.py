@@ -32,7 +32,7 @@ async def test_bench_parts_reports_every_part(pg_server: str, log_dir: Path, tmp
         ("replay", "one session from Postgres"),
         ("sealing", "encode+decode, in clear"),
         ("sealing", "encode+decode, sealed"),
-        ("sealing", "KafkaLog.encode+decode, sealed"),
+        ("sealing", "Records.encode+decode, sealed"),
         ("sealing", "data key made (a new session)"),
     }
     for latency in (20, 0):

@@ -88,7 +88,7 @@ async def test_a_user_message_and_a_tool_result_over_the_record_limit_go_by_refe
     reader = KafkaLog(settings)
     try:
         with pytest.raises(DecodeError, match="sha256"):
-            await reader.decode(references[0].key, references[0].value, references[0].headers)
+            await reader.records.decode(references[0].key, references[0].value, references[0].headers)
     finally:
         await reader.stop()
 

@@ -60,7 +60,7 @@ async def test_a_deleted_sessions_records_key_and_workspace_are_gone(sealed: Sta
     # The same bytes open with the session's key (Postgres has them in clear, as projected).
     reader = KafkaLog(sealed.settings)
     try:
-        opened = [await reader.decode(r.key, r.value, r.headers) for r in raw]
+        opened = [await reader.records.decode(r.key, r.value, r.headers) for r in raw]
     finally:
         await reader.stop()
     assert "user_message" in {e.type for e in opened}
@@ -87,8 +87,8 @@ async def test_a_deleted_sessions_records_key_and_workspace_are_gone(sealed: Sta
         for record in after:
             if codec.content_type(record.headers) == codec.SEALED_TYPE:
                 with pytest.raises(Shredded):
-                    await reader.decode(record.key, record.value, record.headers)
-        last = await reader.decode(after[-1].key, after[-1].value, after[-1].headers)
+                    await reader.records.decode(record.key, record.value, record.headers)
+        last = await reader.records.decode(after[-1].key, after[-1].value, after[-1].headers)
         assert last.type == "session_deleted"  # in clear: every reader must see it
     finally:
         await reader.stop()
@@ -150,7 +150,7 @@ async def _wrong_key_refused_then_rotated(sealed: Stack) -> None:
     try:
         await log.start()  # only the new key is needed now
         raw = await records_of(sealed.settings, "keyed")
-        assert (await log.decode(raw[0].key, raw[0].value, raw[0].headers)).session_id == "keyed"
+        assert (await log.records.decode(raw[0].key, raw[0].value, raw[0].headers)).session_id == "keyed"
     finally:
         await log.stop()
 

@@ -84,7 +84,7 @@ async def test_the_log_adapter_decodes_a_plain_record_without_a_database() -> No
     # (this database URL answers nothing).
     log = KafkaLog(Settings(database_url="postgresql://nobody@127.0.0.1:1/none"))
     try:
-        event = await log.decode(b"golden", GOLDEN, [("content-type", codec.CONTENT_TYPE)])
+        event = await log.records.decode(b"golden", GOLDEN, [("content-type", codec.CONTENT_TYPE)])
     finally:
         await log.stop()
     assert event.session_id == "golden"
