@@ -78,9 +78,10 @@ class KafkaLog:
         return self.records.vault
 
     async def start(self) -> None:
-        """Check the master key, then connect the producer, retrying while the broker comes up
-        (bounded)."""
-        await self.vault.check()
+        """Check the master key (if one is set: a keyless writer needs no database), then
+        connect the producer, retrying while the broker comes up (bounded)."""
+        if self.vault.encrypting:
+            await self.vault.check()
         deadline = asyncio.get_running_loop().time() + self.settings.kafka_append_timeout_s * 3
         while True:
             producer = AIOKafkaProducer(**producer_config(self.settings))

@@ -92,6 +92,7 @@ class Vault:
         self.cache_limit = settings.key_cache_sessions
         self._pool: AsyncConnectionPool[AsyncConn] | None = None
         self._opening = asyncio.Lock()
+        self.checked = False
 
     @property
     def encrypting(self) -> bool:
@@ -131,6 +132,8 @@ class Vault:
         """At start: refuse a master key that did not wrap the stored data keys, so a wrong
         key is one clear error, not every record failing to open; and refuse to run without
         a master key over a log whose records are sealed (each would be a dead letter)."""
+        if self.checked:
+            return
         if self.current is None:
             async with await psycopg.AsyncConnection.connect(self.url, autocommit=True) as conn:
                 cur = await conn.execute("SELECT key_id FROM master_keys ORDER BY key_id")
@@ -140,6 +143,7 @@ class Vault:
                     f"records in this log are sealed (master key {', '.join(used)}), and no"
                     " AGENTLOG_MASTER_KEY is set: set it to read them"
                 )
+            self.checked = True
             return
         async with self.connection() as conn:
             cur = await conn.execute("SELECT key_id FROM master_keys")
@@ -153,6 +157,7 @@ class Vault:
             await conn.execute(
                 "INSERT INTO master_keys (key_id) VALUES (%s) ON CONFLICT DO NOTHING", (self.current,)
             )
+        self.checked = True
 
     # Data keys.
 

@@ -23,6 +23,7 @@ from eventstore import events as ev
 from eventstore.errors import MasterKeyError, Shredded
 from eventstore.log import KafkaLog, partition_for, read_partition
 from eventstore.settings import Settings
+from processors.run import run_role
 from processors.tools.workspace import workspace_path
 from tests.services import Stack, stack_on, wait_until
 
@@ -137,14 +138,11 @@ async def _wrong_key_refused_then_rotated(sealed: Stack) -> None:
     }
     done = await asyncio.to_thread(CliRunner().invoke, app, ["keys", "rotate"], env=env)
     assert done.exit_code == 0 and "data key(s) wrapped" in done.output, done.output
-    # Without a master key a process refuses to start over sealed records (each would be a
+    # Without a master key a worker refuses to start over sealed records (each would be a
     # dead letter), and says why.
-    log = KafkaLog(sealed.settings.model_copy(update={"master_key": None}))
-    try:
-        with pytest.raises(MasterKeyError, match="no AGENTLOG_MASTER_KEY is set"):
-            await log.start()
-    finally:
-        await log.stop()
+    keyless = sealed.settings.model_copy(update={"master_key": None})
+    with pytest.raises(MasterKeyError, match="no AGENTLOG_MASTER_KEY is set"):
+        await run_role("projector", keyless, asyncio.Event())
     rotated: dict[str, Any] = {"master_key": other.master_key, "previous_master_keys": []}
     log = KafkaLog(sealed.settings.model_copy(update=rotated))
     try:
