@@ -32,7 +32,7 @@ from agentlog.supervise import die_with_parent as die_with_parent
 from agentlog.supervise import start_broker as start_broker
 from agentlog.supervise import wait_for_port as wait_for_port
 from eventstore import log as kafka_log
-from eventstore import models, store, tenants
+from eventstore import models, store, tenants, vault
 from eventstore.settings import Settings
 
 
@@ -123,6 +123,18 @@ def dev_token(data_dir: Path) -> str:
 def service_token(data_dir: Path) -> str:
     """The service token of this data directory: the stack's own processes acting for a tenant."""
     return _secret(data_dir / "service-token", "svc", 32)
+
+
+def master_key(data_dir: Path) -> str:
+    """The master key of this data directory (made once, private to its owner): it wraps every
+    session's data key, so losing it loses every sealed record. Production keeps its own in a
+    secret store (AGENTLOG_MASTER_KEY), never next to the database."""
+    path = data_dir / "master-key"
+    if not path.exists():
+        write_private(path, vault.new_master_key())
+    elif path.stat().st_mode & 0o077:
+        path.chmod(0o600)
+    return path.read_text().strip()
 
 
 # The worker roles `up` runs (as `agentlog worker ROLE`), in start order, and their process names.
@@ -246,6 +258,8 @@ def up(
         "AGENTLOG_WORKSPACE_ROOT": env.get(
             "AGENTLOG_WORKSPACE_ROOT", str((data_dir / "workspaces").resolve())
         ),
+        # Every session's records sealed with a key of its own (eventstore/vault.py).
+        "AGENTLOG_MASTER_KEY": env.get("AGENTLOG_MASTER_KEY") or master_key(data_dir),
     }
     if max(replicas.values()) > 1:
         # Replicas share the partitions through their role's consumer group.

@@ -14,6 +14,7 @@ from eventstore import codec, store
 from eventstore import log as kafka_log
 from eventstore.errors import DecodeError
 from eventstore.events import Event
+from eventstore.records import Records
 from eventstore.settings import Settings
 from eventstore.state import SessionState, fold
 from processors.projector import to_incoming
@@ -26,13 +27,18 @@ async def events_from_kafka(settings: Settings, session_id: str) -> list[Event]:
     partition = kafka_log.partition_for(session_id, await kafka_log.partition_count(settings))
     key = codec.key_for(session_id)
     found: list[Event] = []
-    async for record in kafka_log.read_partition(settings, partition):
-        if record.key != key:
-            continue
-        try:
-            found.append(codec.decode(record.value, record.headers))
-        except DecodeError:
-            continue
+    reader = Records(settings)
+    try:
+        await reader.vault.check()  # a sealed log without its key would read as empty
+        async for record in kafka_log.read_partition(settings, partition):
+            if record.key != key or codec.is_marker(record.headers):
+                continue
+            try:
+                found.append(await reader.decode(record.key, record.value, record.headers))
+            except DecodeError:
+                continue
+    finally:
+        await reader.close()
     return found
 
 
@@ -57,6 +63,19 @@ async def rebuild(settings: Settings, progress: Callable[[int, int], None] | Non
     The embedded broker forgets its log on restart, so the rows of older epochs are the only
     copy of those events; they are kept and re-projected first, in session order.
     """
+    reader = Records(settings)
+    try:
+        # Before anything is dropped: a sealed log without its key would rebuild as empty.
+        await reader.vault.check()
+        return await _rebuild(settings, reader, progress)
+    finally:
+        await reader.close()
+
+
+async def _rebuild(
+    settings: Settings, reader: Records, progress: Callable[[int, int], None] | None
+) -> dict[str, Any]:
+    """The body of `rebuild`, with the reader that opens sealed records."""
     epoch = await kafka_log.log_epoch(settings)
     records: dict[int, list[Any]] = {}
     for partition in range(await kafka_log.partition_count(settings)):
@@ -91,13 +110,14 @@ async def rebuild(settings: Settings, progress: Callable[[int, int], None] | Non
             for partition, recs in records.items():
                 for start in range(0, len(recs), 500):
                     chunk = recs[start : start + 500]
+                    await reader.prefetch(chunk)
                     batch = await store.apply_batch(
                         conn,
                         "projector",
                         epoch,
                         codec.EVENTS_TOPIC,
                         partition,
-                        [to_incoming(r) for r in chunk],
+                        [await to_incoming(reader, r) for r in chunk],
                     )
                     result["applied"] += batch.applied
                     result["duplicates"] += batch.duplicates

@@ -1,7 +1,7 @@
 """Benchmarks of the parts against the real embedded services; prints one table. Never a test.
 
     python -m bench.parts [--posts 3000] [--clients 50] [--events 20000] [--session 1000]
-                          [--turns 20] [--latency-ms 200] [--json FILE]
+                          [--turns 20] [--latency-ms 200] [--sealed 20000] [--json FILE]
 
 ingest      POST a user message until the api answers 202 (the log acked it, acks=all), from
             `--clients` clients at once against `agentlog api` in its own process; beside it,
@@ -11,6 +11,8 @@ projection  a log pre-filled with `--events` events of tool turns across many se
 replay      one `--session`-event session: the fold alone, from the log, from Postgres.
 step        one-tool turns one by one, the offline model at `--latency-ms` and at 0 ms: turn
 overhead    time less steps x L, per model step; hops by the events' producer times.
+sealing     `--sealed` 1 KB tool results encoded and decoded in clear and sealed with a session
+            key (AES-256-GCM); a session's data key made and looked up in Postgres.
 
 Each part runs on a fresh broker and database of one embedded Postgres server.
 """
@@ -33,6 +35,7 @@ from rich.table import Table
 from agentlog import devstack
 from bench.measure import Row, ingest, projection_and_replay
 from bench.overhead import step_overhead
+from bench.sealing import sealing
 from tests.services import Stack, stack_on
 
 
@@ -46,9 +49,10 @@ class Sizes:
     session: int = 1000
     turns: int = 20
     latency_ms: int = 200
+    sealed: int = 20_000
 
 
-PARTS = ("ingest", "projection and replay", "step overhead")
+PARTS = ("ingest", "projection and replay", "step overhead", "sealing")
 
 
 async def _part(name: str, stack: Stack, logs: Path, sizes: Sizes) -> list[Row]:
@@ -56,6 +60,8 @@ async def _part(name: str, stack: Stack, logs: Path, sizes: Sizes) -> list[Row]:
         return await ingest(stack, logs, sizes.posts, sizes.clients)
     if name == "projection and replay":
         return await projection_and_replay(stack, sizes.events, sizes.session)
+    if name == "sealing":
+        return await sealing(stack, sizes.sealed)
     return await step_overhead(stack, sorted({sizes.latency_ms, 0}, reverse=True), sizes.turns)
 
 
@@ -141,7 +147,10 @@ if __name__ == "__main__":
     parser.add_argument(
         "--latency-ms", type=int, default=defaults.latency_ms, help="the offline model's latency"
     )
+    parser.add_argument("--sealed", type=int, default=defaults.sealed, help="events sealed and opened")
     parser.add_argument("--json", type=Path, default=None, help="also write the rows as JSON here")
     args = parser.parse_args()
-    sizes = Sizes(args.posts, args.clients, args.events, args.session, args.turns, args.latency_ms)
+    sizes = Sizes(
+        args.posts, args.clients, args.events, args.session, args.turns, args.latency_ms, args.sealed
+    )
     asyncio.run(main(sizes, args.json))

@@ -1,15 +1,21 @@
 """The one owner of wire formats: event <-> bytes and headers, topic names, partition keys.
 
-Old events are upcast here, by `schema_version`, before they reach the model types.
+Old events are upcast here, by `schema_version`, before they reach the model types. A record
+is plain JSON, sealed (AES-256-GCM with its session's data key, the event id and session as
+associated data), or a reference to bytes kept in Postgres; the headers and the key stay in
+clear either way. Records without those content types (older logs) decode as plain JSON.
 """
 
 from __future__ import annotations
 
 import json
+import os
 from collections.abc import Callable, Sequence
 from typing import Any
 
 import pydantic
+from cryptography.exceptions import InvalidTag
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
 from eventstore.errors import DecodeError
 from eventstore.events import EVENT_ADAPTER, SCHEMA_VERSION, Event
@@ -21,6 +27,12 @@ CONTENT_TYPE = b"application/json"
 # again is a new log). Not an event: every reader skips it.
 MARKER_TYPE = b"application/vnd.agentlog.log-marker"
 MARKER_KEY = b"agentlog/log-marker"
+# An event's JSON sealed with its session's data key: a 12-byte nonce, then AES-GCM's output.
+SEALED_TYPE = b"application/vnd.agentlog.sealed"
+# An event kept in Postgres (payload_blobs) because its record is over the log's limit:
+# {"sha256", "size"} here; the content type of the kept bytes in `payload-type`.
+REFERENCE_TYPE = b"application/vnd.agentlog.reference+json"
+NONCE_BYTES = 12
 
 Headers = list[tuple[str, bytes]]
 
@@ -51,6 +63,63 @@ def encode(event: Event) -> tuple[bytes, bytes, Headers]:
     if event.traceparent is not None:
         headers.append(("traceparent", event.traceparent.encode()))
     return key_for(event.session_id), value, headers
+
+
+def content_type(headers: Sequence[tuple[str, bytes]]) -> bytes:
+    """The record's content type (plain JSON when the header is absent: the oldest records)."""
+    return dict(headers).get("content-type", CONTENT_TYPE)
+
+
+def _associated(headers: Sequence[tuple[str, bytes]], key: bytes | None) -> bytes:
+    """What a sealed value is bound to: its event id and session, so it cannot be moved."""
+    return dict(headers).get("event-id", b"") + b"\x00" + (key or b"")
+
+
+def seal(record: tuple[bytes, bytes, Headers], aead: AESGCM) -> tuple[bytes, bytes, Headers]:
+    """The record with its value sealed by the session's data key (headers stay in clear)."""
+    key, value, headers = record
+    nonce = os.urandom(NONCE_BYTES)
+    sealed = nonce + aead.encrypt(nonce, value, _associated(headers, key))
+    return key, sealed, _typed(SEALED_TYPE, headers)
+
+
+def unseal(key: bytes | None, value: bytes, headers: Sequence[tuple[str, bytes]], aead: AESGCM) -> bytes:
+    """The plain JSON of a sealed value; DecodeError if the key or the bytes are not its own."""
+    try:
+        return aead.decrypt(value[:NONCE_BYTES], value[NONCE_BYTES:], _associated(headers, key))
+    except InvalidTag as exc:
+        raise DecodeError("sealed record does not open with its session's key") from exc
+
+
+def reference(record: tuple[bytes, bytes, Headers], sha256: str) -> tuple[bytes, bytes, Headers]:
+    """A small record standing for `record`, whose value is kept by its sha256 elsewhere."""
+    key, value, headers = record
+    body = json.dumps({"sha256": sha256, "size": len(value)}).encode()
+    kept = content_type(headers)
+    return key, body, _typed(REFERENCE_TYPE, [("payload-type", kept), *headers])
+
+
+def referenced(value: bytes | None) -> tuple[str, int]:
+    """(sha256, size) of a reference record's value."""
+    try:
+        raw = json.loads(value or b"")
+        sha, size = raw["sha256"], raw["size"]
+    except (ValueError, TypeError, KeyError) as exc:
+        raise DecodeError(f"malformed payload reference: {exc}") from exc
+    if not isinstance(sha, str) or len(sha) != 64 or not isinstance(size, int):
+        raise DecodeError("malformed payload reference")
+    return sha, size
+
+
+def dereferenced(headers: Sequence[tuple[str, bytes]]) -> Headers:
+    """The headers of the record a reference stands for."""
+    kept = dict(headers).get("payload-type", CONTENT_TYPE)
+    return _typed(kept, [(k, v) for k, v in headers if k != "payload-type"])
+
+
+def _typed(ctype: bytes, headers: Sequence[tuple[str, bytes]]) -> Headers:
+    """`headers` with the content type replaced by `ctype`, first."""
+    return [("content-type", ctype), *((k, v) for k, v in headers if k != "content-type")]
 
 
 def marker(identity: str) -> tuple[bytes, bytes, Headers]:
@@ -85,11 +154,21 @@ def from_dict(raw: Any) -> Event:
         raise DecodeError(_explain(exc)) from exc
 
 
-def decode(value: bytes | None, headers: Sequence[tuple[str, bytes]] = ()) -> Event:
-    """An event from record bytes; anything unreadable raises DecodeError."""
+def decode(
+    value: bytes | None,
+    headers: Sequence[tuple[str, bytes]] = (),
+    aead: AESGCM | None = None,
+    key: bytes | None = None,
+) -> Event:
+    """An event from record bytes (a sealed one opened with `aead`, its session's data key,
+    and the record's `key`); anything unreadable raises DecodeError."""
     if value is None:
         raise DecodeError("empty record value (tombstone)")
-    ctype = dict(headers).get("content-type", CONTENT_TYPE)
+    ctype = content_type(headers)
+    if ctype == SEALED_TYPE:
+        if aead is None:
+            raise DecodeError("sealed record, and no data key to open it (is a master key set?)")
+        value, ctype = unseal(key, value, headers, aead), CONTENT_TYPE
     if ctype != CONTENT_TYPE:
         raise DecodeError(f"unsupported content-type {ctype!r}")
     try:

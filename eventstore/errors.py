@@ -2,6 +2,8 @@
 
 AgentlogError
 ├── DecodeError        bytes that are not an event we can read (never retriable)
+│   └── Shredded       a deleted session's record: its data key is destroyed
+├── MasterKeyError     the master key cannot open the stored data keys (never retriable)
 ├── AppendTimeout      the broker did not acknowledge in time (retriable)
 ├── RecordTooLarge     an event over the log's record size (never retriable)
 ├── LogError           any other failure of the log adapter (retriable)
@@ -19,6 +21,17 @@ class AgentlogError(Exception):
 
 class DecodeError(AgentlogError):
     """Bytes or a stored row that do not decode to a known event."""
+
+    retriable = False
+
+
+class Shredded(DecodeError):
+    """A record of a deleted session: its data key was destroyed, so it can never be read.
+    Consumers pass over it (it is no one's fault), never dead-letter it."""
+
+
+class MasterKeyError(AgentlogError):
+    """The configured master key is not the one that wrapped the stored data keys."""
 
     retriable = False
 

@@ -1,12 +1,14 @@
 """The Kafka adapter: acknowledged appends keyed by session, partition reads, the log epoch.
 
 aiokafka's unsafe defaults are overridden here and nowhere else (`producer_config`,
-`consumer_config`).
+`consumer_config`). Events become records and records events through `KafkaLog.records`
+(eventstore/records.py: sealed with the session's key, by reference when too large).
 """
 
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 import uuid
 from collections.abc import AsyncIterator, Sequence
@@ -16,12 +18,15 @@ from typing import Any
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import KafkaError, MessageSizeTooLargeError, TopicAlreadyExistsError
-from aiokafka.record.default_records import DefaultRecordBatchBuilder
 
 from eventstore import codec
 from eventstore.errors import AppendTimeout, LogError, RecordTooLarge
 from eventstore.events import Event
+from eventstore.records import Records
 from eventstore.settings import Settings
+from eventstore.vault import Vault
+
+log = logging.getLogger(__name__)
 
 
 def producer_config(settings: Settings) -> dict[str, Any]:
@@ -50,10 +55,13 @@ def consumer_config(settings: Settings) -> dict[str, Any]:
 
 @dataclass(frozen=True)
 class Appended:
-    """Where an acknowledged event landed."""
+    """Where an acknowledged event landed (-1, -1: not appended, its session was deleted)."""
 
     partition: int
     offset: int
+
+
+FORGOTTEN = Appended(-1, -1)
 
 
 class KafkaLog:
@@ -63,9 +71,18 @@ class KafkaLog:
         self.settings = settings
         self.topic = topic
         self._producer: AIOKafkaProducer | None = None
+        self.records = Records(settings)
+
+    @property
+    def vault(self) -> Vault:
+        """The data keys and kept payloads its records are made with."""
+        return self.records.vault
 
     async def start(self) -> None:
-        """Connect the producer, retrying while the broker comes up (bounded)."""
+        """Check the master key (if one is set: a keyless writer needs no database), then
+        connect the producer, retrying while the broker comes up (bounded)."""
+        if self.vault.encrypting:
+            await self.vault.check()
         deadline = asyncio.get_running_loop().time() + self.settings.kafka_append_timeout_s * 3
         while True:
             producer = AIOKafkaProducer(**producer_config(self.settings))
@@ -84,6 +101,7 @@ class KafkaLog:
         if self._producer is not None:
             await self._producer.stop()
             self._producer = None
+        await self.vault.close()
 
     async def append(self, event: Event) -> Appended:
         """Append one event; returns once the broker acknowledged it."""
@@ -92,18 +110,16 @@ class KafkaLog:
     async def append_many(self, events: Sequence[Event]) -> list[Appended]:
         """Append events in order (one session's events keep their order); all acknowledged.
 
-        Every record is sized before any is sent: one too large for the log appends none,
-        so a refused user turn leaves no session_started behind."""
-        records = [codec.encode(event) for event in events]
-        for event, (key, value, headers) in zip(events, records, strict=True):
-            size = DefaultRecordBatchBuilder.estimate_size_in_bytes(key, value, list(headers))
-            if size > self.settings.kafka_max_request_size:
-                raise RecordTooLarge(
-                    f"the {event.type} event is {size} bytes as a record, over the log's limit of"
-                    f" {self.settings.kafka_max_request_size}"
-                )
-        futures = [await self._send(self.topic, key, value, headers) for key, value, headers in records]
-        return await self._acked(futures)
+        Every record is made before any is sent: one too large even by reference appends
+        none, so a refused user turn leaves no session_started behind. Events of a deleted
+        session are not appended (FORGOTTEN): nobody could read them."""
+        records = [await self.records.encode(event) for event in events]
+        futures = [await self._send(self.topic, *record) for record in records if record is not None]
+        acked = iter(await self._acked(futures))
+        for event, record in zip(events, records, strict=True):
+            if record is None:
+                log.info("not appended: %s of deleted session %s", event.type, event.session_id)
+        return [FORGOTTEN if record is None else next(acked) for record in records]
 
     async def append_raw(
         self, key: bytes | None, value: bytes | None, headers: codec.Headers, topic: str | None = None

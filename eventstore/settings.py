@@ -7,7 +7,7 @@ from decimal import Decimal
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-from pydantic import AliasChoices, Field, field_validator, model_validator
+from pydantic import AliasChoices, Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from eventstore import models
@@ -88,6 +88,17 @@ class Settings(BaseSettings):
     # Secrets in tool results are replaced by [REDACTED:<type>] before anything records them
     # (processors/tools/redact.py): the log is immutable, a leaked key is leaked for good.
     redact_secrets: bool = True
+    # Envelope encryption (eventstore/vault.py): with a master key (base64 of 32 bytes), each
+    # session's events are sealed in the log with a data key of its own, kept in Postgres
+    # wrapped by this key; deleting the session destroys its data key. Keys that wrapped data
+    # keys before a rotation (`agentlog keys rotate`) go in previous_master_keys, comma-separated.
+    master_key: SecretStr | None = None
+    previous_master_keys: Annotated[list[SecretStr], NoDecode] = Field(default_factory=list)
+    # Session data keys each process keeps unwrapped in memory (least recently used dropped).
+    key_cache_sessions: int = Field(default=10_000, ge=1)
+    # An event whose record is over kafka_max_request_size is kept in Postgres (payload_blobs,
+    # by its sha256) and the log holds a reference; over this, it is refused (413 at the api).
+    payload_max_bytes: int = Field(default=64 * 1024 * 1024, gt=0)
     # MCP servers whose tools every session is offered: JSON mapping a name to
     # {"command": [...], "env": {...}} (stdio) or {"url": ...} (streamable HTTP); see docs/tools.md.
     mcp_servers: dict[str, McpServer] = Field(default_factory=dict)
@@ -229,6 +240,29 @@ class Settings(BaseSettings):
     def _server_names(cls, servers: dict[str, McpServer]) -> dict[str, McpServer]:
         check_names(servers)
         return servers
+
+    @field_validator("master_key", mode="before")
+    @classmethod
+    def _empty_is_none(cls, value: Any) -> Any:
+        return None if value == "" else value
+
+    @field_validator("previous_master_keys", mode="before")
+    @classmethod
+    def _keys_comma_separated(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            return [key.strip() for key in value.split(",") if key.strip()]
+        return value
+
+    @field_validator("master_key", "previous_master_keys")
+    @classmethod
+    def _master_keys_well_formed(cls, value: Any) -> Any:
+        """Each master key is the base64 of 32 bytes (AES-256), checked once at start."""
+        from eventstore.vault import master_key_bytes
+
+        for key in value if isinstance(value, list) else [value]:
+            if key is not None:
+                master_key_bytes(key.get_secret_value())
+        return value
 
     @field_validator("tool_modules", "operator_tenants", mode="before")
     @classmethod

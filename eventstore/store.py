@@ -19,7 +19,7 @@ import psycopg
 from psycopg.rows import dict_row
 from psycopg.types.json import Jsonb
 
-from eventstore import channels, codec, rows
+from eventstore import channels, codec, rows, vault
 from eventstore import projection as pj
 from eventstore.errors import DecodeError
 from eventstore.events import Event, SessionDeleted
@@ -322,11 +322,13 @@ async def _apply_records(
 
 
 async def _delete_session(conn: AsyncConn, event: Event) -> None:
-    """Remove every row of a session, the ledger's too, and keep a tombstone."""
+    """Remove every row of a session, the ledger's too, destroy its data key and kept
+    payloads (its records in the log can no longer be read), and keep a tombstone."""
     await conn.execute("SELECT pg_advisory_xact_lock(%s, hashtext(%s))", (SESSION_LOCK, event.session_id))
     for table in SESSION_TABLES:
         column = "parent_session_id" if table == "subagents" else "session_id"
         await conn.execute(f"DELETE FROM {table} WHERE {column} = %s".encode(), (event.session_id,))
+    await vault.destroy_key(conn, event.session_id, event.tenant_id)
     await conn.execute(
         "INSERT INTO deleted_sessions (session_id, tenant_id, deleted_at) VALUES (%s, %s, %s)"
         " ON CONFLICT DO NOTHING",

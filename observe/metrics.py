@@ -147,6 +147,12 @@ class Metrics:
         self.dead_letters = Counter(
             "agentlog_dead_letters", "Records set aside as dead letters.", ["consumer"], registry=r
         )
+        self.shredded = Counter(
+            "agentlog_shredded_records",
+            "Records passed over because their session was deleted (its data key destroyed).",
+            ["consumer"],
+            registry=r,
+        )
         # The api.
         self.http_requests = Counter(
             "agentlog_http_requests",

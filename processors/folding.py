@@ -26,7 +26,7 @@ import psycopg
 
 from eventstore import codec, store
 from eventstore import log as kafka_log
-from eventstore.errors import AppendTimeout, DecodeError, LogError
+from eventstore.errors import AppendTimeout, DecodeError, LogError, Shredded
 from eventstore.events import Event
 from eventstore.log import KafkaLog
 from eventstore.owners import Fence, Fenced
@@ -281,6 +281,12 @@ class FoldingWorker:
         here): a bad record is dead-lettered, an unavailable dependency stops the worker."""
         self.last_records = time.monotonic()
         async with self.busy:
+            try:
+                await self.kafka.records.prefetch(records)
+            except UNAVAILABLE as exc:
+                log.error("%s: stopping at %s: %r", self.consumer, partition, exc)
+                self.stop_with(exc)
+                return
             for record in records:
                 if self.fatal is not None or partition not in self.position:
                     return
@@ -307,7 +313,12 @@ class FoldingWorker:
             return
         live = offset >= self.stored.get(partition, 0)
         try:
-            event = codec.decode(record.value, record.headers)
+            event = await self.kafka.records.decode(record.key, record.value, record.headers)
+        except Shredded:
+            # Its session was deleted: nobody can read it, and nobody is to blame.
+            self.metrics.shredded.labels(self.consumer).inc()
+            self.position[partition] = offset + 1
+            return
         except DecodeError as exc:
             if live:
                 await self._dead_letter(record, f"undecodable: {exc}")

@@ -17,8 +17,9 @@ from aiokafka import ConsumerRecord
 
 from eventstore import codec, store
 from eventstore import log as kafka_log
-from eventstore.errors import DecodeError
+from eventstore.errors import DecodeError, Shredded
 from eventstore.log import KafkaLog, PartitionReader
+from eventstore.records import Records
 from eventstore.settings import Settings
 from observe.metrics import Metrics
 from processors import failpoints
@@ -44,12 +45,15 @@ class Raw(Protocol):
     def headers(self) -> Sequence[tuple[str, bytes]]: ...
 
 
-def to_incoming(record: Raw) -> store.Incoming:
-    """Decode a record for the store, keeping its bytes and the reason if it does not decode."""
+async def to_incoming(records: Records, record: Raw) -> store.Incoming:
+    """Decode a record for the store, keeping its bytes and the reason if it does not decode.
+    A record of a deleted session (its key destroyed) is passed over like the log's marker."""
     if codec.is_marker(record.headers):
         return store.Incoming(record.offset, record.key, record.value, record.headers, None, control=True)
     try:
-        event = codec.decode(record.value, record.headers)
+        event = await records.decode(record.key, record.value, record.headers)
+    except Shredded:
+        return store.Incoming(record.offset, record.key, record.value, record.headers, None, control=True)
     except DecodeError as exc:
         return store.Incoming(record.offset, record.key, record.value, record.headers, None, str(exc))
     return store.Incoming(record.offset, record.key, record.value, record.headers, event)
@@ -169,7 +173,10 @@ class Projector:
     async def project(self, records: Sequence[Raw]) -> store.BatchResult:
         """Apply one partition's batch in one transaction."""
         partition = records[0].partition
-        incoming = [to_incoming(r) for r in records]
+        await self.kafka.records.prefetch(records)
+        incoming = [await to_incoming(self.kafka.records, r) for r in records]
+        shredded = sum(1 for item in incoming if item.control and not codec.is_marker(item.headers))
+        self.metrics.shredded.labels(CONSUMER).inc(shredded)
         failpoints.hit("projector.before_batch")
         result = await store.apply_batch(
             self.conn,

@@ -75,6 +75,7 @@ async def run_role(
     await kafka_log.ensure_topics(settings)
     epoch = await kafka_log.log_epoch(settings)
     kafka = kafka_log.KafkaLog(settings)
+    await kafka.vault.check()  # every role reads the log: without its key, a clear stop
     await kafka.start()
     conn = await store.connect(settings.database_url)
     model: router.ModelRouter | None = None

@@ -43,7 +43,7 @@ from processors.tools.files import WritePlan, sha256_of
 from processors.tools.function import FunctionTool
 from processors.tools.mcp_pool import Pool as McpPool
 from processors.tools.registry import EffectClass, Registry, Tool, ToolContext, ToolOutput, default_registry
-from processors.tools.workspace import workspace_for
+from processors.tools.workspace import PathRefused, remove_workspace, workspace_for
 
 log = logging.getLogger(__name__)
 
@@ -71,16 +71,45 @@ class ToolWorker(EffectWorker[ev.ToolRequested]):
         # One call at a time per workspace: a Bash command cannot swap a path for a symlink
         # between a file tool's check and its write, and two Edits never plan on one image.
         self.workspace_locks: dict[str, asyncio.Lock] = {}
+        self.removals: set[asyncio.Task[None]] = set()  # workspaces of deleted sessions
         if self.tools.get("Bash") is not None:
             # At start, once: where commands get a cgroup each, or a warning that they cannot.
             cgroups.probe(self.settings.bash_cgroup)
 
     async def close(self) -> None:
+        if self.removals:
+            await asyncio.wait(self.removals, timeout=self.settings.drain_timeout_s)
         await super().close()
         await self.mcp.close()
 
     def request(self, event: Event) -> ev.ToolRequested | None:
         return event if isinstance(event, ev.ToolRequested) else None
+
+    async def act(self, event: Event, state: SessionState, partition: int, offset: int) -> None:
+        """Serve tool requests; remove a deleted session's workspace (the executor owning the
+        session's partition does, on the root every executor shares)."""
+        if isinstance(event, ev.SessionDeleted):
+            # In the background: a call of the session may hold its workspace for a while.
+            task = asyncio.create_task(self._remove_workspace(event))
+            self.removals.add(task)
+            task.add_done_callback(self.removals.discard)
+        await super().act(event, state, partition, offset)
+
+    async def _remove_workspace(self, event: ev.SessionDeleted) -> None:
+        lock = self.workspace_locks.setdefault(event.session_id, asyncio.Lock())
+        async with lock:  # not under a running call of the session
+            try:
+                removed = await asyncio.to_thread(
+                    remove_workspace, self.settings.workspace_root, event.tenant_id, event.session_id
+                )
+            except (OSError, PathRefused) as exc:
+                log.error(
+                    "tool-worker: workspace of deleted session %s not removed: %s", event.session_id, exc
+                )
+                return
+        self.workspace_locks.pop(event.session_id, None)
+        if removed:
+            log.info("tool-worker: removed the workspace of deleted session %s", event.session_id)
 
     def key(self, request: ev.ToolRequested) -> str:
         return ledger.tool_key(request.session_id, request.turn_id, request.step, request.payload.tool_use_id)

@@ -58,13 +58,16 @@ TABLES = {
     "deleted_sessions": "SELECT * FROM deleted_sessions ORDER BY session_id",
 }
 # Not derived from the log: a rebuild keeps them as they are (`instances` is the fleet's
-# heartbeat and changes on its own; the others are the ledger, inputs and bookkeeping).
+# heartbeat and changes on its own; the others are the ledger, inputs, keys and bookkeeping).
 KEPT_TABLES = {
     "effects": "SELECT * FROM effects ORDER BY effect_key",
     "tool_outputs": "SELECT * FROM tool_outputs ORDER BY session_id, tool_use_id",
     "api_tokens": "SELECT * FROM api_tokens ORDER BY token_sha256",
     "analyst_logins": "SELECT * FROM analyst_logins ORDER BY role_name",
     "schema_migrations": "SELECT * FROM schema_migrations ORDER BY version",
+    "session_keys": "SELECT * FROM session_keys ORDER BY session_id",
+    "master_keys": "SELECT * FROM master_keys ORDER BY key_id",
+    "payload_blobs": "SELECT sha256, session_id, content_type, size FROM payload_blobs ORDER BY sha256",
 }
 UNCOMPARED_TABLES = frozenset({"instances", "consumer_offsets", "dead_letters", "partition_owners"})
 

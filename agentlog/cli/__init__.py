@@ -14,6 +14,7 @@ from agentlog.cli import stack  # noqa: F401 - up, status, worker, api, migrate,
 from agentlog.cli import chat  # noqa: F401 - send, sessions, chat
 from agentlog.cli import sql  # noqa: F401 - sql
 from agentlog.cli import tokens  # noqa: F401 - token create, list, revoke
+from agentlog.cli import keys  # noqa: F401 - keys rotate
 from agentlog.cli import top  # noqa: F401 - top
 from agentlog.cli import logs  # noqa: F401 - logs
 from agentlog.load import bench_app

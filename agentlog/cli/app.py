@@ -75,6 +75,9 @@ def env_from_stack(data_dir: Path) -> None:
         stack = json.loads(path.read_text())
         os.environ.setdefault("AGENTLOG_DATABASE_URL", stack["database_url"])
         os.environ.setdefault("AGENTLOG_KAFKA_BOOTSTRAP", stack["kafka_bootstrap"])
+    key = data_dir / "master-key"  # the stack's records are sealed with it (agentlog up)
+    if key.exists() and path.exists():
+        os.environ.setdefault("AGENTLOG_MASTER_KEY", key.read_text().strip())
 
 
 @contextmanager

@@ -164,12 +164,15 @@ async def get_session(request: Request, session_id: SessionId, tenant: Tenant) -
     "/sessions/{session_id}/fork",
     status_code=201,
     response_model=SessionView,
-    responses={**AUTH, 404: PROBLEM, 409: PROBLEM, 422: PROBLEM},
+    responses={**AUTH, 404: PROBLEM, 409: PROBLEM, 410: PROBLEM, 422: PROBLEM},
 )
 async def fork_session(request: Request, session_id: SessionId, body: Fork, tenant: Tenant) -> JSONResponse:
     """A new session whose history is this one's up to event `at_seq` (cut back to the last
     finished turn there): no model call is made, the source is unchanged."""
     pool, _, settings = deps(request)
+    async with pool.connection() as conn:
+        if await reads.session_deleted(conn, session_id, tenant):
+            raise Problem(410, "Session deleted", f"session {session_id} was deleted: it has no history")
     await require_session(pool, session_id, tenant)
     async with pool.connection() as conn:
         source = await forks.history(conn, session_id, body.at_seq)
@@ -194,7 +197,9 @@ async def fork_session(request: Request, session_id: SessionId, body: Fork, tena
 
 @router.delete("/sessions/{session_id}", status_code=202, responses={**AUTH, 404: PROBLEM})
 async def delete_session(request: Request, session_id: SessionId, tenant: Tenant) -> JSONResponse:
-    """Delete a session: its rows leave every table and the ledger; later posts answer 404."""
+    """Delete a session: its rows leave every table and the ledger, its data key is destroyed
+    (its records in the log can no longer be read) and its workspace removed; later posts
+    answer 404."""
     pool, kafka, _ = deps(request)
     async with pool.connection() as conn:
         if await reads.session_deleted(conn, session_id, tenant):
@@ -208,4 +213,6 @@ async def delete_session(request: Request, session_id: SessionId, tenant: Tenant
             occurred_at=ev.now(),
         )
     )
+    # At once rather than when the projector reaches the deletion (it destroys it too).
+    await kafka.vault.destroy(session_id, tenant)
     return JSONResponse({"session_id": session_id, "status": "deleting"}, status_code=202)

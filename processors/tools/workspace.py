@@ -11,6 +11,7 @@ from __future__ import annotations
 import hashlib
 import os
 import re
+import shutil
 from pathlib import Path
 
 from eventstore import tenants
@@ -32,8 +33,8 @@ def _tenant_dir(tenant_id: str) -> str:
     return f"_{_UNSAFE.sub('_', tenant_id)[:40]}-{digest}"
 
 
-def workspace_for(root: Path, tenant_id: str, session_id: str) -> Path:
-    """The session's workspace directory under `root` (created on first use).
+def workspace_path(root: Path, tenant_id: str, session_id: str) -> Path:
+    """Where the session's workspace directory is under `root` (whether or not it exists).
 
     Names are made filesystem-safe; a digest keeps two ids that clean to the same name apart.
     """
@@ -43,12 +44,28 @@ def workspace_for(root: Path, tenant_id: str, session_id: str) -> Path:
     path = base / _tenant_dir(tenant_id) / name
     if Path(os.path.normpath(path)).parent.parent != base:  # defense in depth: ids come from events
         raise PathRefused(f"no workspace for tenant {tenant_id[:80]!r}: it would leave {base}")
+    return path
+
+
+def workspace_for(root: Path, tenant_id: str, session_id: str) -> Path:
+    """The session's workspace directory under `root` (created on first use)."""
+    path = workspace_path(root, tenant_id, session_id)
     if not path.is_dir():
         path.mkdir(parents=True, exist_ok=True)
         if os.geteuid() == 0:
             # The sandbox runs commands as `nobody`; the workspace is theirs to write.
             os.chown(path, SANDBOX_UID, SANDBOX_UID)
     return path
+
+
+def remove_workspace(root: Path, tenant_id: str, session_id: str) -> bool:
+    """Remove the session's workspace and everything in it (its session was deleted);
+    False if it had none. Symlinks inside are removed, never followed."""
+    path = workspace_path(root, tenant_id, session_id)
+    if not path.is_dir() or path.is_symlink():
+        return False
+    shutil.rmtree(path)
+    return True
 
 
 def resolve(workspace: Path, raw: object, *, must_exist: bool = False) -> Path:

@@ -201,7 +201,8 @@ def test_no_partition_split_or_static_membership_is_configured(overlay: str) -> 
 
 @pytest.mark.parametrize("overlay", OVERLAYS)
 def test_secrets_reach_only_the_roles_that_use_them(overlay: str) -> None:
-    """The model key to what calls or chooses a model; never to the pods that run tools."""
+    """The model key to what calls or chooses a model; never to the pods that run tools. The
+    master key to every role that reads the log (each opens sealed records), not to migrate."""
     objects = build(overlay)
     given: dict[tuple[str, ...], set[str]] = {}
     for _, pod in pod_specs(objects):
@@ -213,11 +214,13 @@ def test_secrets_reach_only_the_roles_that_use_them(overlay: str) -> None:
         given[_role(pod)] = {name for name, ref in refs.items() if ref["name"] == "agentlog-secrets"}
         for name, ref in refs.items():
             assert ref["key"] == name or ref["name"] == "agentlog-pg-app", name
-    assert given[("worker", "tools")] == {"AGENTLOG_SERVICE_TOKEN"}
-    assert given[("api",)] == {"ANTHROPIC_API_KEY", "AGENTLOG_SERVICE_TOKEN"}
-    assert given[("worker", "model")] == given[("worker", "subagents")] == {"ANTHROPIC_API_KEY"}
-    for role in (("worker", "reactor"), ("worker", "projector"), ("migrate",)):
-        assert given[role] == set(), role
+    key = "AGENTLOG_MASTER_KEY"
+    assert given[("worker", "tools")] == {"AGENTLOG_SERVICE_TOKEN", key}
+    assert given[("api",)] == {"ANTHROPIC_API_KEY", "AGENTLOG_SERVICE_TOKEN", key}
+    assert given[("worker", "model")] == given[("worker", "subagents")] == {"ANTHROPIC_API_KEY", key}
+    for role in (("worker", "reactor"), ("worker", "projector")):
+        assert given[role] == {key}, role
+    assert given[("migrate",)] == set()
     secrets = [s for s in of_kind(objects, "Secret") if s["metadata"]["name"] == "agentlog-secrets"]
     if overlay == "dev":  # made here; in production it is the operator's (docs/operations.md)
         assert set(secrets[0]["data"]) == set().union(*given.values())

@@ -15,7 +15,7 @@ from bench.parts import Sizes, run, table, write_json
 
 pytestmark = pytest.mark.services
 
-TINY = Sizes(posts=40, clients=4, events=300, session=100, turns=2, latency_ms=20)
+TINY = Sizes(posts=40, clients=4, events=300, session=100, turns=2, latency_ms=20, sealed=200)
 
 
 async def test_bench_parts_reports_every_part(pg_server: str, log_dir: Path, tmp_path: Path) -> None:
@@ -30,6 +30,10 @@ async def test_bench_parts_reports_every_part(pg_server: str, log_dir: Path, tmp
         ("replay", "fold alone (in memory)"),
         ("replay", "one session from the log"),
         ("replay", "one session from Postgres"),
+        ("sealing", "encode+decode, in clear"),
+        ("sealing", "encode+decode, sealed"),
+        ("sealing", "Records.encode+decode, sealed"),
+        ("sealing", "data key made (a new session)"),
     }
     for latency in (20, 0):
         part = f"step overhead (L={latency} ms)"

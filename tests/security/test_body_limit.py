@@ -109,8 +109,9 @@ async def test_an_authenticated_chunked_body_over_the_limit_starts_nothing(stack
 
 @pytest.fixture
 async def small_log(pg_server: str, log_dir: Path) -> AsyncIterator[Stack]:
-    """A log whose records are smaller than the bodies the api accepts."""
-    async with stack_on(pg_server, log_dir, kafka_max_request_size=LIMIT) as stack:
+    """A log whose records are smaller than the bodies the api accepts, and no room for larger
+    payloads by reference either (tests/integration/test_oversized_payloads.py has that)."""
+    async with stack_on(pg_server, log_dir, kafka_max_request_size=LIMIT, payload_max_bytes=LIMIT) as stack:
         await stack.start("projector")
         await stack.start_api()
         yield stack
