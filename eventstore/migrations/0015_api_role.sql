@@ -59,6 +59,22 @@ END $$;
 GRANT SELECT (token_sha256, tenant_id, revoked_at, expires_at) ON api_tokens TO agentlog_api;
 GRANT SELECT, INSERT, UPDATE, DELETE ON instances TO agentlog_api;
 
+-- The payload vault (migration 0014, where it is there): the api makes a new session's key,
+-- reads keys and large payloads, and destroys a deleted session's key. Keyed by stored session
+-- ids, which are per tenant; no policy here, for the vault sets no tenant (yet).
+DO $$
+BEGIN
+    IF to_regclass('public.session_keys') IS NOT NULL THEN
+        GRANT SELECT, INSERT, UPDATE ON session_keys TO agentlog_api;
+    END IF;
+    IF to_regclass('public.master_keys') IS NOT NULL THEN
+        GRANT SELECT, INSERT ON master_keys TO agentlog_api;
+    END IF;
+    IF to_regclass('public.payload_blobs') IS NOT NULL THEN
+        GRANT SELECT, INSERT, DELETE ON payload_blobs TO agentlog_api;
+    END IF;
+END $$;
+
 -- The one read across tenants the api may make: the tenant of a stored session id (live,
 -- deleted, or known to the ledger a moment ahead of the projection). The service token
 -- starting a sub-agent learns its parent's tenant from it; a new session's id is refused

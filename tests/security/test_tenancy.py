@@ -87,6 +87,8 @@ async def test_two_tenants_use_one_id_and_each_sees_only_its_own(stack: Stack) -
             # A fork to an id the other tenant holds is a fork like any other.
             fork = await api.post("/v1/sessions/shared/fork", json={"session_id": "forked"})
             assert fork.status_code == 201 and fork.json()["metadata"]["forked_from"] == "shared", fork.text
+        longest = "l" * 200  # the longest id a client may choose, however long its tenant's name
+        assert (await acme.post("/v1/sessions", json={"session_id": longest})).status_code == 201
         stored = await stack.sql("SELECT session_id, tenant_id FROM sessions ORDER BY 1")
         assert ("acme~shared", "acme") in stored and ("globex~shared", "globex") in stored
         # Deleting one tenant's leaves the other's.
