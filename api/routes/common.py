@@ -35,7 +35,10 @@ SessionId = Annotated[str, Path(min_length=1, max_length=200, pattern=SESSION_ID
 MAX_TTL_S = 2**31 - 1
 MAX_TOKEN_BUDGET = 2**63 - 1
 PROBLEM: dict[str, Any] = {"content": {"application/problem+json": {}}}
-AUTH: dict[int | str, dict[str, Any]] = {401: {**PROBLEM, "description": "no or unknown token"}}
+AUTH: dict[int | str, dict[str, Any]] = {
+    401: {**PROBLEM, "description": "no or unknown token"},
+    403: {**PROBLEM, "description": "the service token, which only starts sub-agents"},
+}
 
 
 def deps(request: Request) -> tuple[Any, KafkaLog, Settings]:
