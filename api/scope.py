@@ -14,6 +14,7 @@ from typing import Any
 from psycopg import sql
 
 from eventstore import ids, roles
+from eventstore.errors import StoreError
 from eventstore.store import AsyncConn
 
 # Answer fields holding a session id, translated back to the client's id wherever they occur;
@@ -46,7 +47,10 @@ async def configure(conn: AsyncConn) -> None:
         " WHERE r.rolname = current_user AND t.schemaname = current_schema() AND t.tablename = 'sessions'"
     )
     row = await cur.fetchone()
-    if row is not None and row[0]:
+    if row is None:
+        # Not migrated yet: refused, or the connection would stay privileged once it is.
+        raise StoreError("the database has no sessions table yet: run `agentlog migrate`")
+    if row[0]:
         await conn.execute(sql.SQL("SET ROLE {}").format(sql.Identifier(roles.API_ROLE)))
 
 

@@ -15,11 +15,11 @@ import httpx
 import psycopg
 import pytest
 from fastapi import FastAPI
-from psycopg_pool import AsyncConnectionPool
+from psycopg_pool import AsyncConnectionPool, PoolTimeout
 
 from api import scope
 from eventstore import ids
-from tests.services import Stack, stack_on, wait_until
+from tests.services import Stack, create_database, stack_on, wait_until
 
 pytestmark = pytest.mark.services
 
@@ -217,6 +217,20 @@ async def test_an_owner_login_acts_as_the_api_role(stack: Stack) -> None:
         async with scope.connection(pool, "nobody-here") as conn:
             cur = await conn.execute("SELECT current_user, (SELECT count(*) FROM sessions)")
             assert await cur.fetchone() == ("agentlog_api", 0)
+
+
+async def test_an_unmigrated_database_gives_the_api_no_connection(pg_server: str) -> None:
+    """Else a connection made before the migrations would stay the owner's after them."""
+    pool = AsyncConnectionPool(
+        create_database(pg_server),
+        min_size=1,
+        open=False,
+        configure=scope.configure,
+        kwargs={"autocommit": True},
+    )
+    with pytest.raises(PoolTimeout):
+        await pool.open(wait=True, timeout=1)
+    await pool.close()
 
 
 def _routes(stack: Stack) -> list[tuple[str, str]]:
