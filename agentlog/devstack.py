@@ -32,7 +32,7 @@ from agentlog.supervise import die_with_parent as die_with_parent
 from agentlog.supervise import start_broker as start_broker
 from agentlog.supervise import wait_for_port as wait_for_port
 from eventstore import log as kafka_log
-from eventstore import models, store, tenants, vault
+from eventstore import models, roles, store, tenants, vault
 from eventstore.settings import Settings
 
 
@@ -265,6 +265,9 @@ def up(
         # Replicas share the partitions through their role's consumer group.
         child_env.setdefault("AGENTLOG_CONSUMER_GROUPS", "true")
     me = [sys.executable, "-m", "agentlog"]
+    api_database_url = env.get("AGENTLOG_API_DATABASE_URL") or (
+        roles.as_role(database_url) if postgres is not None else database_url
+    )
     # The executor's Task tool acts for each session's tenant with it; the api checks it.
     service = {"AGENTLOG_SERVICE_TOKEN": env.get("AGENTLOG_SERVICE_TOKEN", service_token(data_dir))}
     # Start order matters on the way down: the api stops first, the projector last.
@@ -277,7 +280,9 @@ def up(
             "api",
             [*me, "api", "--host", "127.0.0.1", "--port", str(api_port)],
             logs / "api.log",
-            own_env=service,
+            # Its own login, which row-level security binds (the embedded server trusts its
+            # socket; a server given by AGENTLOG_DATABASE_URL gets AGENTLOG_API_DATABASE_URL).
+            own_env={**service, "AGENTLOG_DATABASE_URL": api_database_url},
         ),
     ]
     for child in stack.children:

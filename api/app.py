@@ -15,7 +15,7 @@ from fastapi.responses import JSONResponse
 from opentelemetry.trace import SpanKind, Status, StatusCode
 from psycopg_pool import AsyncConnectionPool
 
-from api import agents, health, openapi, problems, quotas, ui
+from api import agents, health, openapi, problems, quotas, scope, ui
 from api.body import BodyLimit
 from api.live import Live
 from api.routes import approvals, fleet, runs, sessions, stream, turns
@@ -110,6 +110,8 @@ def create_app(settings: Settings) -> FastAPI:
             timeout=POOL_TIMEOUT_S,
             open=False,
             kwargs={"autocommit": True, "application_name": APPLICATION_NAME},
+            # Row-level security binds every query: a login that would bypass it acts as agentlog_api.
+            configure=scope.configure,
         )
         await pool.open(wait=True, timeout=30)
         kafka = kafka_log.KafkaLog(settings)

@@ -4,8 +4,9 @@ Tokens come from AGENTLOG_API_TOKENS (`token:tenant,…`) or the `api_tokens` ta
 token is 401 with `WWW-Authenticate: Bearer` (unless AGENTLOG_AUTH_REQUIRED is off, for
 local development, when it is the `default` tenant); a token nobody issued, or one expired
 or revoked, is always 401.
-The service token (AGENTLOG_SERVICE_TOKEN) is agentlog's own processes acting for the
-tenant named in X-Agentlog-Tenant.
+The service token (AGENTLOG_SERVICE_TOKEN) is agentlog's own processes (the Task tool's HTTP
+model): it may start a sub-agent of a session, for that session's tenant, and nothing else;
+every other route answers it 403.
 Another tenant's session answers 404, exactly as a session that does not exist.
 """
 
@@ -21,11 +22,23 @@ from eventstore import tenants
 from eventstore.store import AsyncConn
 
 CHALLENGE = {"WWW-Authenticate": 'Bearer realm="agentlog"'}
-SERVICE_TENANT_HEADER = "X-Agentlog-Tenant"
 
 
 async def current_tenant(request: Request) -> str:
-    """The caller's tenant, from `Authorization: Bearer <token>`."""
+    """The caller's tenant, from `Authorization: Bearer <token>`; the service token is 403."""
+    tenant = await current_caller(request)
+    if tenant is None:
+        raise Problem(
+            403,
+            "Forbidden",
+            "the service token may only start sub-agents of a session (POST /v1/subagent/run"
+            " with parent_session_id); use a tenant's token",
+        )
+    return tenant
+
+
+async def current_caller(request: Request) -> str | None:
+    """The caller's tenant, or None for the service token (agentlog itself, no tenant of its own)."""
     settings = request.app.state.settings
     header = request.headers.get("authorization")
     if header is None:
@@ -37,7 +50,7 @@ async def current_tenant(request: Request) -> str:
     if scheme.lower() != "bearer" or not token:
         raise Problem(401, "Unauthorized", "the Authorization header must be: Bearer <token>", CHALLENGE)
     if settings.service_token and hmac.compare_digest(token.encode(), settings.service_token.encode()):
-        return _acting_for(request)
+        return None
     tenant = tenants.from_environment(token, request.app.state.tokens)
     if tenant is None:
         async with request.app.state.pool.connection() as conn:
@@ -52,21 +65,9 @@ async def current_tenant(request: Request) -> str:
     return tenant
 
 
-def _acting_for(request: Request) -> str:
-    """The tenant a service call acts for (agentlog's own processes: the Task tool)."""
-    tenant = request.headers.get(SERVICE_TENANT_HEADER, "").strip()
-    if not tenants.is_tenant_id(tenant):
-        raise Problem(
-            401,
-            "Unauthorized",
-            f"a service token acts for a tenant: send {SERVICE_TENANT_HEADER}: {tenants.TENANT_ID_RULE}",
-            CHALLENGE,
-            field=SERVICE_TENANT_HEADER,
-        )
-    return tenant
-
-
 Tenant = Annotated[str, Depends(current_tenant)]
+# A tenant's token, or the service token (None): only the route the service may use takes it.
+Caller = Annotated[str | None, Depends(current_caller)]
 
 
 async def owned(conn: AsyncConn, session_id: str, tenant: str) -> str | None:

@@ -19,6 +19,7 @@ from datetime import UTC, datetime
 
 from fastapi import Request
 
+from api import scope
 from api.auth import Tenant
 from api.problems import Problem
 from eventstore import limits
@@ -111,7 +112,7 @@ async def admit_turn(request: Request, tenant: str) -> None:
     if mine.tokens is not None:
         used, at = quotas.tokens.get(tenant, (0, -math.inf))
         if time.monotonic() - at > TOKENS_CACHE_S:
-            async with pool.connection() as conn:
+            async with scope.connection(pool, tenant) as conn:
                 used = await limits.tokens_today(conn, tenant)
             quotas.tokens[tenant] = (used, time.monotonic())
         if used >= mine.tokens:
@@ -121,7 +122,7 @@ async def admit_turn(request: Request, tenant: str) -> None:
                 limits.seconds_to_midnight(datetime.now(UTC)),
             )
     if mine.turns is not None:
-        async with pool.connection() as conn:
+        async with scope.connection(pool, tenant) as conn:
             running = await limits.open_turns(conn, tenant)
             if running >= mine.turns:
                 typical = await limits.turn_seconds(conn, tenant)

@@ -297,7 +297,8 @@ class _Envelope(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
 
     event_id: uuid.UUID
-    session_id: str = Field(min_length=1, max_length=200)
+    # A stored id: a client's (up to 200 characters) scoped by its tenant (up to 64), `ids`.
+    session_id: str = Field(min_length=1, max_length=300)
     tenant_id: str = "default"
     turn_id: str | None = None
     step: int | None = None

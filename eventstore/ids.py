@@ -21,3 +21,25 @@ def turn_id_for(session_id: str, idempotency_key: str) -> str:
 def event_key(session_id: str, *parts: object) -> str:
     """The idempotency key of an event caused inside a session: session/turn/step/kind/index."""
     return "/".join([session_id, *(str(p) for p in parts)])
+
+
+# Session ids belong to their tenant: the id a client chose is stored (in the log, every
+# table, the ledger) as `tenant~id`, so that two tenants may choose the same id and neither
+# can tell whether the other did. `~` is in no client id (api.routes.common) and no tenant id
+# (eventstore.tenants), so the scoped id names exactly one (tenant, id) pair. The default
+# tenant's ids (a stack without tokens, the development token) are stored as given: its
+# sessions keep the ids they had before ids were scoped, and no other tenant's id can take
+# that form.
+SCOPE = "~"
+DEFAULT_TENANT = "default"
+
+
+def scoped_session_id(tenant_id: str, client_id: str) -> str:
+    """The session id stored for the tenant's client-chosen id."""
+    return client_id if tenant_id == DEFAULT_TENANT else f"{tenant_id}{SCOPE}{client_id}"
+
+
+def client_session_id(tenant_id: str, session_id: str) -> str:
+    """The id the tenant knows a stored session id by (ids stored before scoping are as given)."""
+    prefix = f"{tenant_id}{SCOPE}"
+    return session_id.removeprefix(prefix) if tenant_id != DEFAULT_TENANT else session_id

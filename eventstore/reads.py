@@ -131,6 +131,14 @@ async def sessions_page(
     }
 
 
+async def session_taken(conn: AsyncConn, session_id: str) -> bool:
+    """Whether a new session may not have this stored id: a session has or had it, in any
+    tenant (migration 0015's session_tenant, which sees across tenants)."""
+    cur = await conn.execute("SELECT session_tenant(%s) IS NOT NULL", (session_id,))
+    row = await cur.fetchone()
+    return bool(row is not None and row[0])
+
+
 async def session_exists(conn: AsyncConn, session_id: str) -> bool:
     """Whether the projection knows the session."""
     cur = await conn.execute("SELECT 1 FROM sessions WHERE session_id = %s", (session_id,))

@@ -143,12 +143,12 @@ class Settings(BaseSettings):
     # parent's partition admits; the one owning the child's reports its end).
     subagent_concurrency: int = Field(default=5, ge=1)
     # Where the api answers, for the Task tool's HTTP model, and how the executor calls it:
-    # with the service token (acting for each session's tenant, named in X-Agentlog-Tenant)
-    # or else with one tenant's token. The embedded stack sets the url and the service token.
+    # with the service token (the api runs the child for the parent session's tenant) or else
+    # with one tenant's token. The embedded stack sets the url and the service token.
     api_url: str = ""
     api_token: str = ""
-    # A credential for agentlog's own processes: the api accepts it with X-Agentlog-Tenant
-    # and acts as that tenant. It can act for every tenant: keep it to the cluster.
+    # A credential for agentlog's own processes: the api lets it start a sub-agent of any
+    # session, for that session's tenant, and nothing else (403). Keep it to the cluster.
     service_token: str = ""
     # WebFetch: private, loopback and link-local addresses are refused unless allowed here.
     webfetch_allow_hosts: list[str] = Field(default_factory=list)

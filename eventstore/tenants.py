@@ -2,8 +2,9 @@
 (`token:tenant,…`) or the `api_tokens` table (only their sha256 is stored).
 
 A tenant id is one rule, checked wherever a tenant enters (the settings, `token create`, the
-service's X-Agentlog-Tenant header, the workspace path): a letter or digit, then up to 63
-letters, digits and `_.-`, never `..` — safe as a path segment, a header and a log label."""
+workspace path): a letter or digit, then up to 63 letters, digits and `_.-`, never `..` — safe
+as a path segment, a header and a log label, and never holding the `~` of a stored session id
+(`eventstore.ids`)."""
 
 from __future__ import annotations
 

@@ -211,7 +211,10 @@ def subagent_request(
         **_envelope(state, turn, at, turn.step),
         payload=ev.SubagentRequestedPayload(
             tool_use_id=tool_use_id,
-            child_session_id=ev.child_session_id(state.session_id, tool_use_id, attempt),
+            # The child is the parent's tenant's, its id scoped as a client's would be.
+            child_session_id=ids.scoped_session_id(
+                state.tenant_id, ev.child_session_id(state.session_id, tool_use_id, attempt)
+            ),
             prompt=str(task_input.get("prompt", "")),
             description=str(task_input.get("description", ""))[:500],
             # At most the parent's tools, under the parent's rules and limits.

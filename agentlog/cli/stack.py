@@ -140,13 +140,18 @@ def migrate(data_dir: DataDir = Path(".agentlog")) -> None:
 def replay(
     session_id: str,
     source: Annotated[str, typer.Option(help="kafka | postgres")] = "postgres",
+    tenant: Annotated[str | None, typer.Option(help="SESSION is this tenant's id")] = None,
     data_dir: DataDir = Path(".agentlog"),
 ) -> None:
-    """Print a session's state folded from the log or from Postgres, as JSON."""
+    """Print a session's state folded from the log or from Postgres, as JSON. Without
+    --tenant, SESSION is the stored id (`tenant~id`, or the default tenant's id as given)."""
     from agentlog.replay import replay as do_replay
+    from eventstore import ids
 
     if source not in ("kafka", "postgres"):
         raise typer.BadParameter("kafka or postgres", param_hint="--source")
+    if tenant is not None:
+        session_id = ids.scoped_session_id(tenant, session_id)
     env_from_stack(data_dir)
     state = asyncio.run(do_replay(settings(), session_id, source))  # type: ignore[arg-type]
     if state.event_count == 0:

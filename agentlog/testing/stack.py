@@ -22,7 +22,7 @@ import uvicorn
 
 from agentlog import devstack
 from api.app import create_app
-from eventstore import store
+from eventstore import roles, store
 from eventstore.settings import Settings
 from processors.run import ROLES, Role, run_role
 from processors.tools.registry import Registry
@@ -101,8 +101,10 @@ class Stack:
 
     async def start_api(self) -> str:
         port = devstack.free_port()
+        # The api logs in as its own role, as `agentlog up` runs it: row-level security binds it.
+        api = self.settings.model_copy(update={"database_url": roles.as_role(self.settings.database_url)})
         config = uvicorn.Config(
-            create_app(self.settings), host="127.0.0.1", port=port, log_level="warning", lifespan="on"
+            create_app(api), host="127.0.0.1", port=port, log_level="warning", lifespan="on"
         )
         server = uvicorn.Server(config)
         stop = asyncio.Event()

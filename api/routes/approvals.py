@@ -8,12 +8,13 @@ from fastapi import APIRouter, Path, Query, Request
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
+from api import scope
 from api.auth import Tenant
 from api.models import ApprovalList
 from api.problems import Problem
-from api.routes.common import AUTH, PROBLEM, SessionId, deps, no_nul, require_session
+from api.routes.common import AUTH, PROBLEM, SessionId, deps, no_nul, owned_session
 from eventstore import events as ev
-from eventstore import reads
+from eventstore import ids, reads
 
 router = APIRouter(prefix="/v1", tags=["approvals"])
 
@@ -45,8 +46,9 @@ async def list_tenant_approvals(
 ) -> dict[str, Any]:
     """The tenant's approvals across its sessions, oldest first (`?status=pending`: the inbox)."""
     pool, _, _ = deps(request)
-    async with pool.connection() as conn:
-        return {"data": await reads.tenant_approvals(conn, tenant, status, limit)}
+    async with scope.connection(pool, tenant) as conn:
+        found = await reads.tenant_approvals(conn, tenant, status, limit)
+    return {"data": scope.client_ids(tenant, found)}
 
 
 @router.get("/sessions/{session_id}/approvals", response_model=ApprovalList, responses={**AUTH, 404: PROBLEM})
@@ -58,9 +60,10 @@ async def list_approvals(
 ) -> dict[str, Any]:
     """A session's approvals, oldest first (`?status=pending` for those waiting)."""
     pool, _, _ = deps(request)
-    await require_session(pool, session_id, tenant)
-    async with pool.connection() as conn:
-        return {"data": await reads.approvals(conn, session_id, status)}
+    sid = ids.scoped_session_id(tenant, session_id)
+    async with owned_session(pool, tenant, sid) as conn:
+        found = await reads.approvals(conn, sid, status)
+    return {"data": scope.client_ids(tenant, found)}
 
 
 @router.post(
@@ -78,16 +81,16 @@ async def decide_approval(
     """Approve or deny a waiting tool call; the turn goes on (a denial is an error result).
     The first decision holds: a later one is 409 once the first is recorded."""
     pool, kafka, _ = deps(request)
-    await require_session(pool, session_id, tenant)
-    async with pool.connection() as conn:
-        found = await reads.approval(conn, session_id, approval_id)
+    sid = ids.scoped_session_id(tenant, session_id)
+    async with owned_session(pool, tenant, sid) as conn:
+        found = await reads.approval(conn, sid, approval_id)
     if found is None:
         raise Problem(404, "Approval not found", f"no approval {approval_id} in session {session_id}")
     if found["status"] != "pending":
         raise Problem(409, "Approval already closed", f"approval {approval_id} is {found['status']}")
     await kafka.append(
         ev.approval_decided(
-            session_id,
+            sid,
             tenant_id=found["tenant_id"],
             turn_id=found["turn_id"],
             step=found["step"],

@@ -4,20 +4,24 @@ from __future__ import annotations
 
 import math
 import time
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from typing import TYPE_CHECKING, Annotated, Any
 
 from fastapi import Path, Request
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
+from api import scope
 from api.auth import owned
 from api.live import Live
 from api.problems import Problem
 from eventstore import events as ev
-from eventstore import reads, untrusted
+from eventstore import ids, reads, untrusted
 from eventstore.events import TurnPolicy
 from eventstore.log import KafkaLog
 from eventstore.mcp import McpServer, check_names
 from eventstore.settings import Settings
+from eventstore.store import AsyncConn
 from observe import tracing
 
 if TYPE_CHECKING:
@@ -34,6 +38,7 @@ PROBLEM: dict[str, Any] = {"content": {"application/problem+json": {}}}
 AUTH: dict[int | str, dict[str, Any]] = {
     401: {**PROBLEM, "description": "no or unknown token"},
     429: {**PROBLEM, "description": "a limit of the tenant (requests, turns, tokens): see Retry-After"},
+    403: {**PROBLEM, "description": "the service token, which only starts sub-agents"},
 }
 
 
@@ -197,26 +202,41 @@ def _mcp_servers(body: SessionSettings, settings: Settings) -> dict[str, McpServ
 
 
 async def require_session(pool: Any, session_id: str, tenant: str) -> str:
-    """The session's status; 404 unless the caller's tenant owns it."""
-    async with pool.connection() as conn:
+    """The status of the (stored) session id; 404 unless the caller's tenant owns it."""
+    async with scope.connection(pool, tenant) as conn:
         status = await owned(conn, session_id, tenant)
     if status is None:
-        raise Problem(404, "Session not found", f"no session {session_id}")
+        raise not_found(tenant, session_id)
     return status
 
 
+@asynccontextmanager
+async def owned_session(pool: Any, tenant: str, session_id: str) -> AsyncIterator[AsyncConn]:
+    """A connection acting for the tenant, once it is known to own the (stored) session id;
+    404 if it does not. The check and the reads that follow share a transaction."""
+    async with scope.connection(pool, tenant) as conn:
+        if await owned(conn, session_id, tenant) is None:
+            raise not_found(tenant, session_id)
+        yield conn
+
+
+def not_found(tenant: str, session_id: str) -> Problem:
+    """The one answer for a session the tenant does not have, whoever else may have its id."""
+    return Problem(404, "Session not found", f"no session {ids.client_session_id(tenant, session_id)}")
+
+
 async def wait_for_turn(
-    pool: Any, live: Live, session_id: str, turn_id: str, wait: float
+    pool: Any, live: Live, tenant: str, session_id: str, turn_id: str, wait: float
 ) -> dict[str, Any] | None:
     """The turn once it finished, read again each time the session's rows change (and every
     few seconds anyway); None when `wait` runs out first."""
     deadline = time.monotonic() + wait
     with live.subscribe(session_id) as sub:
         while True:
-            async with pool.connection() as conn:
+            async with scope.connection(pool, tenant) as conn:
                 turn = await reads.turn_view(conn, session_id, turn_id)
             if turn is not None and turn["status"] in ("completed", "failed"):
-                return turn
+                return dict(scope.client_ids(tenant, turn))
             left = deadline - time.monotonic()
             if left <= 0:
                 return None

@@ -11,6 +11,7 @@ and is named there.
 from __future__ import annotations
 
 import asyncio
+import re
 import uuid
 from typing import Annotated, Any
 
@@ -18,8 +19,8 @@ from fastapi import APIRouter, Header, Request
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from api import quotas
-from api.auth import Tenant
+from api import quotas, scope
+from api.auth import Caller, Tenant
 from api.models import AgentRunResult
 from api.problems import Problem
 from api.routes.common import (
@@ -39,6 +40,7 @@ from eventstore import ids, lineage, reads
 from eventstore.state import SessionState, fold
 
 router = APIRouter(prefix="/v1", tags=["runs"])
+STORED_ID_PATTERN = r"^[A-Za-z0-9._:~-]+$"
 
 
 class Run(BaseModel):
@@ -63,9 +65,10 @@ class SubagentRun(Run):
 
     description: str = Field(default="", max_length=500)
     # A session id, or it cannot be a parent: refused at once, not after waiting for the
-    # projection to show it.
+    # projection to show it. A tenant names its own id; the service token the stored one
+    # (`tenant~id`, eventstore.ids), which it has from the parent's events.
     parent_session_id: str | None = Field(
-        default=None, min_length=1, max_length=200, pattern=SESSION_ID_PATTERN
+        default=None, min_length=1, max_length=300, pattern=STORED_ID_PATTERN
     )
 
 
@@ -81,8 +84,10 @@ async def _run(
     request: Request, session_id: str, started: ev.SessionStarted, prompt: str, timeout_s: float
 ) -> JSONResponse:
     pool, kafka, _ = deps(request)
+    tenant = started.tenant_id
+    client = ids.client_session_id(tenant, session_id)
     turn_id = ids.turn_id_for(session_id, "run")
-    async with pool.connection() as conn:
+    async with scope.connection(pool, tenant) as conn:
         known = await reads.session_exists(conn, session_id)
         earlier = await reads.turn_view(conn, session_id, turn_id) if known else None
     if earlier is not None and earlier["user_content"] != [{"type": "text", "text": prompt}]:
@@ -96,17 +101,15 @@ async def _run(
         await quotas.admit_turn(request, started.tenant_id)
         message = ev.user_message(session_id, text=prompt, idempotency_key="run", tenant_id=started.tenant_id)
         await kafka.append_many(traced([started, message]))
-    done = await wait_for_turn(pool, live_of(request), session_id, turn_id, timeout_s)
+    done = await wait_for_turn(pool, live_of(request), tenant, session_id, turn_id, timeout_s)
     if done is None:
         raise Problem(
             504,
             "Run timed out",
-            f"the run did not finish within {timeout_s:g} s; it goes on as session {session_id}",
-            session_id=session_id,
+            f"the run did not finish within {timeout_s:g} s; it goes on as session {client}",
+            session_id=client,
         )
-    return JSONResponse(
-        {**done, "session_id": session_id}, headers={"Location": f"/v1/sessions/{session_id}"}
-    )
+    return JSONResponse({**done, "session_id": client}, headers={"Location": f"/v1/sessions/{client}"})
 
 
 async def _parent(pool: Any, parent_session_id: str, tenant: str) -> SessionState | None:
@@ -117,7 +120,7 @@ async def _parent(pool: Any, parent_session_id: str, tenant: str) -> SessionStat
     was appended), and only then is it waited for. A parent that is in neither is unknown now.
     """
     for _ in range(50):
-        async with pool.connection() as conn:
+        async with scope.connection(pool, tenant) as conn:
             parent = await lineage.parent_rules(conn, parent_session_id, tenant)
             if parent is not None:
                 return parent
@@ -131,6 +134,38 @@ async def _parent(pool: Any, parent_session_id: str, tenant: str) -> SessionStat
     return None
 
 
+def _unknown_parent(given: str | None) -> Problem:
+    return Problem(422, "Unknown parent", f"no session {given}", field="parent_session_id")
+
+
+async def _tenant_and_parent(pool: Any, caller: str | None, given: str | None) -> tuple[str, str | None]:
+    """The tenant a sub-agent runs for and its parent's stored id. A tenant's own: its client
+    id scoped. The service token's: the parent's tenant, whatever the caller might claim (a
+    parent it may not name answers as one that does not exist)."""
+    if caller is not None:  # a tenant's token
+        if given is not None and not re.fullmatch(SESSION_ID_PATTERN, given):
+            raise Problem(
+                422,
+                "Invalid request",
+                f"parent_session_id must match {SESSION_ID_PATTERN}",
+                field="parent_session_id",
+            )
+        return caller, ids.scoped_session_id(caller, given) if given is not None else None
+    if given is None:
+        raise Problem(
+            403,
+            "Forbidden",
+            "the service token starts sub-agents of a session only: give parent_session_id",
+            field="parent_session_id",
+        )
+    async with pool.connection() as conn:
+        cur = await conn.execute("SELECT session_tenant(%s)", (given,))
+        row = await cur.fetchone()
+    if row is None or row[0] is None:
+        raise _unknown_parent(given)
+    return str(row[0]), given
+
+
 @router.post("/agent/run", responses=RESPONSES)
 async def agent_run(
     request: Request,
@@ -141,7 +176,7 @@ async def agent_run(
     """One prompt in, the final answer out; nothing is kept past a short TTL."""
     _, _, settings = deps(request)
     key = idempotency_key or str(uuid.uuid4())
-    sid = "run-" + str(ids.derive(f"agent/run/{tenant}/{key}"))
+    sid = ids.scoped_session_id(tenant, "run-" + str(ids.derive(f"agent/run/{tenant}/{key}")))
     # The server's defaults as for any new session: approvals (AGENTLOG_APPROVAL_TOOLS), steps,
     # sub-agent limits; only the lifetime differs.
     rules = SessionSettings(
@@ -155,21 +190,21 @@ async def agent_run(
 async def subagent_run(
     request: Request,
     body: SubagentRun,
-    tenant: Tenant,
+    caller: Caller,
     idempotency_key: Annotated[str | None, Header(min_length=1, max_length=400)] = None,
 ) -> JSONResponse:
     """Run a sub-agent synchronously. The same Idempotency-Key joins the same child (a
-    retry never starts a second sub-agent)."""
+    retry never starts a second sub-agent). The service token runs it for the parent
+    session's tenant, and only with a parent."""
     pool, _, settings = deps(request)
+    tenant, parent_id = await _tenant_and_parent(pool, caller, body.parent_session_id)
     key = idempotency_key or str(uuid.uuid4())
-    sid = "http-" + str(ids.derive(f"subagent/http/{tenant}/{key}"))
+    sid = ids.scoped_session_id(tenant, "http-" + str(ids.derive(f"subagent/http/{tenant}/{key}")))
     parent = None
-    if body.parent_session_id is not None:
-        parent = await _parent(pool, body.parent_session_id, tenant)
+    if parent_id is not None:
+        parent = await _parent(pool, parent_id, tenant)
         if parent is None:
-            raise Problem(
-                422, "Unknown parent", f"no session {body.parent_session_id}", field="parent_session_id"
-            )
+            raise _unknown_parent(body.parent_session_id)
     depth = parent.depth + 1 if parent is not None else 1
     max_depth = parent.max_depth if parent is not None else settings.subagent_max_depth
     if depth > max_depth:
@@ -188,10 +223,13 @@ async def subagent_run(
         model=body.model or settings.session_model,
         tenant_id=tenant,
         system=body.system or ev.subagent_system(body.description),
-        metadata={"parent_session_id": body.parent_session_id, "via": "http"},
+        metadata={
+            "parent_session_id": ids.client_session_id(tenant, parent_id) if parent_id else None,
+            "via": "http",
+        },
         tools=lineage.child_tools(parent, body.tools) if parent is not None else body.tools,
         depth=depth,
-        parent_session_id=body.parent_session_id,
+        parent_session_id=parent_id,
         **rules,
     )
     return await _run(request, sid, started, body.prompt, body.timeout_s)

@@ -11,7 +11,7 @@ from fastapi import APIRouter, Query, Request
 from fastapi.responses import JSONResponse
 from pydantic import Field
 
-from api import agents
+from api import agents, scope
 from api.auth import Tenant
 from api.live import Live
 from api.models import AgentList, SessionPage, SessionView
@@ -24,6 +24,8 @@ from api.routes.common import (
     agents_of,
     deps,
     live_of,
+    not_found,
+    owned_session,
     require_session,
     session_started,
 )
@@ -54,14 +56,14 @@ class Fork(SessionSettings):
 
 
 async def _view_when_projected(
-    pool: Any, live: Live, session_id: str, fallback: dict[str, Any], within: float = 2.0
+    pool: Any, live: Live, tenant: str, session_id: str, fallback: dict[str, Any], within: float = 2.0
 ) -> dict[str, Any]:
     """The session's view once the projection shows it (read again as its rows are announced),
     or `fallback` after `within` seconds."""
     deadline = time.monotonic() + within
     with live.subscribe(session_id) as sub:
         while True:
-            async with pool.connection() as conn:
+            async with scope.connection(pool, tenant) as conn:
                 view = await reads.session_view(conn, session_id)
             if view is not None:
                 return view
@@ -92,15 +94,20 @@ def _pending_view(started: ev.SessionStarted) -> dict[str, Any]:
 
 
 async def _create(request: Request, tenant: str, started: ev.SessionStarted) -> JSONResponse:
+    """Start the session unless the tenant has (or had) one by that id: 409 then. Another
+    tenant's session of that client id is another stored id, so it changes nothing here."""
     pool, kafka, _ = deps(request)
     sid = started.session_id
-    async with pool.connection() as conn:
-        taken = await reads.session_exists(conn, sid) or await reads.session_deleted(conn, sid)
+    client = ids.client_session_id(tenant, sid)
+    async with scope.connection(pool, tenant) as conn:
+        taken = await reads.session_taken(conn, sid)
     if taken:
-        raise Problem(409, "Session exists", f"a session {sid} exists already; choose another id")
+        raise Problem(409, "Session exists", f"a session {client} exists already; choose another id")
     await kafka.append(started)
-    view = await _view_when_projected(pool, live_of(request), sid, _pending_view(started))
-    return JSONResponse(view, status_code=201, headers={"Location": f"/v1/sessions/{sid}"})
+    view = await _view_when_projected(pool, live_of(request), tenant, sid, _pending_view(started))
+    return JSONResponse(
+        scope.client_ids(tenant, view), status_code=201, headers={"Location": f"/v1/sessions/{client}"}
+    )
 
 
 @router.post(
@@ -109,7 +116,7 @@ async def _create(request: Request, tenant: str, started: ev.SessionStarted) -> 
 async def create_session(request: Request, body: NewSession, tenant: Tenant) -> JSONResponse:
     """Create a session with its settings (model, system prompt, tools, TTL, policy, …)."""
     _, _, settings = deps(request)
-    sid = body.session_id or f"s-{uuid.uuid4()}"
+    sid = ids.scoped_session_id(tenant, body.session_id or f"s-{uuid.uuid4()}")
     own = SessionSettings(**body.model_dump(exclude={"session_id", "agent"}, exclude_unset=True))
     settings_only, recorded = agents.starting_from(agents_of(request), body.agent, own)
     return await _create(request, tenant, session_started(sid, tenant, settings_only, settings, **recorded))
@@ -142,22 +149,24 @@ async def list_sessions(
     """The tenant's sessions in id order, a page at a time (keyset: `after` = `last_id`), with
     each one's tokens and cost."""
     pool, _, _ = deps(request)
-    async with pool.connection() as conn:
-        return await reads.sessions_page(
-            conn, tenant, status, started_after, started_before, after, limit, model=model
+    start = ids.scoped_session_id(tenant, after) if after is not None else None
+    async with scope.connection(pool, tenant) as conn:
+        page = await reads.sessions_page(
+            conn, tenant, status, started_after, started_before, start, limit, model=model
         )
+    return dict(scope.client_ids(tenant, page))
 
 
 @router.get("/sessions/{session_id}", response_model=SessionView, responses={**AUTH, 404: PROBLEM})
 async def get_session(request: Request, session_id: SessionId, tenant: Tenant) -> dict[str, Any]:
     """A session: its messages and metadata (model, turns, tokens, cost, times)."""
     pool, _, _ = deps(request)
-    await require_session(pool, session_id, tenant)
-    async with pool.connection() as conn:
-        view = await reads.session_view(conn, session_id)
-    if view is None:
-        raise Problem(404, "Session not found", f"no session {session_id}")
-    return view
+    sid = ids.scoped_session_id(tenant, session_id)
+    async with scope.connection(pool, tenant) as conn:
+        view = await reads.session_view(conn, sid)
+    if view is None or view["metadata"]["tenant_id"] != tenant:
+        raise not_found(tenant, sid)
+    return dict(scope.client_ids(tenant, view))
 
 
 @router.post(
@@ -170,13 +179,15 @@ async def fork_session(request: Request, session_id: SessionId, body: Fork, tena
     """A new session whose history is this one's up to event `at_seq` (cut back to the last
     finished turn there): no model call is made, the source is unchanged."""
     pool, _, settings = deps(request)
-    async with pool.connection() as conn:
-        if await reads.session_deleted(conn, session_id, tenant):
+    source_id = ids.scoped_session_id(tenant, session_id)
+    async with scope.connection(pool, tenant) as conn:
+        if await reads.session_deleted(conn, source_id, tenant):
             raise Problem(410, "Session deleted", f"session {session_id} was deleted: it has no history")
-    await require_session(pool, session_id, tenant)
-    async with pool.connection() as conn:
-        source = await forks.history(conn, session_id, body.at_seq)
-    new_id = body.session_id or f"{session_id[:150]}.fork-{uuid.uuid4().hex[:8]}"
+    async with owned_session(pool, tenant, source_id) as conn:
+        source = await forks.history(conn, source_id, body.at_seq)
+    new_id = ids.scoped_session_id(
+        tenant, body.session_id or f"{session_id[:150]}.fork-{uuid.uuid4().hex[:8]}"
+    )
     own = SessionSettings(**body.model_dump(exclude={"session_id", "at_seq"}, exclude_unset=True))
     merged = SessionSettings(
         **{**source.settings, **own.model_dump(exclude_unset=True)},
@@ -187,7 +198,7 @@ async def fork_session(request: Request, session_id: SessionId, body: Fork, tena
         merged,
         settings,
         history=source.messages,
-        forked_from=session_id,
+        forked_from=source_id,
         forked_at_seq=source.at_seq,
         agent=source.agent,
         mcp_tools=source.mcp_tools,
@@ -201,18 +212,19 @@ async def delete_session(request: Request, session_id: SessionId, tenant: Tenant
     (its records in the log can no longer be read) and its workspace removed; later posts
     answer 404."""
     pool, kafka, _ = deps(request)
-    async with pool.connection() as conn:
-        if await reads.session_deleted(conn, session_id, tenant):
+    sid = ids.scoped_session_id(tenant, session_id)
+    async with scope.connection(pool, tenant) as conn:
+        if await reads.session_deleted(conn, sid, tenant):
             return JSONResponse({"session_id": session_id, "status": "deleted"}, status_code=202)
-    await require_session(pool, session_id, tenant)
+    await require_session(pool, sid, tenant)
     await kafka.append(
         ev.SessionDeleted(
-            event_id=ids.derive(ids.event_key(session_id, "session_deleted")),
-            session_id=session_id,
+            event_id=ids.derive(ids.event_key(sid, "session_deleted")),
+            session_id=sid,
             tenant_id=tenant,
             occurred_at=ev.now(),
         )
     )
     # At once rather than when the projector reaches the deletion (it destroys it too).
-    await kafka.vault.destroy(session_id, tenant)
+    await kafka.vault.destroy(sid, tenant)
     return JSONResponse({"session_id": session_id, "status": "deleting"}, status_code=202)

@@ -16,21 +16,23 @@ from typing import Annotated
 from fastapi import APIRouter, Depends, Header, Query, Request
 from fastapi.sse import EventSourceResponse, ServerSentEvent
 
+from api import scope
 from api.auth import Tenant
 from api.routes.common import AUTH, PROBLEM, SessionId, deps, live_of, require_session
-from eventstore import reads
+from eventstore import ids, reads
 
 router = APIRouter(prefix="/v1", tags=["events"])
 
 PAGE = 500
 
 
-async def _owned(request: Request, session_id: SessionId, tenant: Tenant) -> str:
-    """The session id, once the caller's tenant is known to own it (checked before the
-    stream starts, so that a refusal is a 404, not an empty stream)."""
+async def _owned(request: Request, session_id: SessionId, tenant: Tenant) -> tuple[str, str]:
+    """The tenant and the stored session id, once the tenant is known to own it (checked
+    before the stream starts, so that a refusal is a 404, not an empty stream)."""
     pool, _, _ = deps(request)
-    await require_session(pool, session_id, tenant)
-    return session_id
+    sid = ids.scoped_session_id(tenant, session_id)
+    await require_session(pool, sid, tenant)
+    return tenant, sid
 
 
 def _resume_from(last_event_id: str | None, after: int | None) -> int:
@@ -50,13 +52,14 @@ def _resume_from(last_event_id: str | None, after: int | None) -> int:
 )
 async def stream_events(
     request: Request,
-    session_id: Annotated[str, Depends(_owned)],
+    owner: Annotated[tuple[str, str], Depends(_owned)],
     after: Annotated[int | None, Query(ge=0, le=2**62)] = None,
     last_event_id: Annotated[str | None, Header(max_length=30)] = None,
 ) -> AsyncIterator[ServerSentEvent]:
     """The session's events after `Last-Event-ID` (or `after`), then each new one as it is
     projected, with the model's text deltas in between."""
     pool, _, settings = deps(request)
+    tenant, session_id = owner
     live = live_of(request)
     last = _resume_from(last_event_id, after)
     with live.subscribe(session_id, deltas=settings.stream_deltas) as sub:
@@ -67,8 +70,8 @@ async def stream_events(
                 yield ServerSentEvent(data=delta, event="text_delta")
             if sub.due(last) or time.monotonic() >= next_read:
                 next_read = time.monotonic() + live.poll_interval()
-                async with pool.connection() as conn:
-                    page = await reads.events_page(conn, session_id, last, PAGE)
+                async with scope.connection(pool, tenant) as conn:
+                    page = scope.client_ids(tenant, await reads.events_page(conn, session_id, last, PAGE))
                 for event in page["data"]:
                     yield ServerSentEvent(data=event, event=event["type"], id=str(event["seq"]))
                     last = event["seq"]

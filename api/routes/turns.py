@@ -11,7 +11,7 @@ from fastapi import APIRouter, Header, Path, Query, Request
 from fastapi.responses import JSONResponse
 from pydantic import Field, field_validator
 
-from api import agents, quotas
+from api import agents, quotas, scope
 from api.auth import Tenant
 from api.models import EventPage, ToolCallList, TurnAccepted, TurnList, TurnView
 from api.problems import Problem
@@ -23,7 +23,8 @@ from api.routes.common import (
     agents_of,
     deps,
     live_of,
-    require_session,
+    not_found,
+    owned_session,
     session_started,
     traced,
 )
@@ -111,26 +112,29 @@ async def post_message(
     the same key with another body is 422. Keys are kept for the session's life."""
     pool, kafka, settings = deps(request)
     key = idempotency_key or str(uuid.uuid4())
-    turn_id = ids.turn_id_for(session_id, key)
+    sid = ids.scoped_session_id(tenant, session_id)
+    turn_id = ids.turn_id_for(sid, key)
     blocks = body.blocks()
-    async with pool.connection() as conn:
-        # One round trip: the tombstone, the session and this key's turn.
+    async with scope.connection(pool, tenant) as conn:
+        # One query: the tombstone, the session and this key's turn (the tenant's rows only);
+        # for an id the tenant has not, whether another holds it (stored before ids were scoped).
         cur = await conn.execute(
-            "SELECT d.session_id IS NOT NULL, s.status, t.user_content, s.policy, s.tenant_id, t.status"
+            "SELECT d.session_id IS NOT NULL, s.status, t.user_content, s.policy, s.tenant_id, t.status,"
+            " CASE WHEN s.session_id IS NULL AND d.session_id IS NULL THEN session_tenant(%(sid)s) END"
             " FROM (SELECT 1) one"
             " LEFT JOIN deleted_sessions d ON d.session_id = %(sid)s"
             " LEFT JOIN sessions s ON s.session_id = %(sid)s"
             " LEFT JOIN turns t ON t.turn_id = %(tid)s AND t.session_id = %(sid)s",
-            {"sid": session_id, "tid": turn_id},
+            {"sid": sid, "tid": turn_id},
         )
         found = await cur.fetchone()
     assert found is not None
-    if found[0]:
-        raise Problem(404, "Session not found", f"no session {session_id}")
-    row = found[1:] if found[1] is not None else None
+    if found[0] or found[6] not in (None, tenant):
+        raise not_found(tenant, sid)
+    row = found[1:6] if found[1] is not None else None
     headers = {"Location": f"/v1/sessions/{session_id}/turns/{turn_id}", "Idempotency-Key": key}
     if row is not None and row[3] != tenant:
-        raise Problem(404, "Session not found", f"no session {session_id}")
+        raise not_found(tenant, sid)
     if row is not None and row[1] is not None:
         if row[1] != blocks:
             raise Problem(
@@ -141,7 +145,7 @@ async def post_message(
             )
         if row[4] in ("queued", "running") and idempotency_key is not None:
             done = (
-                await _wait_for_turn(pool, live_of(request), session_id, turn_id, wait) if wait > 0 else None
+                await _wait_for_turn(pool, live_of(request), tenant, sid, turn_id, wait) if wait > 0 else None
             )
             if done is None:
                 raise Problem(
@@ -151,9 +155,9 @@ async def post_message(
                     headers={**headers, "Retry-After": "1"},
                 )
             return JSONResponse(done, status_code=200, headers=headers)
-        async with pool.connection() as conn:
-            stored = await reads.turn_view(conn, session_id, turn_id)
-        return JSONResponse(stored, status_code=200, headers=headers)
+        async with scope.connection(pool, tenant) as conn:
+            stored = await reads.turn_view(conn, sid, turn_id)
+        return JSONResponse(scope.client_ids(tenant, stored), status_code=200, headers=headers)
     if row is not None and row[0] == "expired":
         raise Problem(410, "Session expired", f"session {session_id} expired after its idle TTL")
     if row is not None and row[0] == "running" and row[2] == "reject":
@@ -167,16 +171,14 @@ async def post_message(
     if row is None:
         own = SessionSettings(**body.model_dump(exclude={"content", "agent"}, exclude_unset=True))
         settings_only, recorded = agents.starting_from(agents_of(request), body.agent, own)
-        appends.append(session_started(session_id, tenant, settings_only, settings, **recorded))
+        appends.append(session_started(sid, tenant, settings_only, settings, **recorded))
     request_hash = hashlib.sha256(json.dumps(blocks, sort_keys=True).encode()).hexdigest()
     appends.append(
-        ev.user_message(
-            session_id, content=blocks, idempotency_key=key, request_hash=request_hash, tenant_id=tenant
-        )
+        ev.user_message(sid, content=blocks, idempotency_key=key, request_hash=request_hash, tenant_id=tenant)
     )
     await kafka.append_many(traced(appends))
     if wait > 0:
-        done = await _wait_for_turn(pool, live_of(request), session_id, turn_id, wait)
+        done = await _wait_for_turn(pool, live_of(request), tenant, sid, turn_id, wait)
         if done is not None:
             return JSONResponse(done, status_code=200, headers=headers)
     accepted = TurnAccepted(session_id=session_id, turn_id=turn_id, idempotency_key=key, status="accepted")
@@ -187,9 +189,9 @@ async def post_message(
 async def list_turns(request: Request, session_id: SessionId, tenant: Tenant) -> dict[str, Any]:
     """A session's turns in the order they were asked: status, usage, cost and latency."""
     pool, _, _ = deps(request)
-    await require_session(pool, session_id, tenant)
-    async with pool.connection() as conn:
-        return {"data": await reads.turns(conn, session_id)}
+    sid = ids.scoped_session_id(tenant, session_id)
+    async with owned_session(pool, tenant, sid) as conn:
+        return {"data": await reads.turns(conn, sid)}
 
 
 @router.get(
@@ -199,9 +201,10 @@ async def list_tool_calls(request: Request, session_id: SessionId, tenant: Tenan
     """A session's tool calls: input, result, duration, idempotency class (as the effect
     ledger recorded the run) and, for a sub-agent, its child sessions."""
     pool, _, _ = deps(request)
-    await require_session(pool, session_id, tenant)
-    async with pool.connection() as conn:
-        return {"data": await reads.tool_calls(conn, session_id)}
+    sid = ids.scoped_session_id(tenant, session_id)
+    async with owned_session(pool, tenant, sid) as conn:
+        calls = await reads.tool_calls(conn, sid)
+    return {"data": scope.client_ids(tenant, calls)}
 
 
 @router.get(
@@ -212,12 +215,12 @@ async def get_turn(
 ) -> dict[str, Any]:
     """One turn: status, steps, the turn's messages, the answer, usage and cost."""
     pool, _, _ = deps(request)
-    await require_session(pool, session_id, tenant)
-    async with pool.connection() as conn:
-        turn = await reads.turn_view(conn, session_id, turn_id)
+    sid = ids.scoped_session_id(tenant, session_id)
+    async with owned_session(pool, tenant, sid) as conn:
+        turn = await reads.turn_view(conn, sid, turn_id)
     if turn is None:
         raise Problem(404, "Turn not found", f"no turn {turn_id} in session {session_id}")
-    return turn
+    return dict(scope.client_ids(tenant, turn))
 
 
 @router.get("/sessions/{session_id}/events", response_model=EventPage, responses={**AUTH, 404: PROBLEM})
@@ -230,6 +233,7 @@ async def get_events(
 ) -> dict[str, Any]:
     """A session's events after sequence number `after`, oldest first."""
     pool, _, _ = deps(request)
-    await require_session(pool, session_id, tenant)
-    async with pool.connection() as conn:
-        return await reads.events_page(conn, session_id, after, limit)
+    sid = ids.scoped_session_id(tenant, session_id)
+    async with owned_session(pool, tenant, sid) as conn:
+        page = await reads.events_page(conn, sid, after, limit)
+    return dict(scope.client_ids(tenant, page))

@@ -13,6 +13,7 @@ from typing import Any, ClassVar
 
 import httpx
 
+from eventstore import ids
 from eventstore.settings import Settings
 from observe import tracing
 from processors.tools.registry import EffectClass, ToolContext, ToolOutput
@@ -63,16 +64,19 @@ class Task:
             "description": str(tool_input.get("description", ""))[:500],
             "tools": tool_input.get("tools") if isinstance(tool_input.get("tools"), list) else None,
             "timeout_s": timeout,
-            "parent_session_id": ctx.session_id,
+            # The service token names the stored id (the api finds its tenant); a tenant's
+            # token the id its tenant knows the session by.
+            "parent_session_id": ctx.session_id
+            if settings.service_token
+            else ids.client_session_id(ctx.tenant_id, ctx.session_id),
         }
         try:
             async with httpx.AsyncClient(base_url=settings.api_url, timeout=timeout + 10) as client:
                 headers = {"Idempotency-Key": f"{ctx.session_id}/{ctx.call_id}"}
                 if (parent := tracing.current()) is not None:  # the child's run joins this trace
                     headers["traceparent"] = parent
-                if settings.service_token:  # acting for the session's tenant, whichever it is
+                if settings.service_token:  # for the parent session's tenant, whichever it is
                     headers["Authorization"] = f"Bearer {settings.service_token}"
-                    headers["X-Agentlog-Tenant"] = ctx.tenant_id
                 elif settings.api_token:  # one tenant's executor
                     headers["Authorization"] = f"Bearer {settings.api_token}"
                 r = await client.post("/v1/subagent/run", json=body, headers=headers)

@@ -34,10 +34,14 @@ WORKERS = {
 ROLES = {"reactor", "model", "tools", "subagents", "projector"}
 
 
-def _services() -> dict[str, Any]:
+def _compose() -> dict[str, Any]:
     data: Any = YAML(typ="safe", pure=True).load(COMPOSE.read_text(encoding="utf-8"))
     assert isinstance(data, dict)
-    services = data["services"]
+    return data
+
+
+def _services() -> dict[str, Any]:
+    services = _compose()["services"]
     assert isinstance(services, dict)
     return services
 
@@ -101,6 +105,18 @@ def test_agentlog_services_share_kafka_and_database_settings() -> None:
         assert env.get("AGENTLOG_KAFKA_BOOTSTRAP") == "kafka:9092", name
         assert env.get("AGENTLOG_DATABASE_URL", "").startswith("postgresql://"), name
         assert "@postgres:5432/" in env["AGENTLOG_DATABASE_URL"], name
+
+
+def test_the_api_logs_in_as_its_own_role_and_the_others_as_the_owner() -> None:
+    """Row-level security binds the api's role, not the owner (migration 0015); the role is made
+    with its password when the database is first initialised."""
+    services = _services()
+    for name in AGENTLOG_SERVICES:
+        user = _environment(services[name])["AGENTLOG_DATABASE_URL"].split("://", 1)[1].split(":", 1)[0]
+        assert user == ("agentlog_api" if name == "api" else "agentlog"), name
+    mounted = {c["source"] for c in services["postgres"]["configs"]}
+    made = "".join(_compose()["configs"][source]["content"] for source in mounted)
+    assert "CREATE ROLE agentlog_api LOGIN PASSWORD" in made
 
 
 def test_migrate_runs_once_before_the_others() -> None:

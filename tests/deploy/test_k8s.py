@@ -161,6 +161,8 @@ def _set_variables(objects: tuple[dict[str, Any], ...]) -> dict[str, str]:
     """Every environment variable the manifests give agentlog, with its value where it is known."""
     found: dict[str, str] = dict(config(objects))
     for secret in of_kind(objects, "Secret"):
+        if secret.get("type") == "kubernetes.io/basic-auth":
+            continue  # a database login (agentlog-pg-api), read by the operator, not as variables
         found.update({k: "<secret>" for k in [*secret.get("data", {}), *secret.get("stringData", {})]})
     for _, pod in pod_specs(objects):
         for container in pod["containers"]:
@@ -213,7 +215,7 @@ def test_secrets_reach_only_the_roles_that_use_them(overlay: str) -> None:
         }
         given[_role(pod)] = {name for name, ref in refs.items() if ref["name"] == "agentlog-secrets"}
         for name, ref in refs.items():
-            assert ref["key"] == name or ref["name"] == "agentlog-pg-app", name
+            assert ref["key"] == name or ref["name"] in ("agentlog-pg-app", "agentlog-pg-api"), name
     key = "AGENTLOG_MASTER_KEY"
     assert given[("worker", "tools")] == {"AGENTLOG_SERVICE_TOKEN", key}
     assert given[("api",)] == {"ANTHROPIC_API_KEY", "AGENTLOG_SERVICE_TOKEN", key}
@@ -443,11 +445,17 @@ def test_postgres_is_replicated_and_backed_up() -> None:
     backup = of_kind(objects, "ScheduledBackup")
     assert len(backup) == 1 and backup[0]["spec"]["cluster"]["name"] == "agentlog-pg"
     assert backup[0]["spec"]["pluginConfiguration"]["name"] == archiver[0]["name"]
-    # Every agentlog pod reads the database URL CloudNativePG writes for the application user.
+    # Every agentlog pod but the api reads the database URL CloudNativePG writes for the owner;
+    # the api logs in as its own role, which the cluster manages (migration 0015).
     for _, pod in pod_specs(objects):
         env = {e["name"]: e for e in _container(pod).get("env", [])}
         ref = env["AGENTLOG_DATABASE_URL"]["valueFrom"]["secretKeyRef"]
-        assert ref == {"name": "agentlog-pg-app", "key": "uri"}
+        owner = {"name": "agentlog-pg-app", "key": "uri"}
+        assert ref == ({"name": "agentlog-pg-api", "key": "uri"} if _role(pod) == ("api",) else owner)
+    roles = {r["name"]: r for r in cluster["managed"]["roles"]}
+    api = roles["agentlog_api"]
+    assert api["login"] and not api["superuser"] and not api["bypassrls"]
+    assert api["passwordSecret"]["name"] == "agentlog-pg-api"
 
 
 # Network policies ---------------------------------------------------------------------------

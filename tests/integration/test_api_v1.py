@@ -61,11 +61,20 @@ async def test_tokens_map_to_tenants_and_tenants_never_see_each_other(stack: Sta
         assert (await b.delete("/v1/sessions/a-secret")).status_code == 404
         assert (await b.post("/v1/sessions/a-secret/fork", json={})).status_code == 404
         assert (await b.get("/v1/sessions/a-secret/events/stream")).status_code == 404
-        # Posting to another tenant's session is a 404, and nothing reaches its transcript.
-        intrusion = await b.post("/v1/sessions/a-secret/messages", json={"content": "let me in"})
-        assert intrusion.status_code == 404
         assert [s["id"] for s in (await b.get("/v1/sessions")).json()["data"]] == []
+        # The same id in B is B's own session (ids are per tenant): nothing reaches A's transcript.
+        mine = await b.post(
+            "/v1/sessions/a-secret/messages", params={"wait": 30}, json={"content": "let me in"}
+        )
+        assert mine.status_code == 200 and mine.json()["session_id"] == "a-secret"
+        assert [s["id"] for s in (await b.get("/v1/sessions")).json()["data"]] == ["a-secret"]
         assert [s["id"] for s in (await a.get("/v1/sessions")).json()["data"]] == ["a-secret"]
+        said = [
+            m["content"]
+            for m in (await a.get("/v1/sessions/a-secret")).json()["messages"]
+            if m["role"] == "user"
+        ]
+        assert said == [[{"type": "text", "text": "hello"}]]
         taken = await b.post("/v1/sessions", json={"session_id": "a-secret"})
         assert taken.status_code == 409
 
@@ -116,7 +125,7 @@ async def test_idempotency_key_stored_answer_in_flight_and_reuse(stack: Stack) -
             "/v1/sessions/idem/messages", json={"content": "twice"}, headers={"Idempotency-Key": "k1"}
         )
         assert other.status_code == 422
-        turns = await stack.sql("SELECT count(*) FROM turns WHERE session_id = 'idem'")
+        turns = await stack.sql("SELECT count(*) FROM turns WHERE session_id = 'A~idem'")
         assert turns == [(1,)]
 
 
@@ -199,6 +208,6 @@ async def test_a_stateless_run_answers_and_keeps_nothing(stack: Stack) -> None:
             return (await a.get(f"/v1/sessions/{sid}")).status_code == 404
 
         await wait_until(gone, within=20)
-        assert await stack.sql("SELECT count(*) FROM events WHERE session_id = %s", sid) == [(0,)]
+        assert await stack.sql("SELECT count(*) FROM events WHERE session_id = %s", f"A~{sid}") == [(0,)]
         slow = await a.post("/v1/agent/run", json={"prompt": "hurry", "timeout_s": 0.05})
         assert slow.status_code == 504 and slow.json()["session_id"].startswith("run-")

@@ -19,6 +19,7 @@ from tests.services import (
     KEPT_TABLES,
     TABLES,
     UNCOMPARED_TABLES,
+    Stack,
     new_epoch,
     snapshot,
     stack_on,
@@ -375,12 +376,24 @@ async def test_new_log_epoch_keeps_a_pending_approval_and_finishes_sub_agents_in
 REFUSED = "refused: the message's tenant does not own this session"
 
 
+async def _refused(stack: Stack, turn_id: object) -> dict[str, Any]:
+    """A forged turn once it ended, as the projection holds it (its rows are the forging
+    tenant's, which row-level security keeps from the session's owner at the api)."""
+
+    async def ended() -> dict[str, Any] | None:
+        rows = await stack.sql("SELECT status, error FROM turns WHERE turn_id = %s", turn_id)
+        return {"status": rows[0][0], "error": rows[0][1]} if rows and rows[0][0] == "failed" else None
+
+    return dict(await wait_until(ended))
+
+
 async def test_a_message_forged_for_another_tenants_session_is_refused_in_the_workers(
     pg_server: str, log_dir: Path
 ) -> None:
     """Invariant 6 past the api: a user_message appended straight to the log under another
     tenant reaches no model and no transcript, and that tenant sees nothing of the session."""
     tokens = {"tenant-a": "tok-a", "tenant-b": "tok-b"}
+    stored = "tenant-a~mine"  # the session tenant-a knows as `mine` (eventstore.ids)
     async with stack_on(
         pg_server, log_dir, auth_required=True, api_tokens=",".join(f"{v}:{k}" for k, v in tokens.items())
     ) as stack:
@@ -397,19 +410,19 @@ async def test_a_message_forged_for_another_tenants_session_is_refused_in_the_wo
             await kafka.start()
             forged = [
                 ev.user_message(
-                    "mine", text=f"forged {n}", idempotency_key=f"forged-{n}", tenant_id="tenant-b"
+                    stored, text=f"forged {n}", idempotency_key=f"forged-{n}", tenant_id="tenant-b"
                 )
                 for n in range(2)
             ]
             await kafka.append(forged[0])
-            refused = await _ended(a, "mine", forged[0].turn_id)
+            refused = await _refused(stack, forged[0].turn_id)
             await stack.start("tools")
             done = await _ended(a, "mine", mine["turn_id"])
             # Nor can another tenant take the session over by starting it again.
-            restart = ev.session_started("mine", model="x", tenant_id="tenant-b", system="pwned")
+            restart = ev.session_started(stored, model="x", tenant_id="tenant-b", system="pwned")
             await kafka.append(restart.model_copy(update={"event_id": uuid.uuid4()}))
             await kafka.append(forged[1])  # and once more, the session idle
-            again = await _ended(a, "mine", forged[1].turn_id)
+            again = await _refused(stack, forged[1].turn_id)
             await kafka.stop()
             assert done["status"] == "completed" and "mine" in str(done["output_text"])
             assert refused["status"] == again["status"] == "failed"
@@ -425,9 +438,11 @@ async def test_a_message_forged_for_another_tenants_session_is_refused_in_the_wo
             assert session["metadata"]["turn_count"] == 1
             assert [m["role"] for m in session["messages"]] == ["user", "assistant"] * 2
             assert "forged" not in json.dumps(session["messages"])
-            state = await replay(stack.settings, "mine", "postgres")
+            state = await replay(stack.settings, stored, "postgres")
             assert state.tenant_id == "tenant-a" and len(state.messages) == 4
-            rows = await stack.sql("SELECT tenant_id, status FROM sessions WHERE session_id = 'mine'")
+            rows = await stack.sql(
+                "SELECT tenant_id, status FROM sessions WHERE session_id = 'tenant-a~mine'"
+            )
             assert rows == [("tenant-a", "idle")]
             owner_turn = await stack.sql(
                 "SELECT status, interrupted FROM turns WHERE turn_id = %s", mine["turn_id"]
@@ -440,9 +455,13 @@ async def test_a_message_forged_for_another_tenants_session_is_refused_in_the_wo
         # Nor as an analyst: of the session, only the events it wrote itself.
         url = stack.settings.database_url
         for table in ("sessions", "messages", "tool_calls", "effects"):
-            _, rows = await run_sql(url, f"SELECT * FROM {table} WHERE session_id = 'mine'", "tenant-b")
+            _, rows = await run_sql(
+                url, f"SELECT * FROM {table} WHERE session_id = 'tenant-a~mine'", "tenant-b"
+            )
             assert rows == [], table
-        _, rows = await run_sql(url, "SELECT type, turn_id FROM events WHERE session_id = 'mine'", "tenant-b")
+        _, rows = await run_sql(
+            url, "SELECT type, turn_id FROM events WHERE session_id = 'tenant-a~mine'", "tenant-b"
+        )
         assert sorted(rows, key=str) == sorted(
             [("session_started", None), *(("user_message", f.turn_id) for f in forged)], key=str
         )

@@ -1,5 +1,5 @@
 """One tenant id rule, enforced where tenants enter: the settings (AGENTLOG_API_TOKENS), `agentlog
-token create`, the service's X-Agentlog-Tenant header, and — as defense in depth, for ids that
+token create`, and — as defense in depth, for ids that
 reach the log some other way — the workspace path, which never leaves the workspace root."""
 
 from __future__ import annotations
@@ -73,15 +73,13 @@ async def stack(pg_server: str, log_dir: Path) -> AsyncIterator[Stack]:
 
 
 @pytest.mark.services
-async def test_the_service_header_must_name_a_valid_tenant(stack: Stack) -> None:
+async def test_the_service_token_acts_for_no_tenant_it_names(stack: Stack) -> None:
+    """X-Agentlog-Tenant used to pick the service token's tenant; it names none now, valid or
+    not (the service token starts sub-agents for their parent's tenant, and does nothing else)."""
     async with httpx.AsyncClient(base_url=stack.api_url or "", timeout=30) as api:
-        for tenant in ["x..y", "a:b", "a@b", "x" * 65]:
+        for tenant in ["x..y", "a:b", "acme"]:
             r = await api.get(
                 "/v1/sessions", headers={"Authorization": f"Bearer {SERVICE}", "X-Agentlog-Tenant": tenant}
             )
-            assert r.status_code == 401, (tenant, r.text)
-            assert r.json()["field"] == "X-Agentlog-Tenant" and "letter or digit" in r.json()["detail"]
-        r = await api.get(
-            "/v1/sessions", headers={"Authorization": f"Bearer {SERVICE}", "X-Agentlog-Tenant": "acme"}
-        )
-        assert r.status_code == 200, r.text
+            assert r.status_code == 403, (tenant, r.text)
+            assert r.headers["content-type"].startswith("application/problem+json")
