@@ -102,6 +102,9 @@ class FoldingWorker:
     async def on_caught_up(self, partitions: set[int]) -> None:
         """Called when newly owned partitions have been read to the end they had when assigned."""
 
+    def forget(self, partitions: set[int]) -> None:
+        """Drop what is kept per partition once the partitions' offsets are saved on revocation."""
+
     # Ownership.
 
     @property
@@ -264,6 +267,7 @@ class FoldingWorker:
                 self.gaps.pop(p, None)
                 self.metrics.consumer_lag.labels(self.consumer, str(p)).set(0)
             self.cache.forget(partitions)
+            self.forget(partitions)
             if self.fence is not None:
                 self.fence.release(partitions)
             log.info("%s: revoked %s", self.consumer, sorted(partitions))
