@@ -23,7 +23,7 @@ from collections.abc import Sequence
 
 import psycopg
 
-from eventstore import codec, store
+from eventstore import admission, codec, store
 from eventstore import log as kafka_log
 from eventstore.errors import AppendTimeout, DecodeError, LogError
 from eventstore.events import Event
@@ -309,6 +309,12 @@ class FoldingWorker:
             self.position[partition] = offset + 1
             return
         self.observe(event)
+        refused = admission.refusal(await self.cache.get(event.session_id, before=offset), event)
+        if refused is not None:
+            if live:
+                await self._dead_letter(record, refused)
+            self.position[partition] = offset + 1
+            return
         state, new = await self.cache.apply(event, offset)
         if live and new:
             try:
@@ -336,15 +342,16 @@ class FoldingWorker:
         self.dead_letters += 1
         self.metrics.dead_letters.labels(self.consumer).inc()
         incoming = store.Incoming(record.offset, record.key, record.value, list(record.headers), None, reason)
-        await store.dead_letter(
+        first = await store.dead_letter(
             self.conn, self.consumer, self.epoch, codec.EVENTS_TOPIC, record.partition, incoming, reason
         )
-        await self.kafka.append_raw(
-            record.key,
-            record.value,
-            [*record.headers, ("dead-letter-reason", reason.encode()[:1000])],
-            topic=codec.DEAD_LETTER_TOPIC,
-        )
+        if first:  # one copy on the dead-letter topic, however many consumers refuse the record
+            await self.kafka.append_raw(
+                record.key,
+                record.value,
+                [*record.headers, ("dead-letter-reason", reason.encode()[:1000])],
+                topic=codec.DEAD_LETTER_TOPIC,
+            )
         log.warning("%s: dead letter at %s/%s: %s", self.consumer, record.partition, record.offset, reason)
 
     async def _save_offsets(self, partitions: set[int] | None = None) -> None:
