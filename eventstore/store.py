@@ -284,8 +284,9 @@ async def _apply_records(
         (consumer, epoch, topic, partition),
     )
     # Read under the offsets row's lock (statements run in order), answered with it.
-    ahead = await Foresight.read(conn, [r.event for r in records if r.event]) if pipelined else None
+    # Asked before the foresight, whose answers bring these along in the same round trip.
     owners = await _owners(conn, [r.event for r in records if r.event])
+    ahead = await Foresight.read(conn, [r.event for r in records if r.event]) if pipelined else None
     row = await cur.fetchone()
     stored = row[0] if row else 0
     next_offset = stored
@@ -311,7 +312,6 @@ async def _apply_records(
                 first_dead.add(record.offset)
             dead.append((record, refused))
             continue
-        admission.note_owner(await owners.resolve(), record.event)
         if ahead is not None:
             inserted = await project_event(conn, record.event, epoch, partition, record.offset, ahead)
         else:
@@ -324,6 +324,7 @@ async def _apply_records(
                     first_dead.add(record.offset)
                 dead.append((record, reason))
                 continue
+        admission.note_owner(await owners.resolve(), record.event)
         if inserted:
             applied += 1
             touched.add(record.event.session_id)
