@@ -190,6 +190,7 @@ class FoldingWorker:
                     if self.newly_live:
                         live, self.newly_live = self.newly_live, set()
                         await self.on_caught_up(live & self.owned)
+                        failpoints.hit(f"{self.consumer}.after_caught_up")
                     if self.caught_up and loop.time() >= next_tick:
                         next_tick = loop.time() + self.tick_s
                         await self.on_tick()
@@ -362,6 +363,7 @@ class FoldingWorker:
             if done > self.stored.get(partition, 0):
                 await self.fence.save_offset(self.conn, codec.EVENTS_TOPIC, partition, done)
                 self.stored[partition] = done
+                failpoints.hit(f"{self.consumer}.after_save_offset")
 
 
 def start_positions(
