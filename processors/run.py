@@ -128,9 +128,10 @@ async def run_role(
                 log.error("%s: postgres went away (%s); paused until it answers again", role, lost)
                 with contextlib.suppress(Exception):
                     await conn.close()
-                if not await wait_for_postgres(settings.database_url, stop):
+                reconnected = await _reconnect(settings.database_url, stop)
+                if reconnected is None:
                     return
-                conn = await store.connect(settings.database_url)
+                conn = reconnected
                 worker = build(conn)
                 paused = False
                 log.warning("%s: postgres answers again; resuming from the stored offsets", role)
@@ -139,6 +140,16 @@ async def run_role(
             await model.aclose()
         await conn.close()
         await kafka.stop()
+
+
+async def _reconnect(url: str, stop: asyncio.Event) -> store.AsyncConn | None:
+    """A new connection once Postgres answers again (None: a stop came first)."""
+    while await wait_for_postgres(url, stop):
+        try:
+            return await store.connect(url)
+        except psycopg.OperationalError:  # gone again between the two: wait on
+            continue
+    return None
 
 
 Worker = ReactorWorker | ModelWorker | ToolWorker | SubagentWorker | Projector
@@ -151,7 +162,15 @@ def postgres_lost(exc: BaseException) -> str | None:
     cause: BaseException | None = exc
     while cause is not None and id(cause) not in seen:
         seen.add(id(cause))
-        if isinstance(cause, psycopg.OperationalError):
+        if isinstance(cause, psycopg.OperationalError) and _connection_lost(cause):
             return f"{type(cause).__name__}: {str(cause).splitlines()[0] if str(cause) else ''}".rstrip(": ")
         cause = cause.__cause__ or cause.__context__
     return None
+
+
+def _connection_lost(exc: psycopg.OperationalError) -> bool:
+    """A connection that failed or was closed under it (no SQLSTATE: the client saw it go;
+    class 08; 57P01-57P03: shut down, crashed, starting), not a query that failed (57014, a
+    cancelled statement, is operational too): that one would fail again at once on resuming."""
+    state = exc.sqlstate
+    return state is None or state.startswith("08") or state in ("57P01", "57P02", "57P03")
