@@ -35,9 +35,13 @@ ROLES = ("projector", "reactor", "model")
 def postgres(tmp_path: Path) -> Iterator[EmbeddedPostgres]:
     """A Postgres of this test's own (the session's is shared): it is killed and restarted."""
     server, _ = devstack.start_postgres(tmp_path)
+    postgres = EmbeddedPostgres(server)
     try:
-        yield EmbeddedPostgres(server)
+        yield postgres
     finally:
+        pid = postgres.pid()
+        if pid is not None:  # an immediate shutdown: its data goes with tmp_path
+            os.kill(pid, signal.SIGQUIT)
         server.cleanup()
 
 
