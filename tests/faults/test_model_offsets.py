@@ -19,6 +19,13 @@ from tests.services import Stack, stack_on, wait_until
 SESSIONS = 12
 
 
+def _two_turns(session_id: str) -> list[ev.Event]:
+    """A session started with two user messages: the second turn queued behind the first."""
+    at = datetime.now(UTC)
+    started = ev.session_started(session_id, model=OFFLINE_MODEL, at=at)
+    return [started, *(ev.user_message(session_id, text=n, idempotency_key=n, at=at) for n in ("1", "2"))]
+
+
 async def _completed(stack: Stack) -> bool:
     rows = await stack.sql("SELECT count(*) FROM turns WHERE status = 'completed'")
     return bool(rows[0][0] == 2 * SESSIONS)
@@ -32,15 +39,7 @@ async def test_model_worker_killed_at_its_offsets_and_catch_up_serves_every_requ
         await stack.start("projector", "reactor")
         kafka = KafkaLog(stack.settings)
         await kafka.start()
-        at = datetime.now(UTC)
-        for i in range(SESSIONS):
-            await kafka.append_many(
-                [
-                    ev.session_started(f"o{i}", model=OFFLINE_MODEL, at=at),
-                    ev.user_message(f"o{i}", text="one", idempotency_key="1", at=at),
-                    ev.user_message(f"o{i}", text="two", idempotency_key="2", at=at),  # queued
-                ]
-            )
+        await kafka.append_many([e for i in range(SESSIONS) for e in _two_turns(f"o{i}")])
         await kafka.stop()
         procs: list[subprocess.Popen[bytes]] = []
         try:
