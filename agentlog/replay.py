@@ -10,7 +10,7 @@ from typing import Any, Literal
 
 from psycopg.rows import dict_row
 
-from eventstore import codec, store
+from eventstore import admission, codec, store
 from eventstore import log as kafka_log
 from eventstore.errors import DecodeError
 from eventstore.events import Event
@@ -51,7 +51,8 @@ async def events_from_postgres(settings: Settings, session_id: str) -> list[Even
 async def replay(settings: Settings, session_id: str, source: Source) -> SessionState:
     """Fold a session from one source."""
     if source == "kafka":
-        found = await events_from_kafka(settings, session_id)
+        # What its consumers take of the log: refused events are dead letters, not the session's.
+        found = admission.admitted(session_id, await events_from_kafka(settings, session_id))
     else:
         found = await events_from_postgres(settings, session_id)
     return fold(session_id, found)

@@ -174,6 +174,10 @@ class Settings(BaseSettings):
     # A turn whose model call has no answer this long after it was asked (no worker serving
     # it, for whatever reason) fails with that reason: a session never waits forever.
     model_deadline_s: float = Field(default=1800.0, gt=0)
+    # A model call no worker has taken (no row in the ledger: no lease, no outcome) this long
+    # after it was asked is asked for once more (the ledger makes that safe): a request that a
+    # worker passed over, for whatever reason, is served well before the deadline.
+    model_unclaimed_s: float = Field(default=20.0, gt=0)
     model_stream: bool = True
     model_max_attempts: int = Field(default=4, ge=1)
     model_retry_base_s: float = Field(default=0.5, ge=0)

@@ -19,7 +19,7 @@ import psycopg
 from psycopg.rows import dict_row
 from psycopg.types.json import Jsonb
 
-from eventstore import channels, codec, rows, vault
+from eventstore import admission, channels, codec, rows, vault
 from eventstore import projection as pj
 from eventstore.errors import DecodeError
 from eventstore.events import Event, SessionDeleted
@@ -115,6 +115,8 @@ class BatchResult:
     duplicates: int
     skipped: int
     dead: list[tuple[Incoming, str]]
+    # Offsets of the dead letters this batch was the first consumer to refuse (published once).
+    first_dead: frozenset[int] = frozenset()
 
     @property
     def dead_letters(self) -> int:
@@ -153,14 +155,19 @@ async def dead_letter(
     partition: int,
     record: Incoming,
     reason: str,
-) -> None:
-    """Keep a record that could not be handled, with its bytes and the reason."""
+) -> bool:
+    """Keep a record that could not be handled, with its bytes and the reason: one row per
+    record, naming every consumer that refused it. True if this consumer was the first."""
     headers = [[k, v.decode("utf-8", "replace")] for k, v in record.headers]
-    await conn.execute(
-        "INSERT INTO dead_letters (consumer, log_epoch, topic, log_partition, log_offset,"
-        " record_key, record_value, headers, reason) VALUES (%s,%s,%s,%s,%s,%s,%s,%s,%s)"
-        " ON CONFLICT DO NOTHING",
+    cur = await conn.execute(
+        "INSERT INTO dead_letters (consumer, consumers, log_epoch, topic, log_partition, log_offset,"
+        " record_key, record_value, headers, reason) VALUES (%s,ARRAY[%s],%s,%s,%s,%s,%s,%s,%s,%s)"
+        " ON CONFLICT (log_epoch, topic, log_partition, log_offset) DO UPDATE"
+        " SET consumers = dead_letters.consumers || EXCLUDED.consumers"
+        " WHERE NOT EXCLUDED.consumer = ANY(dead_letters.consumers)"
+        " RETURNING xmax = 0",
         (
+            consumer,
             consumer,
             epoch,
             topic,
@@ -172,6 +179,8 @@ async def dead_letter(
             reason[:4000],
         ),
     )
+    row = await cur.fetchone()
+    return bool(row and row[0])
 
 
 # What a record that Postgres or the projection cannot store raises: that record is
@@ -265,6 +274,7 @@ async def _apply_records(
     """The body of apply_batch, inside its transaction."""
     applied = duplicates = skipped = 0
     dead: list[tuple[Incoming, str]] = []
+    first_dead: set[int] = set()
     touched: set[str] = set()
     await conn.execute("SELECT pg_advisory_xact_lock_shared(%s)", (PROJECTION_LOCK,))
     await save_offset(conn, consumer, epoch, topic, partition, 0)
@@ -274,6 +284,8 @@ async def _apply_records(
         (consumer, epoch, topic, partition),
     )
     # Read under the offsets row's lock (statements run in order), answered with it.
+    # Asked before the foresight, whose answers bring these along in the same round trip.
+    owners = await _owners(conn, [r.event for r in records if r.event])
     ahead = await Foresight.read(conn, [r.event for r in records if r.event]) if pipelined else None
     row = await cur.fetchone()
     stored = row[0] if row else 0
@@ -289,8 +301,16 @@ async def _apply_records(
             continue
         if record.event is None:
             reason = f"undecodable: {record.error}"
-            await dead_letter(conn, consumer, epoch, topic, partition, record, reason)
+            if await dead_letter(conn, consumer, epoch, topic, partition, record, reason):
+                first_dead.add(record.offset)
             dead.append((record, reason))
+            continue
+        # The projection never invents a session nor lets a tenant write into another's.
+        refused = admission.owner_refusal(await owners.resolve(), record.event)
+        if refused is not None:
+            if await dead_letter(conn, consumer, epoch, topic, partition, record, refused):
+                first_dead.add(record.offset)
+            dead.append((record, refused))
             continue
         if ahead is not None:
             inserted = await project_event(conn, record.event, epoch, partition, record.offset, ahead)
@@ -300,9 +320,11 @@ async def _apply_records(
                     inserted = await project_event(conn, record.event, epoch, partition, record.offset)
             except UNSTORABLE as exc:
                 reason = f"projection failed: {exc}"
-                await dead_letter(conn, consumer, epoch, topic, partition, record, reason)
+                if await dead_letter(conn, consumer, epoch, topic, partition, record, reason):
+                    first_dead.add(record.offset)
                 dead.append((record, reason))
                 continue
+        admission.note_owner(await owners.resolve(), record.event)
         if inserted:
             applied += 1
             touched.add(record.event.session_id)
@@ -318,7 +340,31 @@ async def _apply_records(
             " WHERE consumer = %s AND log_epoch = %s AND topic = %s AND log_partition = %s",
             (next_offset, consumer, epoch, topic, partition),
         )
-    return BatchResult(applied, duplicates, skipped, dead)
+    return BatchResult(applied, duplicates, skipped, dead, frozenset(first_dead))
+
+
+@dataclass
+class _Owners:
+    """The tenant of each session of a batch as the projection holds it (None: deleted; absent:
+    never started), asked for with the batch's first statements and read when first needed."""
+
+    cursor: psycopg.AsyncCursor[Any]
+    found: dict[str, str | None] | None = None
+
+    async def resolve(self) -> dict[str, str | None]:
+        if self.found is None:
+            self.found = {sid: tenant for sid, tenant in await self.cursor.fetchall()}
+        return self.found
+
+
+async def _owners(conn: AsyncConn, events: Sequence[Event]) -> _Owners:
+    sessions = list({e.session_id for e in events})
+    cur = await conn.execute(
+        "SELECT session_id, tenant_id FROM sessions WHERE session_id = ANY(%(s)s)"
+        " UNION ALL SELECT session_id, NULL FROM deleted_sessions WHERE session_id = ANY(%(s)s)",
+        {"s": sessions},
+    )
+    return _Owners(cur)
 
 
 async def _delete_session(conn: AsyncConn, event: Event) -> None:

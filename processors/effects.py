@@ -51,6 +51,10 @@ class EffectWorker(FoldingWorker, Generic[R]):
         # replicas never both call the model for one key; None: no lease (tools).
         self.lease_s: float | None = None
         self.serving: set[str] = set()
+        # Records asking for a key while a task serves it: handed to `_spawn` again once that
+        # task ended well (their offsets stay in flight until then; a failure or a revocation
+        # leaves them there, so no offset passes a request that nobody served).
+        self.waiting: dict[str, list[tuple[R, int, int]]] = {}
         self.performed = 0
         self.reemitted = 0
         # Ledger writes run transactions: connections of their own, each used by one write
@@ -128,7 +132,8 @@ class EffectWorker(FoldingWorker, Generic[R]):
     def _spawn(self, request: R, partition: int | None, offset: int | None) -> None:
         key = self.key(request)
         if key in self.serving:
-            self._release(partition, offset)
+            if partition is not None and offset is not None:
+                self.waiting.setdefault(key, []).append((request, partition, offset))
             return
         self.serving.add(key)
         task = asyncio.create_task(self._serve(request, key, partition, offset))
@@ -153,6 +158,13 @@ class EffectWorker(FoldingWorker, Generic[R]):
             await asyncio.wait(mine, timeout=5)
         self.deferred = [d for d in self.deferred if d[1] not in partitions]
 
+    def forget(self, partitions: set[int]) -> None:
+        # Their offsets are saved: what was in flight is the next owner's to serve.
+        for partition in partitions:
+            self.in_flight.pop(partition, None)
+        for key, records in list(self.waiting.items()):
+            self.waiting[key] = [r for r in records if r[1] not in partitions]
+
     def _release(self, partition: int | None, offset: int | None) -> None:
         if partition is not None and offset is not None:
             self.in_flight.get(partition, set()).discard(offset)
@@ -173,10 +185,16 @@ class EffectWorker(FoldingWorker, Generic[R]):
             # and stop, so that a restart serves this request again.
             log.exception("%s: serving %s failed", self.consumer, key)
             self.fatal = exc
-        else:
-            self._release(partition, offset)
-        finally:
             self.serving.discard(key)
+        else:
+            self.serving.discard(key)
+            self._release(partition, offset)
+            # Asked for again meanwhile: decided again on the state as it is now.
+            for again, p, o in self.waiting.pop(key, []):
+                if p in self.position:
+                    self._spawn(again, p, o)
+        finally:
+            self.serving.discard(key)  # cancelled too (a revocation): the next owner serves it
 
     async def _effect(self, request: R, key: str, state: SessionState) -> None:
         # Under a lease, taking it answers what is recorded too: one ledger write, no lookup.

@@ -24,7 +24,7 @@ from collections.abc import Sequence
 
 import psycopg
 
-from eventstore import codec, store
+from eventstore import admission, codec, store
 from eventstore import log as kafka_log
 from eventstore.errors import AppendTimeout, DecodeError, LogError, Shredded
 from eventstore.events import Event
@@ -103,6 +103,9 @@ class FoldingWorker:
 
     async def on_caught_up(self, partitions: set[int]) -> None:
         """Called when newly owned partitions have been read to the end they had when assigned."""
+
+    def forget(self, partitions: set[int]) -> None:
+        """Drop what is kept per partition once the partitions' offsets are saved on revocation."""
 
     # Ownership.
 
@@ -195,6 +198,7 @@ class FoldingWorker:
                     if self.newly_live:
                         live, self.newly_live = self.newly_live, set()
                         await self.on_caught_up(live & self.owned)
+                        failpoints.hit(f"{self.consumer}.after_caught_up")
                     if self.caught_up and loop.time() >= next_tick:
                         next_tick = loop.time() + self.tick_s
                         await self.on_tick()
@@ -272,6 +276,7 @@ class FoldingWorker:
                 self.gaps.pop(p, None)
                 self.metrics.consumer_lag.labels(self.consumer, str(p)).set(0)
             self.cache.forget(partitions)
+            self.forget(partitions)
             if self.fence is not None:
                 self.fence.release(partitions)
             log.info("%s: revoked %s", self.consumer, sorted(partitions))
@@ -325,6 +330,12 @@ class FoldingWorker:
             self.position[partition] = offset + 1
             return
         self.observe(event)
+        refused = admission.refusal(await self.cache.get(event.session_id, before=offset), event)
+        if refused is not None:
+            if live:
+                await self._dead_letter(record, refused)
+            self.position[partition] = offset + 1
+            return
         state, new = await self.cache.apply(event, offset)
         if live and new:
             try:
@@ -352,15 +363,16 @@ class FoldingWorker:
         self.dead_letters += 1
         self.metrics.dead_letters.labels(self.consumer).inc()
         incoming = store.Incoming(record.offset, record.key, record.value, list(record.headers), None, reason)
-        await store.dead_letter(
+        first = await store.dead_letter(
             self.conn, self.consumer, self.epoch, codec.EVENTS_TOPIC, record.partition, incoming, reason
         )
-        await self.kafka.append_raw(
-            record.key,
-            record.value,
-            [*record.headers, ("dead-letter-reason", reason.encode()[:1000])],
-            topic=codec.DEAD_LETTER_TOPIC,
-        )
+        if first:  # one copy on the dead-letter topic, however many consumers refuse the record
+            await self.kafka.append_raw(
+                record.key,
+                record.value,
+                [*record.headers, ("dead-letter-reason", reason.encode()[:1000])],
+                topic=codec.DEAD_LETTER_TOPIC,
+            )
         log.warning("%s: dead letter at %s/%s: %s", self.consumer, record.partition, record.offset, reason)
 
     async def _save_offsets(self, partitions: set[int] | None = None) -> None:
@@ -373,6 +385,8 @@ class FoldingWorker:
                 moved[partition] = done
         await self.fence.save_offsets(self.conn, codec.EVENTS_TOPIC, moved)
         self.stored.update(moved)
+        if moved:
+            failpoints.hit(f"{self.consumer}.after_save_offset")
 
 
 def start_positions(

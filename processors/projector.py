@@ -188,6 +188,8 @@ class Projector:
             on_event=lambda: failpoints.hit("projector.mid_batch"),
         )
         for item, reason in result.dead:
+            if item.offset not in result.first_dead:
+                continue  # another consumer refused it first and published it
             await self.kafka.append_raw(
                 item.key,
                 item.value,

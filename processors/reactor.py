@@ -35,11 +35,17 @@ def _envelope(state: SessionState, turn: Turn, at: datetime, step: int | None = 
 
 
 def model_request(
-    state: SessionState, turn: Turn, step: int, at: datetime, tool_results: list[Block] | None = None
+    state: SessionState,
+    turn: Turn,
+    step: int,
+    at: datetime,
+    tool_results: list[Block] | None = None,
+    attempt: int = 0,
 ) -> ev.ModelRequested:
-    """The model call of a turn's step; its id, and so its ledger key, is session/turn/step."""
+    """The model call of a turn's step; its ledger key is session/turn/step, and so is its id
+    (with the attempt: asked again, it is a new event for the same call)."""
     return ev.ModelRequested(
-        event_id=ids.derive(ids.event_key(state.session_id, turn.turn_id, step, "model_requested", 0)),
+        event_id=ids.derive(ids.event_key(state.session_id, turn.turn_id, step, "model_requested", attempt)),
         **_envelope(state, turn, at, step),
         payload=ev.ModelRequestedPayload(model=state.model or OFFLINE_MODEL, tool_results=tool_results or []),
     )
@@ -396,6 +402,19 @@ def model_overdue(state: SessionState, at: datetime, deadline_s: float) -> list[
     request = model_request(state, turn, turn.step, at)
     reason = f"no model worker answered step {turn.step} within {deadline_s:g} s"
     return [results.failed(request, reason, at)]
+
+
+def model_unclaimed(state: SessionState, at: datetime, after_s: float) -> list[ev.Event]:
+    """The model call of a running step asked for once more when nothing happened in the session
+    for `after_s` since it was asked (the caller checks that no worker took it: the ledger has
+    no row for it). Once only: the second request is in the state's history after that."""
+    turn = state.turn(state.current_turn)
+    if turn is None or turn.status != "running" or not turn.model_pending or state.last_activity_at is None:
+        return []
+    if state.compacting(turn.turn_id) or (at - state.last_activity_at).total_seconds() < after_s:
+        return []
+    again = model_request(state, turn, turn.step, at, attempt=1)
+    return [] if str(again.event_id) in state.seen else [again]
 
 
 def subagent_timeouts(state: SessionState, at: datetime) -> list[ev.Event]:

@@ -11,9 +11,10 @@ from __future__ import annotations
 import logging
 import uuid
 from collections.abc import Mapping
+from datetime import datetime
 
 from eventstore import events as ev
-from eventstore import reads
+from eventstore import ledger, reads
 from eventstore.events import Event
 from eventstore.state import CLOSED, SessionState, fold
 from observe import tracing
@@ -120,7 +121,8 @@ class ReactorWorker(FoldingWorker):
         at = ev.now()
         deadline = self.settings.tool_deadline_s
         model_deadline = self.settings.model_deadline_s
-        for sid in await reads.timer_candidates(self.conn, at, deadline, model_deadline):
+        unclaimed = min(model_deadline, self.settings.model_unclaimed_s)
+        for sid in await reads.timer_candidates(self.conn, at, deadline, unclaimed):
             if not self.reads(sid):
                 continue
             state = await self.cache.get(sid)
@@ -141,6 +143,7 @@ class ReactorWorker(FoldingWorker):
                     deadline,
                 )
                 await self._append([tracing.in_turn_trace(ahead, r) for r in late])
+            await self._ask_again(ahead, at)
             stuck = reactor.model_overdue(ahead, at, model_deadline)
             if stuck:
                 log.error(
@@ -149,6 +152,19 @@ class ReactorWorker(FoldingWorker):
                     model_deadline,
                 )
                 await self._append([tracing.in_turn_trace(ahead, r) for r in stuck])
+
+    async def _ask_again(self, state: SessionState, at: datetime) -> None:
+        """Ask once more for a model call that no worker took (no ledger row) in time."""
+        for again in reactor.model_unclaimed(state, at, self.settings.model_unclaimed_s):
+            if await ledger.entry(self.conn, ledger.model_key(again.session_id, again.turn_id, again.step)):
+                continue  # taken: a long call under its lease, or answered and on its way
+            log.warning(
+                "reactor: no model worker took step %s of %s in %gs; asking once more",
+                again.step,
+                again.session_id,
+                self.settings.model_unclaimed_s,
+            )
+            await self._append([tracing.in_turn_trace(state, again)])
 
     async def _settle(self, state: SessionState) -> int:
         ahead = self._ahead(state)

@@ -78,44 +78,100 @@ async def run_role(
     await kafka.vault.check()  # every role reads the log: without its key, a clear stop
     await kafka.start()
     conn = await store.connect(settings.database_url)
-    model: router.ModelRouter | None = None
-    try:
-        worker: ReactorWorker | ModelWorker | ToolWorker | SubagentWorker | Projector
+    model = router.from_settings(settings) if role == "model" else None
+    metrics = Metrics(instances.instance_id(settings, role), role)
+    paused = False
+
+    def build(conn: store.AsyncConn) -> Worker:
         if role == "reactor":
             approve = tools.needing_approval() if tools is not None else frozenset()
             sizes = (tools or default_registry()).definition_tokens()
-            worker = ReactorWorker(settings, kafka, conn, epoch, approve=approve, tool_tokens=sizes)
+            made: Worker = ReactorWorker(settings, kafka, conn, epoch, approve=approve, tool_tokens=sizes)
         elif role == "model":
-            model = router.from_settings(settings)
-            worker = ModelWorker(
+            assert model is not None
+            made = ModelWorker(
                 settings, kafka, conn, epoch, model=model, tools=tools, concurrency=settings.model_concurrency
             )
         elif role == "tools":
-            worker = ToolWorker(
+            made = ToolWorker(
                 settings, kafka, conn, epoch, tools=tools, concurrency=settings.tool_concurrency
             )
         elif role == "subagents":
-            worker = SubagentWorker(settings, kafka, conn, epoch)
+            made = SubagentWorker(settings, kafka, conn, epoch)
         else:
-            worker = Projector(settings, kafka, conn, epoch)
-        worker.metrics = Metrics(instances.instance_id(settings, role), role)
+            made = Projector(settings, kafka, conn, epoch)
+        made.metrics = metrics
+        return made
+
+    try:
+        worker = build(conn)
         # /readyz: running, until a stop begins (then draining: no longer counted available),
-        # and no gap between the log and Postgres in what it owns (never silent).
+        # not paused for Postgres, and no gap between the log and Postgres in what it owns.
         async with instances.presence(
-            settings, worker.metrics, lambda: not stop.is_set() and worker.ready()
+            settings, metrics, lambda: not stop.is_set() and not paused and worker.ready()
         ) as metrics_url:
             log.info(
-                "%s started (epoch %s, instance %s, metrics %s)",
-                role,
-                epoch,
-                worker.metrics.instance,
-                metrics_url,
+                "%s started (epoch %s, instance %s, metrics %s)", role, epoch, metrics.instance, metrics_url
             )
-            if on_start is not None:
-                on_start(worker)
-            await worker.run(stop)
+            while True:
+                if on_start is not None:
+                    on_start(worker)
+                try:
+                    await worker.run(stop)
+                    return
+                except Exception as exc:
+                    lost = postgres_lost(exc)
+                    if stop.is_set() or lost is None:
+                        raise
+                # Pause in place rather than exit and crash-loop: nothing is consumed meanwhile,
+                # and what was not done is read again from the offsets stored in Postgres.
+                paused = True
+                log.error("%s: postgres went away (%s); paused until it answers again", role, lost)
+                with contextlib.suppress(Exception):
+                    await conn.close()
+                reconnected = await _reconnect(settings.database_url, stop)
+                if reconnected is None:
+                    return
+                conn = reconnected
+                worker = build(conn)
+                paused = False
+                log.warning("%s: postgres answers again; resuming from the stored offsets", role)
     finally:
         if model is not None:
             await model.aclose()
         await conn.close()
         await kafka.stop()
+
+
+async def _reconnect(url: str, stop: asyncio.Event) -> store.AsyncConn | None:
+    """A new connection once Postgres answers again (None: a stop came first)."""
+    while await wait_for_postgres(url, stop):
+        try:
+            return await store.connect(url)
+        except psycopg.OperationalError:  # gone again between the two: wait on
+            continue
+    return None
+
+
+Worker = ReactorWorker | ModelWorker | ToolWorker | SubagentWorker | Projector
+
+
+def postgres_lost(exc: BaseException) -> str | None:
+    """What says a worker stopped because Postgres went away (its connection lost or refused),
+    found in the chain of causes of `exc`; None if it stopped for another reason."""
+    seen: set[int] = set()
+    cause: BaseException | None = exc
+    while cause is not None and id(cause) not in seen:
+        seen.add(id(cause))
+        if isinstance(cause, psycopg.OperationalError) and _connection_lost(cause):
+            return f"{type(cause).__name__}: {str(cause).splitlines()[0] if str(cause) else ''}".rstrip(": ")
+        cause = cause.__cause__ or cause.__context__
+    return None
+
+
+def _connection_lost(exc: psycopg.OperationalError) -> bool:
+    """A connection that failed or was closed under it (no SQLSTATE: the client saw it go;
+    class 08; 57P01-57P03: shut down, crashed, starting), not a query that failed (57014, a
+    cancelled statement, is operational too): that one would fail again at once on resuming."""
+    state = exc.sqlstate
+    return state is None or state.startswith("08") or state in ("57P01", "57P02", "57P03")

@@ -85,6 +85,10 @@ class SessionCache:
         bound = self.position(self.partition(session_id)) if before is None else before
         history = await store.session_events(self.conn, session_id, epoch=self.epoch, before=bound)
         self.loads += 1
+        if session_id in self.states or session_id in self.closed:
+            # Loaded (and perhaps folded further) by someone else while this load waited on
+            # Postgres: that state is the worker's; this one may lack what it folded since.
+            return await self.get(session_id, before)
         state = fold(session_id, history) if history else empty(session_id)
         if state.status in CLOSED:
             self._close(state)

@@ -409,6 +409,25 @@ def test_a_model_call_nobody_answers_fails_its_turn_at_the_deadline_and_the_next
     assert_transcript_valid(s.state.messages)
 
 
+def test_a_model_call_nobody_took_is_asked_for_once_more_then_left_to_its_deadline() -> None:
+    s = Session()
+    s.user()
+    s.settle()
+    first = s.last_request()
+    assert reactor.model_unclaimed(s.state, AT + timedelta(seconds=19), 20) == []
+    (again,) = reactor.model_unclaimed(s.state, AT + timedelta(seconds=21), 20)
+    # The same call (its ledger key is session/turn/step), a new event: workers see it as new.
+    assert isinstance(again, ev.ModelRequested) and again.event_id != first.event_id
+    assert (again.turn_id, again.step) == (first.turn_id, first.step)
+    s.log.append(again)
+    assert s.state.turns[0].model_pending and s.state.turns[0].step == 1
+    assert reactor.model_unclaimed(s.state, AT + timedelta(seconds=99), 20) == []  # once only
+    s.model(text("done"))
+    s.settle()
+    assert s.state.turns[0].status == "completed"
+    assert_transcript_valid(s.state.messages)
+
+
 def task_use(n: int, prompt: str = "do it") -> dict[str, Any]:
     return {
         "type": "tool_use",
