@@ -288,7 +288,8 @@ def _apply(state: SessionState, event: Event) -> SessionState:
         case ev.SessionStarted(payload=p) if state.status != "new" and event.tenant_id != state.tenant_id:
             return state  # another tenant cannot take a session over by starting it again
         case ev.SessionStarted(payload=p):
-            return state.replace({
+            return state.replace(
+                {
                     "model": p.model,
                     "system": p.system,
                     "metadata": p.metadata,
@@ -341,7 +342,8 @@ def _apply(state: SessionState, event: Event) -> SessionState:
             current = state.turn(state.current_turn)
             if state.policy == "interrupt" and current is not None and refused is None:
                 turns = _replace_turn(state, current.replace({"interrupted": True}))
-            return state.replace({
+            return state.replace(
+                {
                     "turns": put_turn(turns, turn),
                     "tenant_id": state.tenant_id if state.status != "new" else event.tenant_id,
                     "status": state.status if state.status in CLOSED else "running",
@@ -353,7 +355,8 @@ def _apply(state: SessionState, event: Event) -> SessionState:
             if queued is None or queued.status != "queued" or queued.refused or state.current_turn:
                 return state
             started = queued.replace({"status": "running", "started_at": event.occurred_at})
-            return state.replace({
+            return state.replace(
+                {
                     "turns": _replace_turn(state, started),
                     "current_turn": queued.turn_id,
                     "messages": state.messages.append(Message(role="user", content=queued.user_content)),
@@ -366,7 +369,8 @@ def _apply(state: SessionState, event: Event) -> SessionState:
             step = event.step or 1
             if running is None or running.status != "running" or step <= running.step:
                 return state
-            pending = running.replace({
+            pending = running.replace(
+                {
                     "step": step,
                     "model_pending": True,
                     "stop_reason": None,
@@ -378,7 +382,8 @@ def _apply(state: SessionState, event: Event) -> SessionState:
                     "tasks": (),
                 }
             )
-            return state.replace({
+            return state.replace(
+                {
                     "turns": _replace_turn(state, pending),
                     "messages": _with_results(state.messages, p.tool_results),
                 }
@@ -410,14 +415,16 @@ def _apply(state: SessionState, event: Event) -> SessionState:
                 # A late answer (the turn was interrupted or ended): paid for, not in the transcript.
                 late = asked.replace(turn_billed)
                 return state.replace({"turns": _replace_turn(state, late), **billed})
-            answered = asked.replace({
+            answered = asked.replace(
+                {
                     "model_pending": False,
                     "stop_reason": p.stop_reason,
                     "tool_uses": tuple(b for b in p.content if b.get("type") == "tool_use"),
                     **turn_billed,
                 }
             )
-            return state.replace({
+            return state.replace(
+                {
                     "turns": _replace_turn(state, answered),
                     "messages": state.messages.append(Message(role="assistant", content=tuple(p.content))),
                     **billed,
@@ -429,7 +436,8 @@ def _apply(state: SessionState, event: Event) -> SessionState:
                 return state
             if p.tool_use_id not in {b.get("id") for b in asking.tool_uses}:
                 return state
-            requested = asking.replace({
+            requested = asking.replace(
+                {
                     "requested": asking.requested | {p.tool_use_id},
                     # The deadline for tools that never answer runs from the latest request
                     # (after an approval, say), not from the model's answer.
@@ -438,7 +446,8 @@ def _apply(state: SessionState, event: Event) -> SessionState:
             )
             # A Task run by the executor (the HTTP model) counts against the sub-agent budget.
             tasks_started = state.subagents_started + (1 if p.name == "Task" else 0)
-            return state.replace({"turns": _replace_turn(state, requested), "subagents_started": tasks_started}
+            return state.replace(
+                {"turns": _replace_turn(state, requested), "subagents_started": tasks_started}
             )
         case ev.ApprovalRequested(payload=p):
             asking = _in_step(state, event)
@@ -454,7 +463,8 @@ def _apply(state: SessionState, event: Event) -> SessionState:
                 return state
             if p.tool_use_id not in asking.awaiting or asking.decision(p.tool_use_id) is not None:
                 return state
-            decided = asking.replace({"decisions": (*asking.decisions, (p.tool_use_id, p.approved, p.reason))}
+            decided = asking.replace(
+                {"decisions": (*asking.decisions, (p.tool_use_id, p.approved, p.reason))}
             )
             return state.replace({"turns": _replace_turn(state, decided)})
         case ev.SubagentRequested(payload=p):
@@ -473,9 +483,9 @@ def _apply(state: SessionState, event: Event) -> SessionState:
                 max_attempts=p.max_attempts,
             )
             tasks = (*(t for t in asking.tasks if t.tool_use_id != p.tool_use_id), task)
-            started = asking.replace({"tasks": tasks, "requested": asking.requested | {p.tool_use_id}}
-            )
-            return state.replace({
+            started = asking.replace({"tasks": tasks, "requested": asking.requested | {p.tool_use_id}})
+            return state.replace(
+                {
                     "turns": _replace_turn(state, started),
                     "subagents_started": state.subagents_started + (1 if p.attempt == 1 else 0),
                 }
@@ -505,7 +515,8 @@ def _apply(state: SessionState, event: Event) -> SessionState:
             open_turn = state.turn(event.turn_id)
             if open_turn is None or open_turn.status in ("completed", "failed"):
                 return state
-            ended = open_turn.replace({
+            ended = open_turn.replace(
+                {
                     "status": "failed" if isinstance(event, ev.TurnFailed) else "completed",
                     "model_pending": False,
                     "error": event.payload.reason if isinstance(event, ev.TurnFailed) else None,
@@ -520,7 +531,8 @@ def _apply(state: SessionState, event: Event) -> SessionState:
             )
             turns = _replace_turn(state, ended)
             was_current = state.current_turn == open_turn.turn_id
-            return state.replace({
+            return state.replace(
+                {
                     "turns": turns,
                     "current_turn": None if was_current else state.current_turn,
                     "messages": _with_results(state.messages, event.payload.tool_results)
@@ -563,7 +575,8 @@ def _compacted(state: SessionState, event: Event, p: ev.ContextCompactedPayload)
     }
     turn = state.turn(event.turn_id)
     if turn is not None:
-        billed = turn.replace({"usage": turn.usage + p.usage, "cost_usd": ev.add_cost(turn.cost_usd, p.cost_usd)}
+        billed = turn.replace(
+            {"usage": turn.usage + p.usage, "cost_usd": ev.add_cost(turn.cost_usd, p.cost_usd)}
         )
         update["turns"] = _replace_turn(state, billed)
     # The summary stands for the messages before one of the assistant's: the roles alternate.
