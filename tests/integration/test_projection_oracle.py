@@ -17,7 +17,6 @@ from typing import Any
 
 import pytest
 
-from bench.synthetic import tool_session
 from eventstore import codec, ids, store
 from eventstore import events as ev
 from eventstore.models import OFFLINE_MODEL
@@ -106,7 +105,6 @@ def _simulated(
 def recorded() -> list[ev.Event]:
     """The recorded sessions as one log holds them: interleaved, with copies and intruders."""
     sessions = [_simulated(*script) for script in SCRIPTS]
-    sessions.append(tool_session("bench", 3))
     expired = ev.SessionExpired(
         event_id=ids.derive("expired/expires"),
         session_id="expires",
