@@ -73,10 +73,11 @@ async def rebuild(settings: Settings, progress: Callable[[int, int], None] | Non
             await store.drop_derived(conn)
             total = len(older) + total_log
             done = 0
+            states: store.States = {}
             for row in older:
                 event = store.event_from_row(row)
                 await store.project_event(
-                    conn, event, row["log_epoch"], row["log_partition"], row["log_offset"]
+                    conn, event, row["log_epoch"], row["log_partition"], row["log_offset"], states
                 )
                 done += 1
                 if progress and done % 100 == 0:
@@ -98,6 +99,7 @@ async def rebuild(settings: Settings, progress: Callable[[int, int], None] | Non
                         codec.EVENTS_TOPIC,
                         partition,
                         [to_incoming(r) for r in chunk],
+                        states=states,
                     )
                     result["applied"] += batch.applied
                     result["duplicates"] += batch.duplicates

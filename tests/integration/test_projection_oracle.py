@@ -17,7 +17,7 @@ from typing import Any
 
 import pytest
 
-from eventstore import codec, ids, store
+from eventstore import codec, ids, projection, store
 from eventstore import events as ev
 from eventstore.models import OFFLINE_MODEL
 from eventstore.state import empty
@@ -123,7 +123,7 @@ def recorded() -> list[ev.Event]:
     )
     sessions.append([fork, ev.user_message("fork", text="and then?", idempotency_key="f1", at=T0)])
     intruder_start = ev.session_started("tools", model="other", tenant_id="intruder", at=T0)
-    intruders = [
+    intruders: list[ev.Event] = [
         intruder_start.model_copy(update={"event_id": ids.derive("forged/start")}),
         ev.user_message("tools", text="mine", idempotency_key="forged", tenant_id="intruder", at=T0),
     ]
@@ -181,3 +181,26 @@ async def test_the_projection_of_recorded_sessions_is_the_oracle(pg_server: str)
     for name in oracle:
         assert whole[name] == oracle[name], name
     assert await _project(pg_server, records, 37) == oracle
+
+
+async def test_a_session_never_started_gets_no_row(pg_server: str) -> None:
+    ghost: list[ev.Event] = [
+        ev.user_message("ghost", text="hello?", idempotency_key="k", at=T0),
+        ev.TurnStarted(event_id=ids.derive("ghost/turn"), session_id="ghost", turn_id="t", occurred_at=T0),
+    ]
+    assert projection.refusal(empty("ghost"), ghost[0]) is not None
+    records = _incoming([*ghost, ev.session_started("real", model=OFFLINE_MODEL, at=T0)])
+    url = create_database(pg_server)
+    await store.migrate(url)
+    async with await store.connect(url) as conn:
+        result = await store.apply_batch(conn, "projector", EPOCH, "t", 0, records)
+        one = await store.project_event(conn, ghost[0], EPOCH, 0, 9)
+        rows = await _rows(conn)
+        cur = await conn.execute("SELECT log_offset, reason FROM dead_letters ORDER BY log_offset")
+        dead = await cur.fetchall()
+    assert (result.applied, result.dead_letters, one) == (1, 2, False)
+    assert [r[0] for r in rows["sessions"]] == ["real"]
+    assert {r[0]["session_id"] for r in rows["events"]} == {"real"}
+    assert rows["turns"] == rows["messages"] == []
+    assert [offset for offset, _ in dead] == [0, 1]
+    assert all("never started" in reason for _, reason in dead)
