@@ -41,7 +41,24 @@ _TYPES = {
     "turns": "text text text text text jsonb int4 text text int8 int8 int8 int8 numeric timestamptz"
     " timestamptz timestamptz bool",
     "messages": "uuid text text text int8 int4 text jsonb text text int8 int8 int8 int8 numeric timestamptz",
+    "tool_calls": "text text text text int4 text jsonb text jsonb bool timestamptz timestamptz int4",
 }
+TOOL_CALL_COLUMNS = (
+    "tool_use_id",
+    "session_id",
+    "tenant_id",
+    "turn_id",
+    "step",
+    "name",
+    "input",
+    "status",
+    "result",
+    "is_error",
+    "requested_at",
+    "completed_at",
+    "duration_ms",
+)
+_RESULT_AT = TOOL_CALL_COLUMNS.index("status")
 
 
 def _insert(table: str, columns: tuple[str, ...], conflict: str) -> bytes:
@@ -57,6 +74,17 @@ def _updates(columns: tuple[str, ...], kept: frozenset[str], merged: dict[str, s
 
 INSERT_EVENTS = _insert("events", pj.EVENT_COLUMNS, "")
 INSERT_MESSAGES = _insert("messages", pj.MESSAGE_COLUMNS, "")
+INSERT_TOOL_CALLS = _insert(
+    "tool_calls", TOOL_CALL_COLUMNS, "ON CONFLICT (session_id, tool_use_id) DO NOTHING"
+)
+# The first result of each call made before this batch (a later one changes nothing).
+UPDATE_TOOL_CALLS = (
+    b"UPDATE tool_calls t SET status = CASE WHEN u.is_error THEN 'error' ELSE 'ok' END, result = u.result,"
+    b" is_error = u.is_error, completed_at = u.completed_at, duration_ms = u.duration_ms"
+    b" FROM unnest(%b::text[], %b::text[], %b::jsonb[], %b::bool[], %b::timestamptz[], %b::int4[])"
+    b" AS u(session_id, tool_use_id, result, is_error, completed_at, duration_ms)"
+    b" WHERE t.session_id = u.session_id AND t.tool_use_id = u.tool_use_id AND t.completed_at IS NULL"
+)
 UPSERT_SESSIONS = _insert(
     "sessions",
     pj.SESSION_COLUMNS,
@@ -87,6 +115,10 @@ class Batch:
     messages: list[pj.Row] = field(default_factory=list)
     ops: list[tuple[Event, pj.Op]] = field(default_factory=list)
     deleted: list[Event] = field(default_factory=list)
+    # Tool calls asked for in this batch (their first result merged in), and the first results
+    # of calls asked for before it, by (session, tool_use_id).
+    tool_calls: dict[tuple[str, str], list[Any]] = field(default_factory=dict)
+    results: dict[tuple[str, str], pj.Row] = field(default_factory=dict)
 
     @classmethod
     def of(cls, rows: pj.Rows) -> Batch:
@@ -110,7 +142,33 @@ class Batch:
             seen = self.turns.get(turn[0])
             self.turns[turn[0]] = turn if seen is None else pj.merge_turn(seen, turn)
         self.messages += rows.messages
-        self.ops += [(rows.event, op) for op in rows.ops]
+        for op in rows.ops:
+            self._op(rows.event, op)
+
+    def _op(self, event: Event, op: pj.Op) -> None:
+        """A tool call's rows are merged (asked and answered in one batch: one insert); any
+        other operation is kept in log order."""
+        if isinstance(op, pj.ToolOutcome) and op.is_error:
+            self.ops.append((event, op))  # a sub-agent it ends, in order with their rows
+        match op:
+            case pj.ToolRequest():
+                key = (event.session_id, op.tool_use_id)
+                if key not in self.tool_calls:
+                    self.tool_calls[key] = [
+                        *(op.tool_use_id, event.session_id, event.tenant_id, op.turn_id, op.step, op.name),
+                        *(Jsonb(op.input), "requested", None, None, event.occurred_at, None, None),
+                    ]
+            case pj.ToolOutcome():
+                key = (event.session_id, op.tool_use_id)
+                done = ("error" if op.is_error else "ok", Jsonb(op.content), op.is_error, event.occurred_at)
+                asked = self.tool_calls.get(key)
+                if asked is not None:
+                    if asked[-2] is None:
+                        asked[_RESULT_AT:] = [*done[:3], asked[_RESULT_AT + 3], done[3], op.duration_ms]
+                elif key not in self.results:
+                    self.results[key] = (*key, done[1], op.is_error, event.occurred_at, op.duration_ms)
+            case _:
+                self.ops.append((event, op))
 
     def _forget(self, sid: str) -> None:
         """Drop a deleted session's rows of this batch (Postgres's are deleted with it)."""
@@ -119,9 +177,11 @@ class Batch:
         self.turns = {k: r for k, r in self.turns.items() if r[1] != sid}
         self.messages = [r for r in self.messages if r[1] != sid]
         self.ops = [(e, op) for e, op in self.ops if e.session_id != sid]
+        self.tool_calls = {k: r for k, r in self.tool_calls.items() if k[0] != sid}
+        self.results = {k: r for k, r in self.results.items() if k[0] != sid}
 
 
-def _columns(rows: list[pj.Row]) -> list[list[Any]]:
+def _columns(rows: list[pj.Row] | list[tuple[Any, ...]]) -> list[list[Any]]:
     return [list(column) for column in zip(*rows, strict=True)]
 
 
@@ -137,6 +197,10 @@ async def write(conn: Conn, batch: Batch) -> None:
         await conn.execute(UPSERT_TURNS, _columns(list(batch.turns.values())))
     if batch.messages:
         await conn.execute(INSERT_MESSAGES, _columns(batch.messages))
+    if batch.results:  # before the inserts: a result never answers a call asked for after it
+        await conn.execute(UPDATE_TOOL_CALLS, _columns(list(batch.results.values())))
+    if batch.tool_calls:
+        await conn.execute(INSERT_TOOL_CALLS, _columns([tuple(r) for r in batch.tool_calls.values()]))
     if batch.ops:
         async with conn.pipeline():
             for event, op in batch.ops:
@@ -160,43 +224,11 @@ async def _apply_op(conn: Conn, event: Event, op: pj.Op) -> None:
     """One row operation of an event: rows that are not a session's state, each guarded by itself."""
     at = event.occurred_at
     match op:
-        case pj.ToolRequest():
+        case pj.ToolOutcome():  # an error: the sub-agent answering the call is over
             await conn.execute(
-                "INSERT INTO tool_calls (tool_use_id, session_id, tenant_id, turn_id, step, name,"
-                " input, status, requested_at) VALUES (%s, %s, %s, %s, %s, %s, %s, 'requested', %s)"
-                " ON CONFLICT (session_id, tool_use_id) DO NOTHING",
-                (
-                    op.tool_use_id,
-                    event.session_id,
-                    event.tenant_id,
-                    op.turn_id,
-                    op.step,
-                    op.name,
-                    Jsonb(op.input),
-                    at,
-                ),
-            )
-        case pj.ToolOutcome():
-            if op.is_error:
-                # A Task call answered with an error before its sub-agent finished (timeouts spent).
-                await conn.execute(
-                    "UPDATE subagents SET status = 'timed_out', completed_at = %s"
-                    " WHERE parent_session_id = %s AND tool_use_id = %s AND status = 'running'",
-                    (at, event.session_id, op.tool_use_id),
-                )
-            await conn.execute(
-                "UPDATE tool_calls SET status = CASE WHEN %s THEN 'error' ELSE 'ok' END,"
-                " result = %s, is_error = %s, completed_at = %s, duration_ms = %s"
-                " WHERE session_id = %s AND tool_use_id = %s AND completed_at IS NULL",
-                (
-                    op.is_error,
-                    Jsonb(op.content),
-                    op.is_error,
-                    at,
-                    op.duration_ms,
-                    event.session_id,
-                    op.tool_use_id,
-                ),
+                "UPDATE subagents SET status = 'timed_out', completed_at = %s"
+                " WHERE parent_session_id = %s AND tool_use_id = %s AND status = 'running'",
+                (at, event.session_id, op.tool_use_id),
             )
         case pj.ApprovalRequest():
             await conn.execute(
