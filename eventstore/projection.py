@@ -114,8 +114,6 @@ SESSION_KEPT = frozenset({"session_id", "tenant_id", "forked_at_seq"})
 TURN_KEPT = frozenset(
     {"turn_id", "session_id", "tenant_id", "idempotency_key", "user_content", "requested_at"}
 )
-_EXPIRED_AT = SESSION_COLUMNS.index("expired_at")
-_FORKED_AT = SESSION_COLUMNS.index("forked_at_seq")
 _COMPLETED_AT = TURN_COLUMNS.index("completed_at")
 _TURN_KEPT_AT = tuple(i for i, c in enumerate(TURN_COLUMNS) if c in TURN_KEPT)
 
@@ -195,7 +193,11 @@ class Rows:
 
     event: Event
     event_row: Row
-    session: Row | None
+    # The session as it now is (its row is read off it once per batch: `session_row`), and
+    # what its row keeps that the state does not: when it expired, where a fork was cut.
+    after: SessionState
+    expired_at: datetime | None
+    forked_at_seq: int | None
     turns: tuple[Row, ...]
     messages: tuple[Row, ...]
     ops: tuple[Op, ...]
@@ -217,11 +219,14 @@ def project(before: SessionState, event: Event, after: SessionState, where: tupl
     seq = after.event_count
     event_row = _event_row(event, seq, where)
     if isinstance(event, ev.SessionDeleted):
-        return Rows(event, event_row, None, (), (), (), delete=True)
+        return Rows(event, event_row, after, None, None, (), (), (), delete=True)
+    expired = isinstance(event, ev.SessionExpired) and after.status == "expired"
     return Rows(
         event,
         event_row,
-        session_row(after, event),
+        after,
+        event.occurred_at if expired else None,
+        event.payload.forked_at_seq if isinstance(event, ev.SessionStarted) else None,
         _turn_rows(before, event, after),
         _message_rows(before, event, after, seq),
         _ops(before, event, after),
@@ -251,11 +256,9 @@ def _event_row(event: Event, seq: int, where: tuple[str, int, int]) -> Row:
     )
 
 
-def session_row(s: SessionState, event: Event) -> Row:
+def session_row(s: SessionState, expired_at: datetime | None, forked_at_seq: int | None) -> Row:
     """The session's row as its folded state has it."""
     u = s.usage
-    started = event.payload if isinstance(event, ev.SessionStarted) else None
-    expired_at = event.occurred_at if isinstance(event, ev.SessionExpired) and s.status == "expired" else None
     return (
         s.session_id,
         s.tenant_id,
@@ -263,7 +266,7 @@ def session_row(s: SessionState, event: Event) -> Row:
         s.system,
         _json(s.metadata),
         "idle" if s.status == "new" else s.status,
-        len(s.turns.open()),
+        s.turns.open_count(),
         s.turn_count,
         u.input_tokens,
         u.output_tokens,
@@ -282,20 +285,10 @@ def session_row(s: SessionState, event: Event) -> Row:
         s.parent_tool_use_id,
         s.depth,
         s.forked_from,
-        started.forked_at_seq if started is not None else None,
+        forked_at_seq,
         s.ephemeral,
         s.context_window,
     )
-
-
-def merge_session(older: Row, newer: Row) -> Row:
-    """A session's two rows of one batch as one: the newer, with what only the older knew."""
-    if older[_EXPIRED_AT] is None and older[_FORKED_AT] is None:
-        return newer
-    row = list(newer)
-    row[_EXPIRED_AT] = older[_EXPIRED_AT] or newer[_EXPIRED_AT]
-    row[_FORKED_AT] = older[_FORKED_AT] if older[_FORKED_AT] is not None else newer[_FORKED_AT]
-    return tuple(row)
 
 
 def _turn_row(turn: Turn, event: Event, created: bool, completed_at: datetime | None) -> Row:

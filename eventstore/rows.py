@@ -9,6 +9,7 @@ one pipeline. A deletion empties every table of its session.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Any
 
 import psycopg
@@ -16,6 +17,7 @@ from psycopg.types.json import Jsonb
 
 from eventstore import projection as pj
 from eventstore.events import Event
+from eventstore.state import SessionState
 
 Conn = psycopg.AsyncConnection[Any]
 
@@ -110,7 +112,8 @@ class Batch:
     """The rows of a batch's events: merged per session and turn, in log order otherwise."""
 
     events: list[pj.Row] = field(default_factory=list)
-    sessions: dict[str, pj.Row] = field(default_factory=dict)
+    # Per session: its latest state, when it expired, where a fork was cut.
+    sessions: dict[str, tuple[SessionState, datetime | None, int | None]] = field(default_factory=dict)
     turns: dict[str, pj.Row] = field(default_factory=dict)
     messages: list[pj.Row] = field(default_factory=list)
     ops: list[tuple[Event, pj.Op]] = field(default_factory=list)
@@ -135,9 +138,12 @@ class Batch:
             self.deleted.append(rows.event)
             return
         self.events.append(rows.event_row)
-        if rows.session is not None:
-            older = self.sessions.get(sid)
-            self.sessions[sid] = rows.session if older is None else pj.merge_session(older, rows.session)
+        _, expired_at, forked_at_seq = self.sessions.get(sid, (None, None, None))
+        self.sessions[sid] = (
+            rows.after,
+            expired_at or rows.expired_at,
+            rows.forked_at_seq if forked_at_seq is None else forked_at_seq,
+        )
         for turn in rows.turns:
             seen = self.turns.get(turn[0])
             self.turns[turn[0]] = turn if seen is None else pj.merge_turn(seen, turn)
@@ -192,7 +198,7 @@ async def write(conn: Conn, batch: Batch) -> None:
     if batch.events:
         await conn.execute(INSERT_EVENTS, _columns(batch.events))
     if batch.sessions:
-        await conn.execute(UPSERT_SESSIONS, _columns(list(batch.sessions.values())))
+        await conn.execute(UPSERT_SESSIONS, _columns([pj.session_row(*s) for s in batch.sessions.values()]))
     if batch.turns:
         await conn.execute(UPSERT_TURNS, _columns(list(batch.turns.values())))
     if batch.messages:
