@@ -93,10 +93,11 @@ async def _rebuild(
             await store.drop_derived(conn)
             total = len(older) + total_log
             done = 0
+            states: store.States = {}
             for row in older:
                 event = store.event_from_row(row)
                 await store.project_event(
-                    conn, event, row["log_epoch"], row["log_partition"], row["log_offset"]
+                    conn, event, row["log_epoch"], row["log_partition"], row["log_offset"], states
                 )
                 done += 1
                 if progress and done % 100 == 0:
@@ -119,6 +120,7 @@ async def _rebuild(
                         codec.EVENTS_TOPIC,
                         partition,
                         [await to_incoming(reader, r) for r in chunk],
+                        states=states,
                     )
                     result["applied"] += batch.applied
                     result["duplicates"] += batch.duplicates

@@ -254,6 +254,10 @@ class Keyed(_Frozen, Sequence[T]):
         """The items whose latest put was open, in order."""
         return tuple(self._items[i] for i in self._open)
 
+    def open_count(self) -> int:
+        """How many items are open."""
+        return len(self._open)
+
     def put(self, key: str, item: T, is_open: bool) -> Keyed[T]:
         """These items with `item` under `key`: in the place of the one it replaces, or last."""
         i = self._index.get(key)

@@ -10,7 +10,7 @@ from collections.abc import Iterable
 from datetime import datetime
 from decimal import Decimal
 from functools import cached_property
-from typing import Any, Literal
+from typing import Any, Literal, Self
 
 from pydantic import BaseModel, ConfigDict
 
@@ -23,6 +23,27 @@ from eventstore.persistent import HashSet, Keyed, Vector
 TurnStatus = Literal["queued", "running", "completed", "failed"]
 SessionStatus = Literal["new", "idle", "running", "expired", "deleted"]
 CLOSED: frozenset[str] = frozenset({"expired", "deleted"})
+
+
+class _Value(BaseModel):
+    """A frozen model with a cheap copy: `replace` shares every value it does not replace."""
+
+    model_config = ConfigDict(frozen=True)
+
+    def replace(self, update: dict[str, Any]) -> Self:
+        """This value with some fields replaced (as `model_copy(update=...)`, unvalidated). The
+        fold makes a copy or two per event: pydantic's copy was most of its time."""
+        out = self.__class__.__new__(self.__class__)
+        values = self.__dict__.copy()
+        values.update(update)
+        _set(out, "__dict__", values)
+        _set(out, "__pydantic_fields_set__", self.__pydantic_fields_set__ | update.keys())
+        _set(out, "__pydantic_extra__", None)
+        _set(out, "__pydantic_private__", None)
+        return out
+
+
+_set = object.__setattr__
 
 
 class Message(BaseModel):
@@ -68,7 +89,7 @@ class TaskAttempt(BaseModel):
     max_attempts: int
 
 
-class Turn(BaseModel):
+class Turn(_Value):
     """A user turn: queued until it starts, then running until it completes or fails.
 
     Within a step: the model is asked (`model_pending`), answers (`stop_reason`, and the
@@ -139,7 +160,7 @@ class Turn(BaseModel):
         return None
 
 
-class SessionState(BaseModel):
+class SessionState(_Value):
     """Everything a session is, folded from its events."""
 
     model_config = ConfigDict(frozen=True)
@@ -276,8 +297,8 @@ def _apply(state: SessionState, event: Event) -> SessionState:
         case ev.SessionStarted(payload=p) if state.status != "new" and event.tenant_id != state.tenant_id:
             return state  # another tenant cannot take a session over by starting it again
         case ev.SessionStarted(payload=p):
-            return state.model_copy(
-                update={
+            return state.replace(
+                {
                     "model": p.model,
                     "system": p.system,
                     "metadata": p.metadata,
@@ -333,9 +354,9 @@ def _apply(state: SessionState, event: Event) -> SessionState:
             turns = state.turns
             current = state.turn(state.current_turn)
             if state.policy == "interrupt" and current is not None and refused is None:
-                turns = _replace_turn(state, current.model_copy(update={"interrupted": True}))
-            return state.model_copy(
-                update={
+                turns = _replace_turn(state, current.replace({"interrupted": True}))
+            return state.replace(
+                {
                     "turns": put_turn(turns, turn),
                     "tenant_id": state.tenant_id if state.status != "new" else event.tenant_id,
                     "status": state.status if state.status in CLOSED else "running",
@@ -346,9 +367,9 @@ def _apply(state: SessionState, event: Event) -> SessionState:
             queued = state.turn(event.turn_id)
             if queued is None or queued.status != "queued" or queued.refused or state.current_turn:
                 return state
-            started = queued.model_copy(update={"status": "running", "started_at": event.occurred_at})
-            return state.model_copy(
-                update={
+            started = queued.replace({"status": "running", "started_at": event.occurred_at})
+            return state.replace(
+                {
                     "turns": _replace_turn(state, started),
                     "current_turn": queued.turn_id,
                     "messages": state.messages.append(Message(role="user", content=queued.user_content)),
@@ -361,8 +382,8 @@ def _apply(state: SessionState, event: Event) -> SessionState:
             step = event.step or 1
             if running is None or running.status != "running" or step <= running.step:
                 return state
-            pending = running.model_copy(
-                update={
+            pending = running.replace(
+                {
                     "step": step,
                     "model_pending": True,
                     "stop_reason": None,
@@ -374,8 +395,8 @@ def _apply(state: SessionState, event: Event) -> SessionState:
                     "tasks": (),
                 }
             )
-            return state.model_copy(
-                update={
+            return state.replace(
+                {
                     "turns": _replace_turn(state, pending),
                     "messages": _with_results(state.messages, p.tool_results),
                 }
@@ -405,18 +426,18 @@ def _apply(state: SessionState, event: Event) -> SessionState:
             )
             if not accepting:
                 # A late answer (the turn was interrupted or ended): paid for, not in the transcript.
-                late = asked.model_copy(update=turn_billed)
-                return state.model_copy(update={"turns": _replace_turn(state, late), **billed})
-            answered = asked.model_copy(
-                update={
+                late = asked.replace(turn_billed)
+                return state.replace({"turns": _replace_turn(state, late), **billed})
+            answered = asked.replace(
+                {
                     "model_pending": False,
                     "stop_reason": p.stop_reason,
                     "tool_uses": tuple(b for b in p.content if b.get("type") == "tool_use"),
                     **turn_billed,
                 }
             )
-            return state.model_copy(
-                update={
+            return state.replace(
+                {
                     "turns": _replace_turn(state, answered),
                     "messages": state.messages.append(Message(role="assistant", content=tuple(p.content))),
                     **billed,
@@ -428,8 +449,8 @@ def _apply(state: SessionState, event: Event) -> SessionState:
                 return state
             if p.tool_use_id not in {b.get("id") for b in asking.tool_uses}:
                 return state
-            requested = asking.model_copy(
-                update={
+            requested = asking.replace(
+                {
                     "requested": asking.requested | {p.tool_use_id},
                     # The deadline for tools that never answer runs from the latest request
                     # (after an approval, say), not from the model's answer.
@@ -438,8 +459,8 @@ def _apply(state: SessionState, event: Event) -> SessionState:
             )
             # A Task run by the executor (the HTTP model) counts against the sub-agent budget.
             tasks_started = state.subagents_started + (1 if p.name == "Task" else 0)
-            return state.model_copy(
-                update={"turns": _replace_turn(state, requested), "subagents_started": tasks_started}
+            return state.replace(
+                {"turns": _replace_turn(state, requested), "subagents_started": tasks_started}
             )
         case ev.ApprovalRequested(payload=p):
             asking = _in_step(state, event)
@@ -447,18 +468,18 @@ def _apply(state: SessionState, event: Event) -> SessionState:
                 return state
             if p.tool_use_id not in asking.tool_use_ids():
                 return state
-            awaiting = asking.model_copy(update={"awaiting": asking.awaiting | {p.tool_use_id}})
-            return state.model_copy(update={"turns": _replace_turn(state, awaiting)})
+            awaiting = asking.replace({"awaiting": asking.awaiting | {p.tool_use_id}})
+            return state.replace({"turns": _replace_turn(state, awaiting)})
         case ev.ApprovalDecided(payload=p):
             asking = _in_step(state, event)
             if asking is None:
                 return state
             if p.tool_use_id not in asking.awaiting or asking.decision(p.tool_use_id) is not None:
                 return state
-            decided = asking.model_copy(
-                update={"decisions": (*asking.decisions, (p.tool_use_id, p.approved, p.reason))}
+            decided = asking.replace(
+                {"decisions": (*asking.decisions, (p.tool_use_id, p.approved, p.reason))}
             )
-            return state.model_copy(update={"turns": _replace_turn(state, decided)})
+            return state.replace({"turns": _replace_turn(state, decided)})
         case ev.SubagentRequested(payload=p):
             asking = _in_step(state, event)
             if asking is None or p.tool_use_id not in asking.tool_use_ids():
@@ -475,11 +496,9 @@ def _apply(state: SessionState, event: Event) -> SessionState:
                 max_attempts=p.max_attempts,
             )
             tasks = (*(t for t in asking.tasks if t.tool_use_id != p.tool_use_id), task)
-            started = asking.model_copy(
-                update={"tasks": tasks, "requested": asking.requested | {p.tool_use_id}}
-            )
-            return state.model_copy(
-                update={
+            started = asking.replace({"tasks": tasks, "requested": asking.requested | {p.tool_use_id}})
+            return state.replace(
+                {
                     "turns": _replace_turn(state, started),
                     "subagents_started": state.subagents_started + (1 if p.attempt == 1 else 0),
                 }
@@ -492,8 +511,8 @@ def _apply(state: SessionState, event: Event) -> SessionState:
             if attempt is None or attempt.attempt != p.attempt:
                 return state  # an abandoned attempt's late answer
             block = ev.tool_result_block(p.tool_use_id, p.result, p.is_error)
-            answered = waiting.model_copy(update={"results": (*waiting.results, block)})
-            return state.model_copy(update={"turns": _replace_turn(state, answered)})
+            answered = waiting.replace({"results": (*waiting.results, block)})
+            return state.replace({"turns": _replace_turn(state, answered)})
         case ev.ToolResult(payload=p):
             waiting = _in_step(state, event)
             if waiting is None:
@@ -503,10 +522,10 @@ def _apply(state: SessionState, event: Event) -> SessionState:
             if p.tool_use_id not in waiting.tool_use_ids() or waiting.result_for(p.tool_use_id) is not None:
                 return state
             block = ev.tool_result_block(p.tool_use_id, p.content, p.is_error)
-            answered = waiting.model_copy(update={"results": (*waiting.results, block)})
+            answered = waiting.replace({"results": (*waiting.results, block)})
             called = next((b.get("name") for b in waiting.tool_uses if b.get("id") == p.tool_use_id), None)
-            return state.model_copy(
-                update={
+            return state.replace(
+                {
                     "turns": _replace_turn(state, answered),
                     "untrusted": state.untrusted or untrusted.is_untrusted(called),
                 }
@@ -515,8 +534,8 @@ def _apply(state: SessionState, event: Event) -> SessionState:
             open_turn = state.turn(event.turn_id)
             if open_turn is None or open_turn.status in ("completed", "failed"):
                 return state
-            ended = open_turn.model_copy(
-                update={
+            ended = open_turn.replace(
+                {
                     "status": "failed" if isinstance(event, ev.TurnFailed) else "completed",
                     "model_pending": False,
                     "error": event.payload.reason if isinstance(event, ev.TurnFailed) else None,
@@ -531,8 +550,8 @@ def _apply(state: SessionState, event: Event) -> SessionState:
             )
             turns = _replace_turn(state, ended)
             was_current = state.current_turn == open_turn.turn_id
-            return state.model_copy(
-                update={
+            return state.replace(
+                {
                     "turns": turns,
                     "current_turn": None if was_current else state.current_turn,
                     "messages": _with_results(state.messages, event.payload.tool_results)
@@ -551,14 +570,14 @@ def _apply(state: SessionState, event: Event) -> SessionState:
                 or event.step != asking.step + 1
             ):
                 return state
-            return state.model_copy(update={"compaction": event, "compaction_pending": True})
+            return state.replace({"compaction": event, "compaction_pending": True})
         case ev.ContextCompacted(payload=p):
             return _compacted(state, event, p)
         case ev.SessionExpired():
             # An expiry that raced a new message (now queued or running) is void.
-            return state.model_copy(update={"status": "expired"}) if state.status == "idle" else state
+            return state.replace({"status": "expired"}) if state.status == "idle" else state
         case ev.SessionDeleted():
-            return state.model_copy(update={"status": "deleted"})
+            return state.replace({"status": "deleted"})
         case _:
             return state
 
@@ -575,8 +594,8 @@ def _compacted(state: SessionState, event: Event, p: ev.ContextCompactedPayload)
     }
     turn = state.turn(event.turn_id)
     if turn is not None:
-        billed = turn.model_copy(
-            update={"usage": turn.usage + p.usage, "cost_usd": ev.add_cost(turn.cost_usd, p.cost_usd)}
+        billed = turn.replace(
+            {"usage": turn.usage + p.usage, "cost_usd": ev.add_cost(turn.cost_usd, p.cost_usd)}
         )
         update["turns"] = _replace_turn(state, billed)
     # The summary stands for the messages before one of the assistant's: the roles alternate.
@@ -585,7 +604,7 @@ def _compacted(state: SessionState, event: Event, p: ev.ContextCompactedPayload)
         update.update(compacted_through=p.through, summary=p.summary)
     if p.clear_before > state.cleared_before and p.clear_before <= len(state.messages):
         update["cleared_before"] = p.clear_before
-    return state.model_copy(update=update)
+    return state.replace(update)
 
 
 def evolve(state: SessionState, event: Event) -> SessionState:
@@ -594,19 +613,22 @@ def evolve(state: SessionState, event: Event) -> SessionState:
     if key in state.seen or event.session_id != state.session_id:
         return state
     applied = _apply(state, event)
-    return applied.model_copy(
-        update={
-            "seen": state.seen.add(key),
-            "event_count": state.event_count + 1,
-            "last_activity_at": event.occurred_at
-            if state.last_activity_at is None or event.occurred_at > state.last_activity_at
-            else state.last_activity_at,
-            # As the projection has it: the earliest producer time of any event.
-            "started_at": event.occurred_at
-            if applied.started_at is None or event.occurred_at < applied.started_at
-            else applied.started_at,
-        }
-    )
+    at = event.occurred_at
+    update = {
+        "seen": state.seen.add(key),
+        "event_count": state.event_count + 1,
+        "last_activity_at": at
+        if state.last_activity_at is None or at > state.last_activity_at
+        else state.last_activity_at,
+        # As the projection has it: the earliest producer time of any event.
+        "started_at": at if applied.started_at is None or at < applied.started_at else applied.started_at,
+    }
+    if applied is state:
+        return state.replace(update)
+    # A copy `_apply` just made, seen by no one else yet: completed in place (one copy per event).
+    applied.__dict__.update(update)
+    applied.__pydantic_fields_set__.update(update)
+    return applied
 
 
 def fold(session_id: str, events: Iterable[Event], start: SessionState | None = None) -> SessionState:

@@ -28,6 +28,9 @@ from processors.groups import GroupConsumer
 log = logging.getLogger(__name__)
 
 CONSUMER = "projector"
+# Folded sessions kept between batches (the projection is derived from the fold): the oldest
+# are dropped past this many, and loaded from Postgres again if their session comes back.
+MAX_STATES = 2000
 
 
 class Raw(Protocol):
@@ -75,6 +78,7 @@ class Projector:
         self.position: dict[int, int] = {}
         self.group: GroupConsumer | None = None  # with AGENTLOG_CONSUMER_GROUPS
         self.gaps: dict[int, int] = {}  # records lost per partition (readiness false)
+        self.states: store.States = {}
         # Replaced by the entry point with one that knows the instance (run_role).
         self.metrics = Metrics(settings.instance or "projector", "projector")
 
@@ -186,7 +190,10 @@ class Projector:
             partition,
             incoming,
             on_event=lambda: failpoints.hit("projector.mid_batch"),
+            states=self.states,
         )
+        for sid in list(self.states)[: max(0, len(self.states) - MAX_STATES)]:
+            del self.states[sid]
         for item, reason in result.dead:
             if item.offset not in result.first_dead:
                 continue  # another consumer refused it first and published it
