@@ -6,6 +6,12 @@ denied, sub-agents, timers and expiry, compaction, every turn policy, redeliveri
 tenant's start and message, a fork, a deletion and an event after it. The rows made now from
 the same log, in batches of any size, must be those rows. And a session never started gets
 no row at all: its events are refused with a reason.
+
+Written again once since (AGENTLOG_WRITE_ORACLE=1), on purpose and checked row by row: the
+start and the message another tenant forged for a session are now refused by the projection
+as by every consumer (issue 17), so that session has no forged queued turn and its later
+events two sequence numbers less; and `session_started` rows carry the two settings issue 16
+added. Nothing else moved.
 """
 
 from __future__ import annotations
