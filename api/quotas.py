@@ -20,7 +20,7 @@ from datetime import UTC, datetime
 from fastapi import Request
 
 from api import scope
-from api.auth import Tenant
+from api.auth import Caller
 from api.problems import Problem
 from eventstore import limits
 from eventstore.limits import TenantLimits
@@ -88,8 +88,13 @@ def quotas_of(request: Request) -> Quotas:
     return quotas
 
 
-async def limit_requests(request: Request, tenant: Tenant) -> None:
-    """A dependency of every /v1 route: the tenant's request rate (in memory, no I/O)."""
+async def limit_requests(request: Request, caller: Caller) -> None:
+    """A dependency of every /v1 route: the tenant's request rate (in memory, no I/O). The
+    service token (agentlog's own processes) is not limited here: the one route it may use
+    checks the limits of the tenant it acts for (`admit_turn`); the others answer it 403."""
+    if caller is None:
+        return
+    tenant = caller
     quotas = quotas_of(request)
     wait = quotas.take(tenant, time.monotonic())
     if wait is not None:

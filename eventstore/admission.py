@@ -16,25 +16,10 @@ from eventstore.state import SessionState, empty, evolve
 def refusal(state: SessionState, event: Event) -> str | None:
     """Why `event` is refused by a consumer whose fold of its session is `state`, or None."""
     if state.status == "new":
-        return None if isinstance(event, SessionStarted) else _never_started(event)
+        # A deletion is taken even so: a reader that passed over a shredded session's records
+        # (or came after its rows were gone) still has its tombstone to keep.
+        return None if isinstance(event, SessionStarted | SessionDeleted) else _never_started(event)
     return _owner_refusal(state.tenant_id, event)
-
-
-def owner_refusal(owners: dict[str, str | None], event: Event) -> str | None:
-    """The same check from what the projection knows of the session: its tenant, None if it was
-    deleted (its events are skipped, not refused), absent if it was never started."""
-    if event.session_id not in owners:
-        return None if isinstance(event, SessionStarted) else _never_started(event)
-    tenant = owners[event.session_id]
-    return None if tenant is None else _owner_refusal(tenant, event)
-
-
-def note_owner(owners: dict[str, str | None], event: Event) -> None:
-    """What an admitted event changes of `owners` (a session started, or deleted)."""
-    if isinstance(event, SessionDeleted):
-        owners[event.session_id] = None
-    elif isinstance(event, SessionStarted):
-        owners.setdefault(event.session_id, event.tenant_id)
 
 
 def admitted(session_id: str, events: Iterable[Event]) -> list[Event]:

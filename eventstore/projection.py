@@ -208,8 +208,6 @@ def refusal(before: SessionState, event: Event) -> str | None:
     """Why the projection writes no row for this event, or None. The one place an event is
     refused: a session is never invented by an event of a session that was never started (a
     deletion is kept: its tombstone and the ledger's rows go whatever the projection holds)."""
-    if isinstance(event, ev.SessionDeleted):
-        return None
     # The same rules as every other consumer's (never started; another tenant's).
     return admission.refusal(before, event)
 
