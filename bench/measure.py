@@ -107,7 +107,7 @@ def _stop(proc: subprocess.Popen[bytes]) -> None:
         proc.wait()
 
 
-async def _clients(
+async def concurrently(
     clients: int, per_client: int, one: Callable[[int, int], Awaitable[None]]
 ) -> tuple[float, list[float]]:
     """`clients` loops of `per_client` sequential calls at once: wall time and each latency."""
@@ -151,14 +151,14 @@ async def ingest(stack: Stack, logs: Path, posts: int, clients: int) -> list[Row
                         raise RuntimeError(f"post answered {r.status_code}: {r.text[:300]}")
 
                 await asyncio.gather(*(post(c, 0, "warm") for c in range(clients)))
-                wall, api = await _clients(clients, per_client, post)
+                wall, api = await concurrently(clients, per_client, post)
         finally:
             _stop(proc)
 
         async def append(c: int, i: int) -> None:
             await kafka.append(ev.user_message(f"a{c}", text=f"message {i}", idempotency_key=str(i)))
 
-        raw_wall, raw = await _clients(clients, per_client, append)
+        raw_wall, raw = await concurrently(clients, per_client, append)
         batch = [ev.user_message("b", text=f"message {i}", idempotency_key=str(i)) for i in range(posts)]
         t0 = time.perf_counter()
         for start in range(0, len(batch), 500):
