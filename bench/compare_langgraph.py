@@ -9,12 +9,13 @@ from __future__ import annotations
 
 import asyncio
 import os
+from dataclasses import replace
 from typing import Any, Literal
 
 import psutil
 
-from bench.procstat import STATS_LAG_S, Watched, cpu_seconds, rss_mb, spent, transactions
-from bench.workload import Run, Workload, drive
+from bench.procstat import Watched
+from bench.workload import Run, Workload, drive, measured
 
 POOL = 20  # Postgres connections the saver shares among the sessions
 Durability = Literal["sync", "async", "exit"]
@@ -59,7 +60,9 @@ def _graph(work: Workload) -> Any:
     return builder
 
 
-async def _run(database_url: str, work: Workload, durability: Durability, watched: list[Watched]) -> Run:
+async def _run(
+    database_url: str, work: Workload, durability: Durability, watched: list[Watched], light_sessions: int
+) -> list[Run]:
     from langchain_core.messages import HumanMessage
     from langgraph.checkpoint.postgres.aio import AsyncPostgresSaver
     from psycopg.rows import dict_row
@@ -79,17 +82,22 @@ async def _run(database_url: str, work: Workload, durability: Durability, watche
                 raise RuntimeError(f"LangGraph turn {n} of {sid} ended without an answer")
 
         await drive(turn, min(work.sessions, 10), 1, "warm")
-        xacts = transactions(database_url)
-        before = cpu_seconds(watched)
-        wall, latencies = await drive(turn, work.sessions, work.turns, "s")
-        used = spent(before, cpu_seconds(watched))
-    await asyncio.sleep(STATS_LAG_S)
-    xacts = transactions(database_url) - xacts
-    return Run("LangGraph", work, wall, latencies, used, rss_mb(watched), transactions=xacts)
+        runs = [await measured("LangGraph", turn, work, watched, database_url, "s")]
+        if 0 < light_sessions < work.sessions:
+            light = replace(work, sessions=light_sessions)
+            runs.append(await measured("LangGraph", turn, light, watched, database_url, "l"))
+    return runs
 
 
-def run(database_url: str, work: Workload, postgres_pid: int, durability: Durability = "sync") -> Run:
-    """The workload through LangGraph in this process; CPU counted for it and Postgres."""
+def run(
+    database_url: str,
+    work: Workload,
+    postgres_pid: int,
+    durability: Durability = "sync",
+    light_sessions: int = 10,
+) -> list[Run]:
+    """The workload through LangGraph in this process, then with `light_sessions` sessions (if
+    fewer); CPU counted for this process and Postgres."""
     watched = [Watched("langgraph", os.getpid()), Watched("postgres", postgres_pid, children=True)]
     psutil.Process().cpu_times()  # fail here, not mid-run, if /proc cannot be read
-    return asyncio.run(_run(database_url, work, durability, watched))
+    return asyncio.run(_run(database_url, work, durability, watched, light_sessions))

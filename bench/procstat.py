@@ -7,6 +7,7 @@ measured is counted through its parent's reaped-children times).
 
 from __future__ import annotations
 
+import math
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -21,6 +22,7 @@ class Watched:
     name: str
     pid: int
     children: bool = False
+    in_total: bool = True  # False: shown on its own, counted already in another's children
 
 
 def _cpu(proc: psutil.Process, children: bool) -> float:
@@ -39,13 +41,25 @@ def _cpu(proc: psutil.Process, children: bool) -> float:
 
 
 def cpu_seconds(watched: list[Watched]) -> dict[str, float]:
-    """CPU seconds (user + system) each process has used since it started."""
-    return {w.name: _cpu(psutil.Process(w.pid), w.children) for w in watched}
+    """CPU seconds (user + system) each process has used since it started; NaN for one that
+    is gone (a restarted worker: its parent's reaped-children times have it)."""
+    out: dict[str, float] = {}
+    for w in watched:
+        try:
+            out[w.name] = _cpu(psutil.Process(w.pid), w.children)
+        except psutil.NoSuchProcess:
+            out[w.name] = math.nan
+    return out
 
 
 def spent(before: Mapping[str, float], after: Mapping[str, float]) -> dict[str, float]:
-    """CPU seconds used between two readings of `cpu_seconds`, per process."""
+    """CPU seconds used between two readings of `cpu_seconds`, per process (NaN if it died)."""
     return {name: max(0.0, after[name] - before.get(name, 0.0)) for name in after}
+
+
+def total(watched: list[Watched], used: Mapping[str, float]) -> float:
+    """The CPU seconds of the processes counted in the total."""
+    return sum(used[w.name] for w in watched if w.in_total)
 
 
 def idle_cpu(watched: list[Watched], seconds: float) -> dict[str, float]:
@@ -73,14 +87,14 @@ def rss_mb(watched: list[Watched]) -> dict[str, tuple[float, float]]:
     out: dict[str, tuple[float, float]] = {}
     for w in watched:
         pids = [w.pid]
-        if w.children:
+        if w.children and psutil.pid_exists(w.pid):
             pids += [c.pid for c in psutil.Process(w.pid).children(recursive=True)]
         now = peak = 0
         for pid in pids:
             try:
                 now += _status_kb(pid, "VmRSS")
                 peak += _status_kb(pid, "VmHWM")
-            except FileNotFoundError:
+            except (FileNotFoundError, ProcessLookupError):
                 continue
         out[w.name] = (now / 1024, peak / 1024)
     return out

@@ -6,10 +6,13 @@ previous one of its session ended); a turn's latency is from its start to its an
 
 from __future__ import annotations
 
+import asyncio
+import math
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 
 from bench.measure import concurrently, pct
+from bench.procstat import STATS_LAG_S, Watched, cpu_seconds, rss_mb, spent, total, transactions
 
 # One turn of a session: (session id, turn number) -> done once the turn's answer is durable.
 Turn = Callable[[str, int], Awaitable[None]]
@@ -48,6 +51,7 @@ class Run:
     rss_mb: dict[str, tuple[float, float]] = field(default_factory=dict)  # after it: now, peak
     retries: int = 0  # requests answered "busy, retry" (503) and sent again
     transactions: int = 0  # Postgres transactions in the system's database while it ran
+    cpu_total_s: float = math.nan  # the system's CPU seconds (cpu_s may show some twice)
 
     @property
     def turns(self) -> int:
@@ -62,7 +66,7 @@ class Run:
 
     @property
     def cpu_per_turn_ms(self) -> float:
-        return sum(self.cpu_s.values()) / self.turns * 1000
+        return self.cpu_total_s / self.turns * 1000
 
     @property
     def transactions_per_turn(self) -> float:
@@ -73,3 +77,18 @@ async def drive(turn: Turn, sessions: int, turns: int, prefix: str) -> tuple[flo
     """Run `sessions` sessions at once, `turns` turns each in order; wall seconds and every
     turn's latency."""
     return await concurrently(sessions, turns, lambda s, n: turn(f"{prefix}{s}", n))
+
+
+async def measured(
+    system: str, turn: Turn, work: Workload, watched: list[Watched], database_url: str, prefix: str
+) -> Run:
+    """The workload driven once, with the CPU its processes used meanwhile, their memory after
+    it and the Postgres transactions of the system's database."""
+    xacts = transactions(database_url)
+    before = cpu_seconds(watched)
+    wall, latencies = await drive(turn, work.sessions, work.turns, prefix)
+    used = spent(before, cpu_seconds(watched))
+    await asyncio.sleep(STATS_LAG_S)
+    xacts = transactions(database_url) - xacts
+    cpu = total(watched, used)
+    return Run(system, work, wall, latencies, used, rss_mb(watched), transactions=xacts, cpu_total_s=cpu)
