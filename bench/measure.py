@@ -107,7 +107,7 @@ def _stop(proc: subprocess.Popen[bytes]) -> None:
         proc.wait()
 
 
-async def _clients(
+async def concurrently(
     clients: int, per_client: int, one: Callable[[int, int], Awaitable[None]]
 ) -> tuple[float, list[float]]:
     """`clients` loops of `per_client` sequential calls at once: wall time and each latency."""
@@ -137,28 +137,38 @@ async def ingest(stack: Stack, logs: Path, posts: int, clients: int) -> list[Row
         await wait_until(lambda: projected(stack, clients), interval=0.02)
         await stack.stop_role("projector")
         proc, url = await _api_process(stack, logs)
+        resent: list[int] = []
         try:
             limits = httpx.Limits(max_connections=clients, max_keepalive_connections=clients)
             async with httpx.AsyncClient(base_url=url, timeout=60, limits=limits) as client:
 
                 async def post(c: int, i: int, tag: str = "m") -> None:
-                    r = await client.post(
-                        f"/v1/sessions/i{c}/messages",
-                        json={"content": f"message {i}"},
-                        headers={"Idempotency-Key": f"{tag}{i}"},
-                    )
+                    for attempt in range(3):
+                        try:
+                            r = await client.post(
+                                f"/v1/sessions/i{c}/messages",
+                                json={"content": f"message {i}"},
+                                headers={"Idempotency-Key": f"{tag}{i}"},
+                            )
+                            break
+                        except httpx.TransportError:
+                            # A kept-alive connection the server closed as it was reused (seen
+                            # on a loaded machine): sent again, the same key, one post.
+                            resent.append(c)
+                            if attempt == 2:
+                                raise
                     if r.status_code != 202:
                         raise RuntimeError(f"post answered {r.status_code}: {r.text[:300]}")
 
                 await asyncio.gather(*(post(c, 0, "warm") for c in range(clients)))
-                wall, api = await _clients(clients, per_client, post)
+                wall, api = await concurrently(clients, per_client, post)
         finally:
             _stop(proc)
 
         async def append(c: int, i: int) -> None:
             await kafka.append(ev.user_message(f"a{c}", text=f"message {i}", idempotency_key=str(i)))
 
-        raw_wall, raw = await _clients(clients, per_client, append)
+        raw_wall, raw = await concurrently(clients, per_client, append)
         batch = [ev.user_message("b", text=f"message {i}", idempotency_key=str(i)) for i in range(posts)]
         t0 = time.perf_counter()
         for start in range(0, len(batch), 500):
@@ -169,7 +179,11 @@ async def ingest(stack: Stack, logs: Path, posts: int, clients: int) -> list[Row
     n = per_client * clients
     return [
         Row(
-            "ingest", "POST message → acked", n / wall, "req/s", f"{clients} clients, {n} posts, api process"
+            "ingest",
+            "POST message → acked",
+            n / wall,
+            "req/s",
+            f"{clients} clients, {n} posts, api process" + (f", {len(resent)} resent" if resent else ""),
         ),
         *latency_rows("ingest", "POST latency", api),
         Row("ingest", "KafkaLog.append", n / raw_wall, "events/s", f"{clients} clients, one event per call"),

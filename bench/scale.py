@@ -1,5 +1,6 @@
 """How a worker's start-up grows with history: time to catch up and memory after it, for a
-reactor restarted over a log (and a projection) of 1 k, 10 k and 30 k idle sessions.
+reactor restarted over a log (and a projection) of 1 k, 10 k and 30 k idle sessions; and the
+projector's memory once it projected them all.
 
     python -m bench.scale [--sizes 1000,10000,30000] [--json FILE] [--replicas-only | --no-replicas]
 
@@ -31,6 +32,7 @@ from typing import Any
 from rich.console import Console
 from rich.table import Table
 
+from bench.procstat import Watched, rss_mb
 from eventstore import events as ev
 from eventstore import store
 from eventstore.log import KafkaLog
@@ -177,14 +179,19 @@ def measure(sessions: int, console: Console) -> dict[str, Any]:
             from eventstore import log as kafka_log
 
             asyncio.run(kafka_log.ensure_topics(settings))
+            started = time.monotonic()
             events = asyncio.run(_fill(settings, sessions))
-            console.print(f"{sessions:,} sessions: {events:,} events appended; projecting…")
+            filled = time.monotonic() - started
+            console.print(f"{sessions:,} sessions: {events:,} events appended in {filled:.0f} s; projecting…")
             with open(Path(tmp) / "projector.log", "wb") as errors:
                 projector = subprocess.Popen(
                     [sys.executable, "-m", "agentlog", "worker", "projector"], env=env, stderr=errors
                 )
             try:
                 asyncio.run(_projected(settings, events, within=1800, projector=projector))
+                projected = time.monotonic() - started - filled
+                # The projector after all of them: its memory should not grow with the sessions.
+                projector_mb = rss_mb([Watched("projector", projector.pid)])["projector"]
                 first = _run_until_caught_up("reactor", env, timeout=1800)  # a running stack's reactor
                 second = _run_until_caught_up("reactor", env, timeout=1800)  # its restart: measured
             except RuntimeError:
@@ -196,7 +203,15 @@ def measure(sessions: int, console: Console) -> dict[str, Any]:
         finally:
             broker.stop()
             pg.cleanup()
-    return {"sessions": sessions, "events": events, "first_start": first, "restart": second}
+    return {
+        "sessions": sessions,
+        "events": events,
+        "fill_s": filled,
+        "project_s": projected,
+        "projector_rss_mb": {"now": projector_mb[0], "peak": projector_mb[1]},
+        "first_start": first,
+        "restart": second,
+    }
 
 
 def main() -> None:
@@ -257,7 +272,8 @@ def _replicas(console: Console) -> dict[str, Any]:
 def _restarts(sizes: str, console: Console) -> list[dict[str, Any]]:
     rows = [measure(int(size), console) for size in sizes.split(",")]
     table = Table(title="a reactor restarted over a log of idle sessions (all read and projected before)")
-    for column in ("sessions", "events", "restart: catch-up s", "max RSS MB", "states held", "first start s"):
+    columns = ("sessions", "events", "restart: catch-up s", "max RSS MB", "states held", "first start s")
+    for column in (*columns, "projected in s", "projector RSS / peak MB"):
         table.add_column(column, justify="right")
     for row in rows:
         first, again = row["first_start"], row["restart"]
@@ -268,6 +284,8 @@ def _restarts(sizes: str, console: Console) -> list[dict[str, Any]]:
             f"{again['max_rss_mb']:.0f}",
             f"{int(again['cached_states']):,}",
             f"{first['catch_up_s']:.2f}",
+            f"{row['project_s']:.0f}",
+            f"{row['projector_rss_mb']['now']:.0f} / {row['projector_rss_mb']['peak']:.0f}",
         )
     console.print(table)
     return rows
