@@ -16,6 +16,7 @@ import asyncio
 import json
 import os
 import random
+import shutil
 import signal
 import statistics
 import sys
@@ -286,21 +287,24 @@ def main(argv: list[str] | None = None) -> int:
         "AGENTLOG_UP_BROKER_ADVERTISED_PORT": str(proxy_port),
     }
     args_up = ("--partitions", "4", "--replicas", "2")
-    with (
-        tempfile.TemporaryDirectory(prefix="agentlog-chaos-") as tmp,
-        BrokerProxy(proxy_port, broker_port) as proxy,
-    ):
-        os.chmod(tmp, 0o755)  # the sandbox user reaches the workspaces
+    tmp = tempfile.mkdtemp(prefix="agentlog-chaos-")
+    os.chmod(tmp, 0o755)  # the sandbox user reaches the workspaces
+    with BrokerProxy(proxy_port, broker_port) as proxy:
         with agentlog_up(Path(tmp), *args_up, env=env, grace=60) as (_, stack):
             print(f"agentlog up --replicas 2 in {tmp}; the broker behind 127.0.0.1:{proxy_port}", flush=True)
             chaos = Chaos(Path(tmp), stack, proxy, random.Random(args.seed))
             asyncio.run(run(chaos, kinds, args.minutes * 60))
             traffic = proxy.traffic()
+    clean = all(r.verdict.clean() for r in chaos.rounds)
+    if clean:
+        shutil.rmtree(tmp, ignore_errors=True)
+    else:
+        print(f"problems found: the stack's data, logs and workspaces are kept in {tmp}")
     print(report(chaos.rounds, traffic))
     if args.json:
         rounds = [asdict(r) for r in chaos.rounds]
         args.json.write_text(json.dumps({"summary": summary(chaos.rounds), "rounds": rounds}, indent=2))
-    return 0 if all(r.verdict.clean() for r in chaos.rounds) else 1
+    return 0 if clean else 1
 
 
 if __name__ == "__main__":
