@@ -290,7 +290,7 @@ def main(argv: list[str] | None = None) -> int:
     tmp = tempfile.mkdtemp(prefix="agentlog-chaos-")
     os.chmod(tmp, 0o755)  # the sandbox user reaches the workspaces
     with BrokerProxy(proxy_port, broker_port) as proxy:
-        with agentlog_up(Path(tmp), *args_up, env=env, grace=60) as (_, stack):
+        with agentlog_up(Path(tmp), *args_up, env=env, within=300, grace=60) as (_, stack):
             print(f"agentlog up --replicas 2 in {tmp}; the broker behind 127.0.0.1:{proxy_port}", flush=True)
             chaos = Chaos(Path(tmp), stack, proxy, random.Random(args.seed))
             asyncio.run(run(chaos, kinds, args.minutes * 60))
