@@ -233,9 +233,13 @@ def up(
     broker = None
     bootstrap = env.get("AGENTLOG_KAFKA_BOOTSTRAP")
     if not bootstrap:
-        broker = supervise.EmbeddedBroker(free_port(), logs / "broker.log")
+        # A fault test's proxy may stand in front of the broker (agentlog.testing.proxy): the
+        # broker then listens where it forwards to and advertises the proxy's port.
+        port, advertised = (int(env.get(f"AGENTLOG_UP_BROKER_{k}") or 0) for k in ("PORT", "ADVERTISED_PORT"))
+        broker = supervise.EmbeddedBroker(port or free_port(), logs / "broker.log")
+        broker.advertised_port = advertised
         broker.start()
-        bootstrap = f"127.0.0.1:{broker.port}"
+        bootstrap = f"127.0.0.1:{broker.advertised_port or broker.port}"
     # Migrated before any child starts: the api answers ready only on a database it can use.
     asyncio.run(store.migrate(database_url))
     api_port = api_port or free_port()

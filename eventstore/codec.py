@@ -36,8 +36,16 @@ NONCE_BYTES = 12
 
 Headers = list[tuple[str, bytes]]
 
+
+def _v1_to_v2(raw: dict[str, Any]) -> dict[str, Any]:
+    """Version 2 states the TTL a session expired under; a version 1 expiry did not say."""
+    if raw.get("type") == "session_expired" and isinstance(raw.get("payload"), dict):
+        raw = {**raw, "payload": {"ttl_s": None, **raw["payload"]}}
+    return raw
+
+
 # version -> function taking a raw dict of that version and returning the next version.
-UPCASTERS: dict[int, Callable[[dict[str, Any]], dict[str, Any]]] = {}
+UPCASTERS: dict[int, Callable[[dict[str, Any]], dict[str, Any]]] = {1: _v1_to_v2}
 
 
 _UNTRACED = {"traceparent"}

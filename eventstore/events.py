@@ -16,7 +16,8 @@ from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, field_validator
 from eventstore import ids
 from eventstore.mcp import McpServer, McpTool, check_names
 
-SCHEMA_VERSION = 1
+# 2: `session_expired` states the TTL it expired under (`ttl_s`); codec.UPCASTERS reads 1.
+SCHEMA_VERSION = 2
 
 Block = dict[str, Any]
 
@@ -285,6 +286,9 @@ class TurnFailedPayload(_Payload):
 
 class SessionExpiredPayload(_Payload):
     idle_s: int
+    # The TTL in force when it expired, so that the log says why (None: not known, as in a
+    # version 1 event, which did not say).
+    ttl_s: int | None
 
 
 class SessionDeletedPayload(_Payload):

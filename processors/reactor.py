@@ -465,7 +465,7 @@ def expiry(state: SessionState, at: datetime) -> ev.SessionExpired | ev.SessionD
         session_id=state.session_id,
         tenant_id=state.tenant_id,
         occurred_at=at,
-        payload=ev.SessionExpiredPayload(idle_s=int(idle)),
+        payload=ev.SessionExpiredPayload(idle_s=int(idle), ttl_s=state.ttl_s),
     )
 
 

@@ -42,7 +42,15 @@ from processors.tools import cgroups, mcp, redact
 from processors.tools.files import WritePlan, sha256_of
 from processors.tools.function import FunctionTool
 from processors.tools.mcp_pool import Pool as McpPool
-from processors.tools.registry import EffectClass, Registry, Tool, ToolContext, ToolOutput, default_registry
+from processors.tools.registry import (
+    EffectClass,
+    Registry,
+    Tool,
+    ToolContext,
+    ToolOutput,
+    default_registry,
+    within,
+)
 from processors.tools.workspace import PathRefused, remove_workspace, workspace_for
 
 log = logging.getLogger(__name__)
@@ -189,7 +197,7 @@ class ToolWorker(EffectWorker[ev.ToolRequested]):
         """Await a tool's work within its time limit; every failure becomes an error result."""
         timeout = limit_s or self.settings.tool_timeout_s
         try:
-            result: ToolOutput = await asyncio.wait_for(coro, timeout)
+            result: ToolOutput = await within(coro, timeout)
             return result
         except TimeoutError:
             return ToolOutput(f"{name} did not finish within {timeout:g} s and was stopped", is_error=True)

@@ -22,7 +22,7 @@ from pydantic_core import to_jsonable_python
 
 from eventstore.settings import Settings
 from processors.tools.errors import ToolConfigError, ToolError
-from processors.tools.registry import EffectClass, ToolContext, ToolOutput
+from processors.tools.registry import EffectClass, ToolContext, ToolOutput, within
 
 P = ParamSpec("P")
 R = TypeVar("R")
@@ -126,7 +126,7 @@ class FunctionTool(Generic[P, R]):
             kwargs[self.context_param] = ctx
         limit = self.limit(ctx.settings)
         try:
-            value = await asyncio.wait_for(_called(self.fn, kwargs), limit)
+            value = await within(_called(self.fn, kwargs), limit)
         except ToolError as exc:
             return ToolOutput(str(exc), is_error=True)
         except TimeoutError:

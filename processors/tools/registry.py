@@ -6,11 +6,12 @@ tools) build the same registry. A session may allow a subset of the registered t
 
 from __future__ import annotations
 
+import asyncio
 import logging
-from collections.abc import Iterable
+from collections.abc import Awaitable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, ClassVar, Literal, Protocol
+from typing import Any, ClassVar, Literal, Protocol, TypeVar
 
 from eventstore import tokens
 from eventstore.events import Block
@@ -22,6 +23,24 @@ from eventstore.settings import Settings
 # checks the file against the recorded pre- and post-images; `write` is never run twice: a
 # start without an outcome is reported as unknown.
 EffectClass = Literal["read", "fetch", "idempotent_write", "guarded_write", "write"]
+
+T = TypeVar("T")
+
+
+async def within(work: Awaitable[T], limit_s: float) -> T:
+    """The work's result, or TimeoutError once `limit_s` has passed: the work is cancelled
+    then, and not waited for. `asyncio.wait_for` waits for cancelled work to end, so a tool
+    that swallows its cancellation would hold its call, its turn and its worker forever."""
+    task = asyncio.ensure_future(work)
+    try:
+        done, _ = await asyncio.wait({task}, timeout=limit_s)
+    except asyncio.CancelledError:
+        task.cancel()
+        raise
+    if not done:
+        task.cancel()
+        raise TimeoutError
+    return task.result()
 
 
 @dataclass(frozen=True)

@@ -27,6 +27,7 @@ import psycopg
 import pytest
 
 from agentlog.devstack import free_port
+from agentlog.testing import checks
 from agentlog.testing.up import agentlog_up
 
 ROLES = ("reactor", "model-worker", "tool-worker", "subagent-worker", "projector")
@@ -68,14 +69,6 @@ def up(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Up]:
         yield Up(cwd, proc, stack)
 
 
-def _content(sid: str, n: int) -> str:
-    """A turn with a Bash append (a `write`: never run twice), and now and then a sub-agent."""
-    lines = ["call Bash " + json.dumps({"command": f"echo {sid}-{n} >> appends.txt"})]
-    if n % 2 == 0:
-        lines.append("call Task " + json.dumps({"description": "echo", "prompt": f"Say {sid} {n}."}))
-    return "\n".join(lines)
-
-
 async def _load(up: Up, prefix: str, turns: int, stop_after: asyncio.Event) -> None:
     """SESSIONS sessions posting turns one after another until `turns` each are posted."""
     token = up.stack["api_token"]
@@ -91,7 +84,7 @@ async def _load(up: Up, prefix: str, turns: int, stop_after: asyncio.Event) -> N
                     r = await client.post(
                         f"/v1/sessions/{sid}/messages",
                         params={"wait": 60},
-                        json={"content": _content(sid, n)},
+                        json={"content": checks.turn_content(sid, n, subagent=n % 2 == 0)},
                         headers={"Idempotency-Key": key},
                     )
                     if r.status_code in (200, 202):
@@ -120,17 +113,10 @@ async def _calling(up: Up, instance: str, within: float = 30) -> None:
     raise AssertionError(f"{instance} made no model call in {within} s")
 
 
-def _ended(up: Up, prefix: str) -> bool:
-    expected = sum(len(keys) for sid, keys in up.posted.items() if sid.startswith(prefix))
-    rows = up.sql(
-        f"SELECT count(*) FROM turns WHERE session_id LIKE '{prefix}%' AND status IN ('completed', 'failed')"
-    )
-    return bool(rows[0][0] == expected)
-
-
 async def _settle(up: Up, prefix: str, within: float = 120) -> None:
     deadline = time.monotonic() + within
-    while not _ended(up, prefix):
+    posted = sum(len(keys) for sid, keys in up.posted.items() if sid.startswith(prefix))
+    while not checks.ended(up.stack["database_url"], prefix, posted):
         assert time.monotonic() < deadline, up.sql(
             f"SELECT session_id, turn_id, status FROM turns WHERE session_id LIKE '{prefix}%'"
             " AND status NOT IN ('completed', 'failed')"
@@ -139,37 +125,13 @@ async def _settle(up: Up, prefix: str, within: float = 120) -> None:
 
 
 def _check(up: Up, prefix: str) -> None:
-    """Exactly once, in SQL and on disk."""
-    like = f"'{prefix}%'"
-    # One turn per posted key, each completed.
-    turns = up.sql(f"SELECT session_id, idempotency_key, status FROM turns WHERE session_id LIKE {like}")
-    posted = sorted((sid, key) for sid, keys in up.posted.items() if sid.startswith(prefix) for key in keys)
-    assert sorted((s, k) for s, k, _ in turns) == posted
-    assert {status for *_, status in turns} == {"completed"}, turns
-    # No step answered twice, in the parents and in the children.
-    assert (
-        up.sql(
-            "SELECT session_id, turn_id, step FROM events WHERE type = 'assistant_message'"
-            " GROUP BY 1, 2, 3 HAVING count(*) > 1"
-        )
-        == []
-    )
-    # Every tool call answered, without error; one sub-agent completion per call.
-    calls = up.sql(f"SELECT name, status, is_error FROM tool_calls WHERE session_id LIKE {like}")
+    """Exactly once, in SQL and on disk (`agentlog.testing.checks`); every turn completed and
+    every tool call answered without error."""
+    posted = [(sid, key) for sid, keys in up.posted.items() if sid.startswith(prefix) for key in keys]
+    verdict = checks.check(up.stack["database_url"], up.cwd / ".agentlog" / "workspaces", prefix, posted)
+    assert verdict.clean() and not verdict.failed, verdict
+    calls = up.sql(f"SELECT name, status, is_error FROM tool_calls WHERE session_id LIKE '{prefix}%'")
     assert calls and {(status, err) for _, status, err in calls} == {("ok", False)}, calls
-    assert (
-        up.sql(
-            "SELECT session_id, payload->>'tool_use_id' FROM events WHERE type = 'subagent_completed'"
-            " GROUP BY 1, 2 HAVING count(*) > 1"
-        )
-        == []
-    )
-    # Each Bash append ran exactly as often as it was answered: once.
-    lines: list[str] = []
-    for path in (up.cwd / ".agentlog" / "workspaces").rglob("appends.txt"):
-        lines += path.read_text().split()
-    mine = sorted(line for line in lines if line.startswith(prefix))
-    assert mine == sorted(key for _, key in posted)
 
 
 async def test_killing_one_replica_of_each_role_in_turn_loses_and_doubles_nothing(up: Up) -> None:

@@ -11,7 +11,8 @@ Written again once since (AGENTLOG_WRITE_ORACLE=1), on purpose and checked row b
 start and the message another tenant forged for a session are now refused by the projection
 as by every consumer (issue 17), so that session has no forged queued turn and its later
 events two sequence numbers less; and `session_started` rows carry the two settings issue 16
-added. Nothing else moved.
+added; and again for schema version 2 (every event row's `schema_version`, and `ttl_s` in
+`session_expired`). Nothing else moved.
 """
 
 from __future__ import annotations
@@ -115,7 +116,7 @@ def recorded() -> list[ev.Event]:
         event_id=ids.derive("expired/expires"),
         session_id="expires",
         occurred_at=T0.replace(hour=5),
-        payload=ev.SessionExpiredPayload(idle_s=3600),
+        payload=ev.SessionExpiredPayload(idle_s=3600, ttl_s=None),
     )
     sessions[8] += [
         expired,

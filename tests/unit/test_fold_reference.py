@@ -162,7 +162,7 @@ def forged(sid: str, kind: str, n: int) -> ev.Event:
             event_id=ids.derive(f"forged/{n}"),
             session_id=sid,
             occurred_at=at,
-            payload=ev.SessionExpiredPayload(idle_s=1),
+            payload=ev.SessionExpiredPayload(idle_s=1, ttl_s=1),
         )
     return ev.SessionDeleted(event_id=ids.derive(f"forged/{n}"), session_id=sid, occurred_at=at)
 

@@ -264,6 +264,7 @@ def test_an_idle_session_expires_after_its_ttl_only() -> None:
     assert reactor.expiry(s.state, AT + timedelta(seconds=59)) is None
     expired = reactor.expiry(s.state, AT + timedelta(seconds=61))
     assert isinstance(expired, ev.SessionExpired) and expired.payload.idle_s == 61
+    assert expired.payload.ttl_s == 60 and expired.schema_version == 2
     s.log.append(expired)
     assert s.state.status == "expired"
     s.user("anyone?")
