@@ -330,9 +330,9 @@ def _watch(
     broker: supervise.EmbeddedBroker | None,
     stopping: Callable[[], bool],
 ) -> None:
-    """Supervise until `stopping()`: dead children restarted; a dead Postgres restarted and the
-    workers with it; a dead broker restarted as a new log epoch, the workers stopped before and
-    started after."""
+    """Supervise until `stopping()`: dead children restarted; a dead Postgres restarted (the
+    workers pause meanwhile and resume); a dead broker restarted as a new log epoch, the
+    workers stopped before and started after."""
     workers = [c for c in stack.children if c.name != "api"]
 
     def stop_workers() -> None:
@@ -354,9 +354,11 @@ def _watch(
     while not stopping():
         changed = supervise.supervise_children(stack.children, env)
         if postgres is not None and postgres.watch():
-            # Their connections were to the dead server: at once, not when each next needs one.
-            stop_workers()
-            start_workers("on the restarted postgres")
+            # The workers paused in place when their connections died and resume on their own
+            # once it answers (processors/run.py). Restarting them here as well killed some in
+            # the middle of joining their group, and the embedded broker then kept a dead
+            # member as the group's leader: the group never synced again (bench.chaos, pg).
+            say("workers resume on the restarted postgres (each paused while it was down)")
             changed = True
         if broker is not None:
             changed = broker.watch(stop_workers, new_epoch) or changed

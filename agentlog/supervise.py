@@ -177,7 +177,7 @@ class EmbeddedPostgres:
             self.restarts.next_start = now
             say(
                 f"postgres died (its data in {self.pgdata} is kept); restarting it in place; "
-                "meanwhile the api answers 503; the workers restart once it is back",
+                "meanwhile the api answers 503; the workers pause until it is back",
                 logging.ERROR,
             )
         if not self.restarts.due(now):

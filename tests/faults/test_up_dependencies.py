@@ -130,7 +130,8 @@ def test_a_killed_postgres_is_restarted_and_the_api_answers_503_meanwhile(up: Up
     _until_said(cwd, "postgres restarted as pid", within=30, after=seen)
     restarted = int((pgdata / "postmaster.pid").read_text().split()[0])
     assert restarted != postmaster and _alive(restarted)
-    _until_said(cwd, "workers restarted on the restarted postgres", within=30, after=seen)
+    _until_said(cwd, "workers resume on the restarted postgres", within=30, after=seen)
+    assert "workers restarted on the restarted postgres" not in (cwd / "up.out").read_text()[seen:]
     assert "postgres died" in (cwd / ".agentlog" / "logs" / "up.log").read_text()
     after = _turn(api, "pg-after", "pg-after", token)
     assert after["status"] == "completed", after
