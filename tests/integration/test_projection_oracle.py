@@ -30,7 +30,7 @@ from eventstore.models import OFFLINE_MODEL
 from eventstore.state import empty
 from tests.services import TABLES, create_database
 from tests.unit.test_fold import T0
-from tests.unit.test_fold_reference import RichSim
+from tests.unit.test_fold_reference import simulate
 
 pytestmark = pytest.mark.services
 
@@ -83,30 +83,8 @@ SCRIPTS: list[tuple[str, list[str], str, tuple[str, ...], list[bool], int | None
 def _simulated(
     sid: str, script: list[str], policy: str, asks: tuple[str, ...], verdicts: list[bool], window: int | None
 ) -> list[ev.Event]:
-    """As test_fold_reference.simulate, for a session of this id."""
-    sim = RichSim(sid=sid, policy=policy, approvals=asks, context_window=window)
-    sim.reactor_state = sim.model_state = sim.tool_state = empty(sid)
-    n = 0
-    for action in script:
-        if action.startswith("user"):
-            sim.ask(n, echoes=2 if action == "user+tools" else 0, tasks=1 if action == "user+task" else 0)
-            n += 1
-        elif action in ("approve", "deny"):
-            sim.decide(action == "approve")
-        elif action == "subagent":
-            sim.finish_subagent()
-        elif action == "tick":
-            sim.tick()
-        else:
-            getattr(sim, f"{action}_one")()
-    for approved in [*verdicts, True] * 3:
-        sim.drain()
-        size = len(sim.log)
-        sim.decide(approved)
-        sim.finish_subagent()
-        if len(sim.log) == size:
-            break
-    return sim.log
+    """test_fold_reference.simulate, for a session of this id."""
+    return simulate(script, policy, asks, verdicts, window, sid=sid)
 
 
 def recorded() -> list[ev.Event]:

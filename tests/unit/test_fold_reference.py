@@ -14,7 +14,7 @@ from hypothesis import strategies as st
 from bench.synthetic import tool_session
 from eventstore import events as ev
 from eventstore import ids
-from eventstore.state import SessionState, evolve, fold
+from eventstore.state import SessionState, empty, evolve, fold
 from processors import reactor
 from tests.unit import reference_fold as ref
 from tests.unit.test_fold import T0, Sim
@@ -119,11 +119,17 @@ windows = st.sampled_from([None, 1024])
 
 
 def simulate(
-    script: list[str], policy: str, asks: tuple[str, ...], verdicts: list[bool], window: int | None = None
+    script: list[str],
+    policy: str,
+    asks: tuple[str, ...],
+    verdicts: list[bool],
+    window: int | None = None,
+    sid: str = "s",
 ) -> list[ev.Event]:
     """The log of a session driven by the script, then left to settle, the human deciding
     by `verdicts` and sub-agents finishing; with a small `window`, compacting."""
-    sim = RichSim(policy=policy, approvals=asks, context_window=window)
+    sim = RichSim(sid=sid, policy=policy, approvals=asks, context_window=window)
+    sim.reactor_state = sim.model_state = sim.tool_state = empty(sid)
     n = 0
     for action in script:
         if action.startswith("user"):
