@@ -110,6 +110,10 @@ class Vault:
                     max_size=4,
                     open=False,
                     timeout=5,  # as the api's pool: a lost database is an error, never a hang
+                    # Checked when taken: this pool outlives a worker's pause for a restarted
+                    # Postgres, and a connection to the dead server handed out then failed the
+                    # resumed worker at once (bench.chaos, pg). Keys are cached: taken rarely.
+                    check=AsyncConnectionPool.check_connection,
                     kwargs={"autocommit": True, "application_name": "agentlog-vault"},
                 )
                 try:
