@@ -25,6 +25,7 @@ from eventstore import store
 from eventstore.log import KafkaLog
 from eventstore.models import OFFLINE_MODEL
 from eventstore.settings import Settings
+from eventstore.vault import Vault, new_master_key
 from tests.faults.test_kill import _stop, _worker
 from tests.services import Broker, create_database, wait_until
 
@@ -115,3 +116,26 @@ async def test_workers_pause_while_postgres_is_away_and_resume_in_place(
         for proc in procs.values():
             _stop(proc)
         broker.stop()
+
+
+async def test_the_vaults_pooled_connections_outlive_a_restarted_postgres(postgres: EmbeddedPostgres) -> None:
+    """The key store's pool lives as long as the worker's log client, across its pauses: a
+    connection to the dead server must not be handed out once Postgres is back (a resumed
+    worker failed on it at once, left its group and rejoined: bench.chaos, pg)."""
+    url = create_database(postgres.server.get_uri())
+    await store.migrate(url)
+    vault = Vault(Settings(database_url=url, master_key=new_master_key()))
+    try:
+        made = await vault.for_append("v", "default")
+        assert not isinstance(made, str)
+        postmaster = postgres.pid()
+        assert postmaster is not None
+        os.kill(postmaster, signal.SIGKILL)
+        await wait_until(lambda: asyncio.to_thread(lambda: not pid_alive(postmaster)), within=10)
+        assert await asyncio.to_thread(postgres.watch)
+        vault.forget("v")  # looked up again, through the pool
+        assert (await vault.for_reading("v")).encrypt(b"n" * 12, b"x", None) == made.encrypt(
+            b"n" * 12, b"x", None
+        )
+    finally:
+        await vault.close()
