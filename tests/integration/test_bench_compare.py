@@ -35,7 +35,9 @@ async def test_bench_compare_runs_both_systems(pg_server: str) -> None:
     ]
     for run in result.runs:
         assert run.turns == run.workload.sessions * TINY.turns and run.turns_per_s > 0
-        assert run.cpu_s["postgres"] > 0 and run.rss_mb["postgres"][0] > 0 and run.cpu_total_s > 0
+        # Postgres's CPU in a load this small can be under one clock tick (10 ms): measured, not
+        # asserted positive; its memory and the whole system's CPU are.
+        assert run.cpu_s["postgres"] >= 0 and run.rss_mb["postgres"][0] > 0 and run.cpu_total_s > 0
         assert run.transactions > 0  # each system's own database, counted by Postgres
     mine, theirs = result.runs[0], result.runs[2]
     # The stack's every process was followed: the broker, the api and each worker role, and

@@ -106,7 +106,8 @@ async def test_model_calls_in_flight_rise_during_a_call_and_fall_after(pg_server
             await wait_until(calling, within=30)
             rows = await wait_until(
                 lambda: stack.sql(
-                    "SELECT status FROM turns WHERE session_id = 'in-flight' AND status <> 'running'"
+                    "SELECT status FROM turns WHERE session_id = 'in-flight'"
+                    " AND status IN ('completed', 'failed')"
                 ),
                 within=30,
             )
