@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import json
 from collections import defaultdict
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -15,6 +14,7 @@ from eventstore.events import Event
 from eventstore.records import Records
 from eventstore.settings import Settings
 from eventstore.state import SessionState, fold
+from processors.groups import Record
 
 
 def load(path: Path) -> list[dict[str, Any]]:
@@ -62,25 +62,16 @@ def summaries(records: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
     return {sid: summary(fold(sid, evs)) for sid, evs in sorted(by_session(events(records)).items())}
 
 
-@dataclass(frozen=True)
-class Record:
-    """A golden record as the projector reads one."""
-
-    partition: int
-    offset: int
-    key: bytes | None
-    value: bytes | None
-    headers: list[tuple[str, bytes]]
-
-
 def raw(records: list[dict[str, Any]]) -> list[Record]:
+    """The golden records as the broker hands them to a worker (`groups.Record`)."""
     return [
         Record(
             r["partition"],
             r["offset"],
             r["key"].encode() if r["key"] is not None else None,
             r["value"].encode() if r["value"] is not None else None,
-            headers(r),
+            tuple(headers(r)),
+            None,
         )
         for r in records
     ]
