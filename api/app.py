@@ -20,7 +20,7 @@ from api.body import BodyLimit
 from api.live import Live
 from api.routes import approvals, fleet, runs, sessions, stream, turns
 from eventstore import log as kafka_log
-from eventstore import tenants
+from eventstore import outbox, tenants
 from eventstore.settings import Settings
 from observe import instances, tracing
 from observe.metrics import Metrics
@@ -121,7 +121,8 @@ def create_app(settings: Settings) -> FastAPI:
         await live.start()
         app.state.pool = pool
         app.state.health = health.Health(settings.database_url, settings.kafka_bootstrap)
-        app.state.kafka = kafka
+        # What the api appends it keeps in Postgres until projected (a lost log loses no ack).
+        app.state.kafka = outbox.DurableLog(kafka, pool)
         app.state.live = live
         app.state.settings = settings
         app.state.tokens = tenants.parse_tokens(settings.api_tokens)

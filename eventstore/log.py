@@ -62,6 +62,8 @@ class Appended:
 
 
 FORGOTTEN = Appended(-1, -1)
+# (key, value, headers) of one record.
+Record = tuple[bytes | None, bytes, codec.Headers]
 
 
 class KafkaLog:
@@ -113,13 +115,25 @@ class KafkaLog:
         Every record is made before any is sent: one too large even by reference appends
         none, so a refused user turn leaves no session_started behind. Events of a deleted
         session are not appended (FORGOTTEN): nobody could read them."""
-        records = [await self.records.encode(event) for event in events]
+        return await self.send(events, await self.encode(events))
+
+    async def encode(self, events: Sequence[Event]) -> list[Record | None]:
+        """The records of events, as `append_many` sends them (None: a deleted session's).
+        RecordTooLarge if any is too large even by reference."""
+        return [await self.records.encode(event) for event in events]
+
+    async def send(self, events: Sequence[Event], records: Sequence[Record | None]) -> list[Appended]:
+        """Append the records `encode` made of `events`, in order; all acknowledged."""
         futures = [await self._send(self.topic, *record) for record in records if record is not None]
         acked = iter(await self._acked(futures))
         for event, record in zip(events, records, strict=True):
             if record is None:
                 log.info("not appended: %s of deleted session %s", event.type, event.session_id)
         return [FORGOTTEN if record is None else next(acked) for record in records]
+
+    async def append_records(self, records: Sequence[Record]) -> list[Appended]:
+        """Append records as they are, in order; all acknowledged (the outbox's sweep)."""
+        return await self._acked([await self._send(self.topic, *record) for record in records])
 
     async def append_raw(
         self, key: bytes | None, value: bytes | None, headers: codec.Headers, topic: str | None = None

@@ -41,6 +41,9 @@ class Settings(BaseSettings):
     # Real Kafka answers a fetch as soon as data arrives: 500 for both costs nothing there.
     kafka_idle_fetch_max_wait_ms: int = Field(default=500, ge=0)
     kafka_max_request_size: int = Field(default=4 * 1024 * 1024, gt=0)
+    # How often the projector looks for records the api acknowledged that no log holds any more
+    # (eventstore/outbox.py: a broker lost before they were projected); 0 turns it off.
+    outbox_sweep_s: float = Field(default=5.0, ge=0)
     # Consumer groups (processors/groups). A dead replica's partitions move after the session
     # timeout. Tansu completes a group's first join only after about half the session/rebalance
     # timeout, never under 5 s, so 10 s each is as fast as it gets there. Real Kafka: session

@@ -21,7 +21,7 @@ import psycopg
 import pydantic
 from psycopg.types.json import Jsonb
 
-from eventstore import channels, codec, rows
+from eventstore import channels, codec, outbox, rows
 from eventstore import projection as pj
 from eventstore.errors import DecodeError
 from eventstore.events import EVENT_ADAPTER, SCHEMA_VERSION, Event
@@ -367,6 +367,9 @@ async def _apply_records(
         await rows.write(conn, batch)
     if touched:  # live views wake at the commit, when these rows are visible
         await channels.notify_projected(conn, touched)
+    # What the api kept until the projection had it (eventstore/outbox.py): every record of
+    # the batch, projected, refused or a deleted session's, is had.
+    await outbox.projected(conn, outbox.event_ids(r.headers for r in records))
     if next_offset > stored:
         await conn.execute(
             "UPDATE consumer_offsets SET next_offset = %s, updated_at = now()"

@@ -8,6 +8,7 @@ of older epochs stay as they are.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
 from collections.abc import Sequence
@@ -15,7 +16,7 @@ from typing import Protocol
 
 from aiokafka import ConsumerRecord
 
-from eventstore import codec, store
+from eventstore import codec, outbox, store
 from eventstore import log as kafka_log
 from eventstore.errors import DecodeError, Shredded
 from eventstore.log import KafkaLog, PartitionReader
@@ -79,6 +80,7 @@ class Projector:
         self.group: GroupConsumer | None = None  # with AGENTLOG_CONSUMER_GROUPS
         self.gaps: dict[int, int] = {}  # records lost per partition (readiness false)
         self.states: store.States = {}
+        self.sweep: outbox.Sweep | None = None  # made by `run` (unless AGENTLOG_OUTBOX_SWEEP_S=0)
         # Replaced by the entry point with one that knows the instance (run_role).
         self.metrics = Metrics(settings.instance or "projector", "projector")
 
@@ -87,7 +89,24 @@ class Projector:
         return not any(self.gaps.values())
 
     async def run(self, stop: asyncio.Event) -> None:
-        """Project until `stop` is set."""
+        """Project until `stop` is set; meanwhile append again what the api acknowledged and
+        a lost log no longer holds (eventstore/outbox.py)."""
+        sweeping = None
+        if self.settings.outbox_sweep_s > 0:
+            self.sweep = outbox.Sweep(
+                self.settings, self.kafka, await kafka_log.partition_count(self.settings)
+            )
+            every = self.settings.outbox_sweep_s
+            sweeping = asyncio.create_task(self.sweep.run(lambda: self.position, stop, every))
+        try:
+            await self._project(stop)
+        finally:
+            if sweeping is not None:
+                sweeping.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await sweeping
+
+    async def _project(self, stop: asyncio.Event) -> None:
         if self.settings.consumer_groups:
             await self._run_in_group(stop)
             return
@@ -97,7 +116,7 @@ class Projector:
             offsets = await store.load_offsets(self.conn, CONSUMER, self.epoch, codec.EVENTS_TOPIC)
             offsets = self._past_gaps(offsets, await reader.beginning_offsets())
             reader.seek(offsets)
-            self.position = dict(offsets)
+            self.position = {tp.partition: offsets.get(tp.partition, 0) for tp in reader.partitions} | offsets
             log.info("projector: epoch %s, starting at %s", self.epoch, offsets)
             batches = reader.batches(max_records=self.settings.projector_batch, timeout_ms=100)
             while not stop.is_set():

@@ -76,6 +76,7 @@ class Stack:
     tasks: dict[str, tuple[asyncio.Task[None], asyncio.Event]] = field(default_factory=dict)
     workers: dict[str, Any] = field(default_factory=dict)
     api_url: str | None = None
+    api_app: Any = None  # the api's FastAPI app, once started (its state: pool, log…)
 
     async def start(
         self, *roles: Role, tools: Registry | None = None, name: str | None = None, **overrides: Any
@@ -103,9 +104,8 @@ class Stack:
         port = devstack.free_port()
         # The api logs in as its own role, as `agentlog up` runs it: row-level security binds it.
         api = self.settings.model_copy(update={"database_url": roles.as_role(self.settings.database_url)})
-        config = uvicorn.Config(
-            create_app(api), host="127.0.0.1", port=port, log_level="warning", lifespan="on"
-        )
+        self.api_app = create_app(api)
+        config = uvicorn.Config(self.api_app, host="127.0.0.1", port=port, log_level="warning", lifespan="on")
         server = uvicorn.Server(config)
         stop = asyncio.Event()
 

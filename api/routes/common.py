@@ -18,8 +18,8 @@ from api.problems import Problem
 from eventstore import events as ev
 from eventstore import ids, reads, untrusted
 from eventstore.events import TurnPolicy
-from eventstore.log import KafkaLog
 from eventstore.mcp import McpServer, check_names
+from eventstore.outbox import DurableLog
 from eventstore.settings import Settings
 from eventstore.store import AsyncConn
 from observe import tracing
@@ -42,7 +42,7 @@ AUTH: dict[int | str, dict[str, Any]] = {
 }
 
 
-def deps(request: Request) -> tuple[Any, KafkaLog, Settings]:
+def deps(request: Request) -> tuple[Any, DurableLog, Settings]:
     state = request.app.state
     return state.pool, state.kafka, state.settings
 
