@@ -26,9 +26,9 @@ def _effect(state: SessionState, request: ev.Event, window: int | None) -> list[
         shown = state.messages[-window:] if window else state.messages
         call = ModelRequest(
             model=request.payload.model,
-            system=state.system,
+            system=state.config.system,
             messages=[m.as_api() for m in shown],
-            max_tokens=state.max_tokens,
+            max_tokens=state.config.max_tokens,
         )
         return [results.answered(request, answer(call), ev.now())]
     if isinstance(request, ev.ToolRequested):

@@ -38,12 +38,12 @@ SUMMARY_SYSTEM = (
 
 def window(state: SessionState) -> int:
     """The tokens a model call of the session may fill, input and output together."""
-    return state.context_window or DEFAULT_CONTEXT_WINDOW
+    return state.config.context_window or DEFAULT_CONTEXT_WINDOW
 
 
 def max_tokens(state: SessionState) -> int:
     """A call's output limit: the session's, at most half of the window."""
-    return max(1, min(state.max_tokens, window(state) // 2))
+    return max(1, min(state.config.max_tokens, window(state) // 2))
 
 
 def budget(state: SessionState) -> int:
@@ -90,9 +90,13 @@ def overhead(state: SessionState, tool_tokens: Mapping[str, int]) -> int:
     """The estimated tokens a call sends besides its messages: the system prompt and the tool
     definitions (`tool_tokens` by name, for the built-in and users' tools; the MCP ones are
     in the state)."""
-    allowed = tool_tokens.values() if state.tools is None else [tool_tokens.get(t, 0) for t in state.tools]
+    allowed = (
+        tool_tokens.values()
+        if state.config.tools is None
+        else [tool_tokens.get(t, 0) for t in state.config.tools]
+    )
     mcp = sum(tokens(t.definition()) for t in state.mcp_tools or ())
-    return tokens(state.system or "") + sum(allowed) + mcp
+    return tokens(state.config.system or "") + sum(allowed) + mcp
 
 
 def request_tokens(state: SessionState, pending: list[Block], extra: int) -> int:

@@ -11,10 +11,20 @@ from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, field_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    SerializerFunctionWrapHandler,
+    TypeAdapter,
+    model_serializer,
+)
 
 from eventstore import ids
-from eventstore.mcp import McpServer, McpTool, check_names
+from eventstore.config import AgentUsed as AgentUsed
+from eventstore.config import SessionConfig
+from eventstore.config import TurnPolicy as TurnPolicy
+from eventstore.mcp import McpTool
 
 # 2: `session_expired` states the TTL it expired under (`ttl_s`); codec.UPCASTERS reads 1.
 SCHEMA_VERSION = 2
@@ -84,46 +94,49 @@ class _Payload(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
 
 
-TurnPolicy = Literal["enqueue", "reject", "interrupt"]
+# The JSON keys of session_started's payload in the order it always wrote them (before its
+# settings were SessionConfig's), so that its records stay the same bytes. A field not named
+# here follows them, in field order.
+_STARTED_WIRE_ORDER = (
+    "model",
+    "system",
+    "metadata",
+    "policy",
+    "max_steps",
+    "token_budget",
+    "tools",
+    "approvals",
+    "approve_after_untrusted",
+    "webfetch_allow",
+    "untrusted",
+    "subagent_mode",
+    "subagent_timeout_s",
+    "subagent_attempts",
+    "max_subagents",
+    "max_depth",
+    "depth",
+    "parent_session_id",
+    "parent_tool_use_id",
+    "history",
+    "forked_from",
+    "forked_at_seq",
+    "ephemeral",
+    "ttl_s",
+    "max_tokens",
+    "context_window",
+    "agent",
+    "mcp_servers",
+    "mcp_tools",
+)
 
 
-class AgentUsed(_Payload):
-    """The agent definition a session started from, as it was then: replay and forks see it
-    so, whatever its file says today."""
-
-    name: str
-    sha256: str = Field(description="of the definition's canonical JSON")
-    definition: dict[str, Any]
-
-
-class SessionStartedPayload(_Payload):
-    """A session's settings, fixed at its start."""
+class SessionStartedPayload(SessionConfig):
+    """A session's start: its settings (SessionConfig), fixed from now on, and its lineage."""
 
     model: str
-    system: str | None = None
-    metadata: dict[str, Any] = Field(default_factory=dict)
-    # What a user message does while a turn runs: queue it, refuse it, or end the running turn.
-    policy: TurnPolicy = "enqueue"
-    # Model calls per turn before it fails; tokens per session before its turns fail.
-    max_steps: int = Field(default=25, ge=1)
-    token_budget: int | None = Field(default=None, ge=1)
-    # Tool names the model may use; None allows every registered tool.
-    tools: list[str] | None = None
-    # Tool names whose calls wait for a human's approval.
-    approvals: list[str] = Field(default_factory=list)
-    # Tool names whose calls wait for approval once untrusted content (eventstore/untrusted.py)
-    # entered the session; hosts WebFetch may reach without approval (None: any).
-    approve_after_untrusted: list[str] = Field(default_factory=list)
-    webfetch_allow: list[str] | None = None
     # A sub-agent started after untrusted content came into its parent starts with it too.
     untrusted: bool = False
-    # Sub-agents: how the Task tool runs (a queue of sub-agent workers, or the HTTP api),
-    # its limits per call, and the lineage of a child session.
-    subagent_mode: Literal["queue", "http"] = "queue"
-    subagent_timeout_s: float = Field(default=60.0, gt=0)
-    subagent_attempts: int = Field(default=2, ge=1)
-    max_subagents: int = Field(default=16, ge=0)
-    max_depth: int = Field(default=2, ge=0)
+    # The lineage of a child session.
     depth: int = Field(default=0, ge=0)
     parent_session_id: str | None = None
     parent_tool_use_id: str | None = None
@@ -131,26 +144,13 @@ class SessionStartedPayload(_Payload):
     history: list[dict[str, Any]] = Field(default_factory=list)
     forked_from: str | None = None
     forked_at_seq: int | None = None
-    # An ephemeral session (POST /v1/agent/run) is deleted, not kept, once its TTL passes.
-    ephemeral: bool = False
-    # Idle seconds before the session expires; None keeps it forever.
-    ttl_s: int | None = Field(default=None, ge=1)
-    max_tokens: int = Field(default=4096, ge=1)
-    # Tokens a model call may fill (input and output); None: the model's window. A call that
-    # would pass it compacts the session first (eventstore/context.py).
-    context_window: int | None = Field(default=None, ge=1)
-    # The named agent whose definition gave these settings (request fields override it).
-    agent: AgentUsed | None = None
-    # MCP servers of this session, besides the deployment's (a name here overrides one there).
-    mcp_servers: dict[str, McpServer] = Field(default_factory=dict)
     # A fork's MCP tools: its source's list, so that the fork is offered what the source was.
     mcp_tools: list[McpTool] | None = None
 
-    @field_validator("mcp_servers")
-    @classmethod
-    def _server_names(cls, servers: dict[str, McpServer]) -> dict[str, McpServer]:
-        check_names(servers)
-        return servers
+    @model_serializer(mode="wrap")
+    def _in_wire_order(self, handler: SerializerFunctionWrapHandler) -> dict[str, Any]:
+        fields: dict[str, Any] = handler(self)
+        return {**{k: fields[k] for k in _STARTED_WIRE_ORDER if k in fields}, **fields}
 
 
 class UserMessagePayload(_Payload):
@@ -450,24 +450,24 @@ def now() -> datetime:
 
 def session_started(
     session_id: str,
+    config: SessionConfig | None = None,
     *,
-    model: str,
     tenant_id: str = "default",
-    system: str | None = None,
-    metadata: dict[str, Any] | None = None,
     at: datetime | None = None,
-    **settings: Any,
+    **fields: Any,
 ) -> SessionStarted:
     """The first event of a session; its id depends on the session alone.
 
-    `settings` are the other fields of SessionStartedPayload (policy, max_steps, ...).
+    Its payload is `config` with `fields` over it: settings (`model=...`, `max_steps=...`) and
+    the start's lineage (depth, parent ids, history, ...), the other fields of the payload.
     """
+    values = {**config.__dict__, **fields} if config is not None else fields
     return SessionStarted(
         event_id=ids.derive(ids.event_key(session_id, "session_started")),
         session_id=session_id,
         tenant_id=tenant_id,
         occurred_at=at or now(),
-        payload=SessionStartedPayload(model=model, system=system, metadata=metadata or {}, **settings),
+        payload=SessionStartedPayload(**values),
     )
 
 

@@ -13,7 +13,7 @@ from typing import Any
 from psycopg.rows import dict_row
 
 from eventstore import context
-from eventstore.events import AgentUsed
+from eventstore.config import SessionConfig
 from eventstore.mcp import McpTool
 from eventstore.state import empty, evolve
 from eventstore.store import AsyncConn, event_from_row
@@ -21,17 +21,16 @@ from eventstore.store import AsyncConn, event_from_row
 
 @dataclass(frozen=True)
 class Source:
-    """What a fork takes from its source: messages, settings, and where it was cut."""
+    """What a fork takes from its source: messages, config, and where it was cut."""
 
     messages: list[dict[str, Any]]
-    settings: dict[str, Any]
+    config: SessionConfig  # the source's, the agent it started from included
     at_seq: int
-    agent: AgentUsed | None = None  # the definition the source started from, as it was
     mcp_tools: list[McpTool] | None = None  # the MCP tools the source was offered
 
 
 async def history(conn: AsyncConn, session_id: str, at_seq: int | None) -> Source:
-    """The source session's messages and settings as of event `at_seq` (default: its last)."""
+    """The source session's messages and config as of event `at_seq` (default: its last)."""
     async with conn.cursor(row_factory=dict_row) as cur:
         await cur.execute(
             "SELECT * FROM events WHERE session_id = %s AND (%s::bigint IS NULL OR seq <= %s) ORDER BY seq",
@@ -46,30 +45,11 @@ async def history(conn: AsyncConn, session_id: str, at_seq: int | None) -> Sourc
         if state.current_turn is None:
             between_turns, cut = state, row["seq"]
     s = between_turns
-    settings: dict[str, Any] = {
-        "model": s.model,
-        "system": s.system,
-        "metadata": s.metadata,
-        "policy": s.policy,
-        "max_steps": s.max_steps,
-        "token_budget": s.token_budget,
-        "tools": list(s.tools) if s.tools is not None else None,
-        "approvals": list(s.approvals),
-        "approve_after_untrusted": list(s.approve_after_untrusted),
-        "webfetch_allow": list(s.webfetch_allow) if s.webfetch_allow is not None else None,
-        "ttl_seconds": s.ttl_s,
-        "max_tokens": s.max_tokens,
-        "context_window": s.context_window,
-        "mcp_servers": {
-            name: server.model_dump(exclude_defaults=True) for name, server in s.mcp_servers.items()
-        }
-        or None,
-    }
     return Source(
         # What the model was sent: a compacted source's summary, not the messages it replaced.
         context.view(s),
-        {k: v for k, v in settings.items() if v is not None},
+        # A fork is kept, whatever its source: an ephemeral run's fork is not deleted.
+        s.config.model_copy(update={"ephemeral": False}),
         cut,
-        s.agent,
         list(s.mcp_tools) if s.mcp_tools is not None else None,
     )

@@ -4,15 +4,17 @@ limits. One definition, so that neither model can start a child freer than its p
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
 from psycopg.rows import dict_row
 
+from eventstore.config import SessionConfig
 from eventstore.state import SessionState, fold
 from eventstore.store import AsyncConn, event_from_row
 
-# The parent's rules a child starts with (SessionStartedPayload fields, SessionState
-# attributes of the same names).
+# The parent's rules a child starts with, as SubagentRequested's `limits` records them:
+# settings of its config, and `untrusted` of its state (what came into the parent so far).
 INHERITED = (
     "approvals",
     "approve_after_untrusted",
@@ -28,29 +30,36 @@ INHERITED = (
     "max_tokens",
     "context_window",
 )
+_SETTINGS = {name for name in INHERITED if name in SessionConfig.model_fields}  # all but untrusted
 
 
 def child_tools(parent: SessionState, asked: object) -> list[str] | None:
     """The tools a child may use: those the model asked for (a list of names; anything else
     asks for all), never one its parent lacks. None allows every tool, as for the parent."""
     tools = [str(t) for t in asked] if isinstance(asked, list) else None
-    if parent.tools is None:
+    allowed = parent.config.tools
+    if allowed is None:
         return tools
-    return [t for t in (tools if tools is not None else parent.tools) if t in parent.tools]
+    return [t for t in (tools if tools is not None else allowed) if t in allowed]
 
 
 def inherited(parent: SessionState) -> dict[str, Any]:
-    """The parent's rules and limits, as the child's session_started takes them."""
-    rules = {name: getattr(parent, name) for name in INHERITED}
-    rules["approvals"] = list(parent.approvals)
-    rules["approve_after_untrusted"] = list(parent.approve_after_untrusted)
-    rules["webfetch_allow"] = list(parent.webfetch_allow) if parent.webfetch_allow is not None else None
-    return rules
+    """The parent's rules and limits, as a SubagentRequested's `limits` records them (JSON)."""
+    rules = {**parent.config.model_dump(mode="json", include=_SETTINGS), "untrusted": parent.untrusted}
+    return {name: rules[name] for name in INHERITED}
 
 
-def only_inherited(limits: dict[str, Any]) -> dict[str, Any]:
-    """The entries of a recorded `limits` a child takes (older events may hold others)."""
-    return {k: v for k, v in limits.items() if k in INHERITED}
+def child_start(limits: Mapping[str, Any], fallback: SessionConfig, **own: Any) -> dict[str, Any]:
+    """What a child's session_started takes from its parent: its config (`fallback`, the
+    deployment's defaults, with the parent's recorded rules over it and the child's `own`
+    settings: model, system, metadata, tools) and whether it starts untrusted. A rule a
+    `limits` recorded by an older version lacks is the fallback's; one no longer inherited
+    is left out."""
+    rules = {k: v for k, v in limits.items() if k in _SETTINGS}
+    return {
+        "config": SessionConfig().updated({**fallback.model_dump(include=_SETTINGS), **rules, **own}),
+        "untrusted": bool(limits.get("untrusted", False)),
+    }
 
 
 async def parent_rules(conn: AsyncConn, session_id: str, tenant: str) -> SessionState | None:

@@ -11,6 +11,7 @@ from pydantic import AliasChoices, Field, SecretStr, field_validator, model_vali
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from eventstore import models
+from eventstore.config import SessionConfig
 from eventstore.mcp import McpServer, check_names
 
 # Settings of the split by hand (before consumer groups); refused when set.
@@ -232,6 +233,24 @@ class Settings(BaseSettings):
     def session_model(self) -> str:
         """The model a new session gets when it names none."""
         return models.default_model(self.default_model, self.anthropic_api_key)
+
+    def session_defaults(self) -> SessionConfig:
+        """The config of a new session where its request (or its parent) gives no setting:
+        the deployment's defaults."""
+        return SessionConfig(
+            model=self.session_model,
+            max_steps=self.max_steps,
+            approvals=tuple(self.approval_tools),
+            approve_after_untrusted=tuple(self.approve_after_untrusted),
+            webfetch_allow=tuple(self.webfetch_allow) or None,
+            subagent_mode=self.subagent_mode,
+            subagent_timeout_s=self.subagent_timeout_s,
+            subagent_attempts=self.subagent_attempts,
+            max_subagents=self.max_subagents,
+            max_depth=self.subagent_max_depth,
+            ttl_s=self.session_ttl_s,
+            max_tokens=self.max_tokens,
+        )
 
     @field_validator("api_tokens")
     @classmethod

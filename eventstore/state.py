@@ -12,12 +12,13 @@ from decimal import Decimal
 from functools import cached_property
 from typing import Any, Literal, Self
 
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, Field
 
 from eventstore import events as ev
 from eventstore import tokens, untrusted
-from eventstore.events import Block, Event, StopReason, TurnPolicy, Usage
-from eventstore.mcp import McpServer, McpTool
+from eventstore.config import SessionConfig
+from eventstore.events import Block, Event, StopReason, Usage
+from eventstore.mcp import McpTool
 from eventstore.persistent import HashSet, Keyed, Vector
 
 TurnStatus = Literal["queued", "running", "completed", "failed"]
@@ -44,6 +45,7 @@ class _Value(BaseModel):
 
 
 _set = object.__setattr__
+_DEFAULTS = SessionConfig()
 
 
 class Message(BaseModel):
@@ -167,37 +169,19 @@ class SessionState(_Value):
 
     session_id: str
     tenant_id: str = "default"
-    model: str | None = None
-    system: str | None = None
-    metadata: dict[str, Any] = {}
-    policy: TurnPolicy = "enqueue"
-    max_steps: int = 25
-    token_budget: int | None = None
-    tools: tuple[str, ...] | None = None
-    approvals: tuple[str, ...] = ()
-    approve_after_untrusted: tuple[str, ...] = ()
-    webfetch_allow: tuple[str, ...] | None = None
+    # The settings it was started with (the defaults until then: one value, shared).
+    config: SessionConfig = Field(default_factory=lambda: _DEFAULTS)
     # Set once a result of a tool that brings in strangers' content arrived (eventstore/untrusted.py).
     untrusted: bool = False
-    subagent_mode: Literal["queue", "http"] = "queue"
-    subagent_timeout_s: float = 60.0
-    subagent_attempts: int = 2
-    max_subagents: int = 16
-    max_depth: int = 2
+    # Its lineage, as its start recorded it.
     depth: int = 0
     parent_session_id: str | None = None
     parent_tool_use_id: str | None = None
-    subagents_started: int = 0
     forked_from: str | None = None
-    agent: ev.AgentUsed | None = None
-    # MCP servers of the session (its own, not the deployment's), and the tools its first
-    # model call with any was offered (fixed from then on; None: none listed yet).
-    mcp_servers: dict[str, McpServer] = {}
+    subagents_started: int = 0
+    # The MCP tools its first model call with any was offered (fixed from then on; None: none
+    # listed yet).
     mcp_tools: tuple[McpTool, ...] | None = None
-    ephemeral: bool = False
-    ttl_s: int | None = None
-    max_tokens: int = 4096
-    context_window: int | None = None
     status: SessionStatus = "new"
     # What grows with the session is in persistent collections, so that an event costs the
     # same in a long session as in a short one. Not a mutable accumulator inside `fold`:
@@ -244,8 +228,12 @@ class SessionState(_Value):
         return u.input_tokens + u.output_tokens + u.cache_creation_input_tokens + u.cache_read_input_tokens
 
     def public(self) -> dict[str, Any]:
-        """A JSON-ready view, without the bookkeeping of seen ids."""
-        return self.model_dump(mode="json", exclude={"seen"})
+        """A JSON-ready view, without the bookkeeping of seen ids; its settings are fields of
+        it, as they were before they were one `config`."""
+        return {
+            **self.config.model_dump(mode="json"),
+            **self.model_dump(mode="json", exclude={"seen", "config"}),
+        }
 
 
 def empty(session_id: str) -> SessionState:
@@ -278,7 +266,7 @@ def _refusal(state: SessionState) -> str | None:
     if state.status in CLOSED:
         return f"session {state.status}"
     busy = state.current_turn is not None or bool(state.queued())
-    if state.policy == "reject" and busy:
+    if state.config.policy == "reject" and busy:
         return "rejected: a turn is already running (policy reject)"
     return None
 
@@ -299,29 +287,12 @@ def _apply(state: SessionState, event: Event) -> SessionState:
         case ev.SessionStarted(payload=p):
             return state.replace(
                 {
-                    "model": p.model,
-                    "system": p.system,
-                    "metadata": p.metadata,
-                    "policy": p.policy,
-                    "max_steps": p.max_steps,
-                    "token_budget": p.token_budget,
-                    "tools": tuple(p.tools) if p.tools is not None else None,
-                    "approvals": tuple(p.approvals),
-                    "approve_after_untrusted": tuple(p.approve_after_untrusted),
-                    "webfetch_allow": tuple(p.webfetch_allow) if p.webfetch_allow is not None else None,
-                    "subagent_mode": p.subagent_mode,
-                    "subagent_timeout_s": p.subagent_timeout_s,
-                    "subagent_attempts": p.subagent_attempts,
-                    "max_subagents": p.max_subagents,
-                    "max_depth": p.max_depth,
+                    "config": p.config(),
                     "depth": p.depth,
                     "parent_session_id": p.parent_session_id,
                     "parent_tool_use_id": p.parent_tool_use_id,
                     "forked_from": p.forked_from,
-                    "agent": p.agent,
-                    "mcp_servers": p.mcp_servers,
                     "mcp_tools": tuple(p.mcp_tools) if p.mcp_tools is not None else None,
-                    "ephemeral": p.ephemeral,
                     # A fork of a session that had fetched pages has their content too.
                     "untrusted": state.untrusted or p.untrusted or untrusted.in_history(p.history),
                     "messages": Vector.of(
@@ -329,9 +300,6 @@ def _apply(state: SessionState, event: Event) -> SessionState:
                     )
                     if state.status == "new"
                     else state.messages,
-                    "ttl_s": p.ttl_s,
-                    "max_tokens": p.max_tokens,
-                    "context_window": p.context_window,
                     "tenant_id": event.tenant_id,
                     "status": "idle" if state.status == "new" else state.status,
                     "started_at": state.started_at or event.occurred_at,
@@ -353,7 +321,7 @@ def _apply(state: SessionState, event: Event) -> SessionState:
             )
             turns = state.turns
             current = state.turn(state.current_turn)
-            if state.policy == "interrupt" and current is not None and refused is None:
+            if state.config.policy == "interrupt" and current is not None and refused is None:
                 turns = _replace_turn(state, current.replace({"interrupted": True}))
             return state.replace(
                 {

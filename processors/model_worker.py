@@ -116,10 +116,10 @@ class ModelWorker(EffectWorker[Request]):
         (the built-in and users' ones, then those of its MCP servers)."""
         return ModelRequest(
             model=request.payload.model,
-            system=state.system,
+            system=state.config.system,
             # Strangers' content (WebFetch, MCP results) marked as data, in the request only.
             messages=untrusted.marked(context.view(state)),
-            tools=self.tools.definitions(state.tools)
+            tools=self.tools.definitions(state.config.tools)
             + (offer or mcp.Offer(state.mcp_tools or ())).definitions(),
             max_tokens=context.max_tokens(state),
             key=self.key(request),

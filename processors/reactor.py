@@ -47,7 +47,9 @@ def model_request(
     return ev.ModelRequested(
         event_id=ids.derive(ids.event_key(state.session_id, turn.turn_id, step, "model_requested", attempt)),
         **_envelope(state, turn, at, step),
-        payload=ev.ModelRequestedPayload(model=state.model or OFFLINE_MODEL, tool_results=tool_results or []),
+        payload=ev.ModelRequestedPayload(
+            model=state.config.model or OFFLINE_MODEL, tool_results=tool_results or []
+        ),
     )
 
 
@@ -60,7 +62,7 @@ def compaction_request(
         event_id=ids.derive(ids.event_key(state.session_id, turn.turn_id, step, "compaction_requested")),
         **_envelope(state, turn, at, step),
         payload=ev.CompactionRequestedPayload(
-            model=state.model or OFFLINE_MODEL,
+            model=state.config.model or OFFLINE_MODEL,
             through=plan.through,
             clear_before=plan.clear_before,
             tokens_before=plan.tokens_before,
@@ -127,10 +129,12 @@ def _next_call(
 ) -> list[ev.Event]:
     """The next model call of a turn, unless a limit ends the turn first, or, when the call
     would not fit the context window, the compaction it needs first (once per step)."""
-    if step > state.max_steps:
-        return _fail(state, turn, f"step limit reached: {state.max_steps} model calls in this turn", at)
-    if state.token_budget is not None and state.tokens_used() >= state.token_budget:
-        reason = f"token budget exhausted: {state.tokens_used()} of {state.token_budget} tokens used"
+    if step > state.config.max_steps:
+        return _fail(
+            state, turn, f"step limit reached: {state.config.max_steps} model calls in this turn", at
+        )
+    if state.config.token_budget is not None and state.tokens_used() >= state.config.token_budget:
+        reason = f"token budget exhausted: {state.tokens_used()} of {state.config.token_budget} tokens used"
         return _fail(state, turn, reason, at)
     asked = state.compaction
     if asked is None or (asked.turn_id, asked.step) != (turn.turn_id, step):
@@ -225,11 +229,11 @@ def subagent_request(
             description=str(task_input.get("description", ""))[:500],
             # At most the parent's tools, under the parent's rules and limits.
             tools=lineage.child_tools(state, task_input.get("tools")),
-            model=state.model or OFFLINE_MODEL,
+            model=state.config.model or OFFLINE_MODEL,
             limits=lineage.inherited(state),
             attempt=attempt,
-            max_attempts=state.subagent_attempts,
-            timeout_s=state.subagent_timeout_s,
+            max_attempts=state.config.subagent_attempts,
+            timeout_s=state.config.subagent_timeout_s,
             depth=state.depth + 1,
         ),
     )
@@ -237,21 +241,21 @@ def subagent_request(
 
 def _task_refusal(state: SessionState, block: Block, started: int) -> str | None:
     """Why a Task call may not start a sub-agent (either model), or None."""
-    if state.tools is not None and "Task" not in state.tools:
+    if state.config.tools is not None and "Task" not in state.config.tools:
         return "Task is not among this session's tools"
     task_input = block.get("input")
     prompt = task_input.get("prompt") if isinstance(task_input, dict) else None
     if not isinstance(prompt, str) or not prompt.strip():
         return "Task needs a non-empty `prompt`"
-    if state.depth >= state.max_depth:
+    if state.depth >= state.config.max_depth:
         return (
             f"depth limit: a sub-agent at depth {state.depth} may not start another"
-            f" (max_depth {state.max_depth})"
+            f" (max_depth {state.config.max_depth})"
         )
-    if started >= state.max_subagents:
+    if started >= state.config.max_subagents:
         return (
             f"sub-agent budget spent: this session already started {started}"
-            f" (max_subagents {state.max_subagents})"
+            f" (max_subagents {state.config.max_subagents})"
         )
     return None
 
@@ -271,11 +275,14 @@ def _needs_approval(state: SessionState, block: Block, approve: frozenset[str]) 
     name = block.get("name")
     mcp = state.mcp_tool(name)
     return (
-        name in state.approvals
+        name in state.config.approvals
         or name in approve
         or (mcp is not None and mcp.approval)
-        or (state.untrusted and name in state.approve_after_untrusted)
-        or (name == "WebFetch" and untrusted.fetch_needs_approval(block.get("input"), state.webfetch_allow))
+        or (state.untrusted and name in state.config.approve_after_untrusted)
+        or (
+            name == "WebFetch"
+            and untrusted.fetch_needs_approval(block.get("input"), state.config.webfetch_allow)
+        )
     )
 
 
@@ -301,7 +308,7 @@ def _tool_requests(state: SessionState, turn: Turn, at: datetime, approve: froze
                 out.append(_error_result(state, turn, tool_use_id, declined, at))
                 continue
         if block.get("name") == "Task":
-            if state.subagent_mode == "queue":
+            if state.config.subagent_mode == "queue":
                 reactions = _task(state, turn, block, state.subagents_started + started, at)
                 started += sum(isinstance(r, ev.SubagentRequested) for r in reactions)
                 out += reactions
@@ -444,12 +451,12 @@ def subagent_timeouts(state: SessionState, at: datetime) -> list[ev.Event]:
 def expiry(state: SessionState, at: datetime) -> ev.SessionExpired | ev.SessionDeleted | None:
     """The expiry of an idle session past its TTL, if it is due at `at` (an ephemeral
     session is deleted instead: nothing of it is kept)."""
-    if state.ttl_s is None or state.status != "idle" or state.last_activity_at is None:
+    if state.config.ttl_s is None or state.status != "idle" or state.last_activity_at is None:
         return None
     idle = (at - state.last_activity_at).total_seconds()
-    if idle < state.ttl_s:
+    if idle < state.config.ttl_s:
         return None
-    if state.ephemeral:
+    if state.config.ephemeral:
         return ev.SessionDeleted(
             event_id=ids.derive(ids.event_key(state.session_id, "session_deleted")),
             session_id=state.session_id,
@@ -465,7 +472,7 @@ def expiry(state: SessionState, at: datetime) -> ev.SessionExpired | ev.SessionD
         session_id=state.session_id,
         tenant_id=state.tenant_id,
         occurred_at=at,
-        payload=ev.SessionExpiredPayload(idle_s=int(idle), ttl_s=state.ttl_s),
+        payload=ev.SessionExpiredPayload(idle_s=int(idle), ttl_s=state.config.ttl_s),
     )
 
 

@@ -85,7 +85,7 @@ class ReactorWorker(FoldingWorker):
             event.occurred_at,
             {
                 "gen_ai.conversation.id": state.session_id,
-                "gen_ai.request.model": state.model or "",
+                "gen_ai.request.model": state.config.model or "",
                 "gen_ai.usage.input_tokens": turn.usage.input_tokens,
                 "gen_ai.usage.output_tokens": turn.usage.output_tokens,
                 "gen_ai.usage.cache_read.input_tokens": turn.usage.cache_read_input_tokens,

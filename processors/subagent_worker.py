@@ -63,7 +63,7 @@ class Call:
     def from_child(cls, child: SessionState) -> Call | None:
         """The call as the child's `session_started` recorded it (None for a child started
         before it recorded the call, or not a child)."""
-        m = child.metadata
+        m = child.config.metadata
         if child.parent_session_id is None or "request_event_id" not in m:
             return None
         return cls(
@@ -203,33 +203,26 @@ class SubagentWorker(FoldingWorker):
         p = request.payload
         s = self.settings
         system = ev.subagent_system(p.description)
+        metadata = {
+            "parent_session_id": request.session_id,
+            "parent_tool_use_id": p.tool_use_id,
+            "attempt": p.attempt,
+            "subagent_worker": self.consumer,
+            # The call, so that the child's owner can report its end without the parent.
+            "parent_turn_id": request.turn_id,
+            "parent_step": request.step,
+            "request_event_id": str(request.event_id),
+            "requested_at": request.occurred_at.isoformat(),
+            "traceparent": request.traceparent,
+        }
+        own = {"model": p.model or s.session_model, "system": system, "metadata": metadata, "tools": p.tools}
         child = ev.session_started(
             p.child_session_id,
-            model=p.model or s.session_model,
             tenant_id=request.tenant_id,
-            system=system,
-            metadata={
-                "parent_session_id": request.session_id,
-                "parent_tool_use_id": p.tool_use_id,
-                "attempt": p.attempt,
-                "subagent_worker": self.consumer,
-                # The call, so that the child's owner can report its end without the parent.
-                "parent_turn_id": request.turn_id,
-                "parent_step": request.step,
-                "request_event_id": str(request.event_id),
-                "requested_at": request.occurred_at.isoformat(),
-                "traceparent": request.traceparent,
-            },
-            tools=p.tools,
+            **lineage.child_start(p.limits, s.session_defaults(), **own),
             depth=p.depth,
             parent_session_id=request.session_id,
             parent_tool_use_id=p.tool_use_id,
-            **{
-                "max_depth": s.subagent_max_depth,
-                "max_steps": s.max_steps,
-                "max_tokens": s.max_tokens,
-                **lineage.only_inherited(p.limits),
-            },
         )
         prompt = ev.user_message(
             p.child_session_id, text=p.prompt, idempotency_key="task", tenant_id=request.tenant_id

@@ -182,11 +182,11 @@ class ToolWorker(EffectWorker[ev.ToolRequested]):
         offered = mcp.tool_for(name, state, self.settings, self.mcp)
         if offered is not None:
             return offered
-        allowed = {t.name for t in self.tools.allowed(state.tools)}
+        allowed = {t.name for t in self.tools.allowed(state.config.tools)}
         tool = self.tools.get(name)
         if tool is None or name not in allowed:
             offer = ", ".join(sorted(allowed)) or "none"
-            if tool is None and state.tools is not None and name in state.tools:
+            if tool is None and state.config.tools is not None and name in state.config.tools:
                 # Offered to the model by a worker that loaded it, missing here: the roles'
                 # tool modules differ. The model gets an answer it can read, never a hang.
                 log.warning("tool %r is allowed in session %s but not loaded here", name, state.session_id)

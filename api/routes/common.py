@@ -17,7 +17,7 @@ from api.live import Live
 from api.problems import Problem
 from eventstore import events as ev
 from eventstore import ids, reads, untrusted
-from eventstore.events import TurnPolicy
+from eventstore.config import SessionConfig, TurnPolicy
 from eventstore.mcp import McpServer, check_names
 from eventstore.outbox import DurableLog
 from eventstore.settings import Settings
@@ -148,42 +148,41 @@ class SessionSettings(BaseModel):
         return servers
 
 
+def session_config(
+    body: SessionSettings, settings: Settings, base: SessionConfig | None = None
+) -> SessionConfig:
+    """The one place a request becomes a session's config: the settings the client gave (an
+    agent's among them, `api.agents`) over `base`, a fork's source's config, or else the
+    server's defaults. A setting given as null is the server's default."""
+    defaults = settings.session_defaults()
+    update: dict[str, Any] = {}
+    for name in body.model_fields_set:
+        key = "ttl_s" if name == "ttl_seconds" else name
+        value = getattr(body, name)
+        update[key] = getattr(defaults, key) if value is None else value
+    if body.webfetch_allow is not None:  # within the deployment's list, if it has one
+        update["webfetch_allow"] = untrusted.narrowed(body.webfetch_allow, settings.webfetch_allow or None)
+    config = (base or defaults).updated(update)
+    _allowed_servers(config, settings)
+    return config
+
+
 def session_started(
-    session_id: str, tenant: str, body: SessionSettings, settings: Settings, **extra: Any
+    session_id: str,
+    tenant: str,
+    body: SessionSettings,
+    settings: Settings,
+    base: SessionConfig | None = None,
+    **extra: Any,
 ) -> ev.SessionStarted:
-    """The first event of a session, from a client's settings and the server's defaults."""
-    return ev.session_started(
-        session_id,
-        model=body.model or settings.session_model,
-        tenant_id=tenant,
-        system=body.system,
-        metadata=body.metadata,
-        policy=body.policy or "enqueue",
-        max_steps=body.max_steps or settings.max_steps,
-        token_budget=body.token_budget,
-        tools=body.tools,
-        approvals=body.approvals if body.approvals is not None else settings.approval_tools,
-        approve_after_untrusted=body.approve_after_untrusted
-        if body.approve_after_untrusted is not None
-        else settings.approve_after_untrusted,
-        webfetch_allow=untrusted.narrowed(body.webfetch_allow, settings.webfetch_allow or None),
-        ttl_s=body.ttl_seconds or settings.session_ttl_s,
-        subagent_mode=settings.subagent_mode,
-        subagent_timeout_s=settings.subagent_timeout_s,
-        subagent_attempts=settings.subagent_attempts,
-        max_subagents=settings.max_subagents,
-        max_depth=settings.subagent_max_depth,
-        max_tokens=body.max_tokens or settings.max_tokens,
-        context_window=body.context_window,
-        mcp_servers=_mcp_servers(body, settings),
-        **extra,
-    )
+    """The first event of a session, from a client's settings (`session_config`); `extra` are
+    other fields of its payload (the agent it started from, a fork's lineage, ...)."""
+    return ev.session_started(session_id, session_config(body, settings, base), tenant_id=tenant, **extra)
 
 
-def _mcp_servers(body: SessionSettings, settings: Settings) -> dict[str, McpServer]:
-    """The session's own MCP servers; one that runs a command only where the deployment allows it."""
-    servers = body.mcp_servers or {}
-    for name, server in servers.items():
+def _allowed_servers(config: SessionConfig, settings: Settings) -> None:
+    """The session's own MCP servers: one that runs a command only where the deployment allows it."""
+    for name, server in config.mcp_servers.items():
         if server.command is not None and not settings.mcp_session_commands:
             raise Problem(
                 422,
@@ -198,7 +197,6 @@ def _mcp_servers(body: SessionSettings, settings: Settings) -> dict[str, McpServ
                     }
                 ],
             )
-    return servers
 
 
 async def require_session(pool: Any, session_id: str, tenant: str) -> str:

@@ -37,7 +37,7 @@ from api.routes.common import (
 )
 from eventstore import events as ev
 from eventstore import ids, lineage, reads
-from eventstore.state import SessionState, fold
+from eventstore.state import SessionState
 
 router = APIRouter(prefix="/v1", tags=["runs"])
 STORED_ID_PATTERN = r"^[A-Za-z0-9._:~-]+$"
@@ -206,7 +206,8 @@ async def subagent_run(
         if parent is None:
             raise _unknown_parent(body.parent_session_id)
     depth = parent.depth + 1 if parent is not None else 1
-    max_depth = parent.max_depth if parent is not None else settings.subagent_max_depth
+    defaults = settings.session_defaults()
+    max_depth = parent.config.max_depth if parent is not None else defaults.max_depth
     if depth > max_depth:
         raise Problem(
             422,
@@ -216,20 +217,20 @@ async def subagent_run(
         )
     # A child of a session takes its parent's rules and at most its tools (as in the queue
     # model); one without a parent gets the server's defaults, as any new session does.
-    defaults = fold(sid, [session_started(sid, tenant, SessionSettings(), settings)])
-    rules = lineage.inherited(parent if parent is not None else defaults)
-    started = ev.session_started(
-        sid,
-        model=body.model or settings.session_model,
-        tenant_id=tenant,
-        system=body.system or ev.subagent_system(body.description),
-        metadata={
+    own = {
+        "model": body.model or defaults.model,
+        "system": body.system or ev.subagent_system(body.description),
+        "metadata": {
             "parent_session_id": ids.client_session_id(tenant, parent_id) if parent_id else None,
             "via": "http",
         },
-        tools=lineage.child_tools(parent, body.tools) if parent is not None else body.tools,
+        "tools": lineage.child_tools(parent, body.tools) if parent is not None else body.tools,
+    }
+    started = ev.session_started(
+        sid,
+        tenant_id=tenant,
+        **lineage.child_start(lineage.inherited(parent) if parent is not None else {}, defaults, **own),
         depth=depth,
         parent_session_id=parent_id,
-        **rules,
     )
     return await _run(request, sid, started, body.prompt, body.timeout_s)

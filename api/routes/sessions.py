@@ -189,18 +189,15 @@ async def fork_session(request: Request, session_id: SessionId, body: Fork, tena
         tenant, body.session_id or f"{session_id[:150]}.fork-{uuid.uuid4().hex[:8]}"
     )
     own = SessionSettings(**body.model_dump(exclude={"session_id", "at_seq"}, exclude_unset=True))
-    merged = SessionSettings(
-        **{**source.settings, **own.model_dump(exclude_unset=True)},
-    )
     started = session_started(
         new_id,
         tenant,
-        merged,
+        own,
         settings,
+        source.config,
         history=source.messages,
         forked_from=source_id,
         forked_at_seq=source.at_seq,
-        agent=source.agent,
         mcp_tools=source.mcp_tools,
     )
     return await _create(request, tenant, started)

@@ -44,13 +44,13 @@ IDEMPOTENCY_META = "io.agentlog/idempotency-key"
 
 def servers_for(settings: Settings, state: SessionState) -> dict[str, McpServer]:
     """The session's servers: the deployment's, and its own over them by name."""
-    for name, server in state.mcp_servers.items():
+    for name, server in state.config.mcp_servers.items():
         if server.command is not None and not settings.mcp_session_commands:
             raise McpUnavailable(
                 f"MCP server {name!r} of the session runs a command, which this deployment does not"
                 " allow (AGENTLOG_MCP_SESSION_COMMANDS)"
             )
-    return {**settings.mcp_servers, **state.mcp_servers}
+    return {**settings.mcp_servers, **state.config.mcp_servers}
 
 
 def classified(server_name: str, server: McpServer, tool: mcp_types.Tool) -> McpTool | None:
@@ -121,7 +121,9 @@ class Catalog:
         if not servers:
             return Offer()
         found = await asyncio.gather(*(self._tools_of(n, s) for n, s in sorted(servers.items())))
-        allowed = [t for group in found for t in group if state.tools is None or t.name in state.tools]
+        allowed = [
+            t for group in found for t in group if state.config.tools is None or t.name in state.config.tools
+        ]
         return Offer(tuple(sorted(allowed, key=lambda t: t.name)), new=True)
 
     async def _tools_of(self, name: str, server: McpServer) -> tuple[McpTool, ...]:

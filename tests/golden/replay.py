@@ -43,7 +43,7 @@ def summary(state: SessionState) -> dict[str, Any]:
     return {
         "tenant_id": state.tenant_id,
         "status": state.status,
-        "model": state.model,
+        "model": state.config.model,
         "parent_session_id": state.parent_session_id,
         "forked_from": state.forked_from,
         "turns": [[t.turn_id, t.status] for t in state.turns],

@@ -128,7 +128,7 @@ async def test_a_session_past_its_window_keeps_answering_compacted_and_replays_a
     assert r.status_code == 201, r.text
     forked = await wait_until(lambda: _started(stack, "long-fork"))
     assert [m.as_api() for m in forked.messages] == context.view(logged)
-    assert forked.context_window == WINDOW and forked.compacted_through == 0
+    assert forked.config.context_window == WINDOW and forked.compacted_through == 0
     # Redelivered from the start, nothing is called again.
     calls = claude.calls
     assert await stack.sql("SELECT count(*) FROM effects WHERE effect_key LIKE 'compaction/long/%'") == [

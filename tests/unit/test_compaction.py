@@ -21,6 +21,11 @@ from tests.unit.test_fold import T0, Sim
 WINDOW = 1024
 
 
+def configured(state: SessionState, settings: dict[str, Any]) -> SessionState:
+    """The state with some of its settings replaced."""
+    return state.model_copy(update={"config": state.config.model_copy(update=settings)})
+
+
 def long_session(turns: int, window: int | None = WINDOW) -> Sim:
     """A session of `turns` turns with two tool calls each, driven to the end."""
     sim = Sim(context_window=window)
@@ -49,7 +54,7 @@ def test_the_estimate_is_json_characters_over_four_and_never_below_the_fake_serv
     state = long_session(3, window=None).model_state
     tools = Registry([Echo()])
     request = {
-        "system": state.system,
+        "system": state.config.system,
         "messages": context.view(state),
         "tools": tools.definitions(None),
     }
@@ -94,7 +99,7 @@ def test_one_summary_per_step_and_the_reactor_waits_for_it() -> None:
     # After it, the model call goes out even if the call would still not fit (never a loop).
     answered = fold("s", sim.log[: first + 2])
     assert isinstance(sim.log[first + 1], ev.ContextCompacted)
-    tiny = answered.model_copy(update={"context_window": 100})
+    tiny = configured(answered, {"context_window": 100})
     assert [type(e) for e in reactor.react(tiny, T0)] == [ev.ModelRequested]
 
 
@@ -112,7 +117,7 @@ def with_big_results(state: SessionState, chars: int) -> SessionState:
 
 def test_old_tool_results_are_cleared_first_keeping_the_newest_and_the_pairing() -> None:
     state = with_big_results(fold("s", long_session(3, window=None).log), 4000)
-    state = state.model_copy(update={"context_window": 7000, "max_tokens": 500})
+    state = configured(state, {"context_window": 7000, "max_tokens": 500})
     plan = context.plan(state, [], {})
     # Clearing is enough: no summary (no model call), the newest results kept whole.
     assert plan is not None and plan.through == 0 and plan.clear_before > 0
@@ -181,17 +186,17 @@ def test_a_summary_prompt_is_cut_from_the_front_to_fit_even_a_tiny_window() -> N
     state = fold("s", long_session(12, window=None).log)
     whole = context.summary_prompt(state, len(state.messages) - 1)[0]["content"][0]["text"]
     assert "message 0" in whole and "message 11" in whole
-    small = state.model_copy(update={"context_window": 1100, "max_tokens": 200})
+    small = configured(state, {"context_window": 1100, "max_tokens": 200})
     cut = context.summary_prompt(small, len(state.messages) - 1)
     text = cut[0]["content"][0]["text"]
     assert "message 0" not in text and "message 11" in text and text.startswith("<conversation>\n…")
     assert tokens.estimate(cut) <= context.budget(small) - context.summary_tokens(small)
-    tiny = state.model_copy(update={"context_window": 10})
+    tiny = configured(state, {"context_window": 10})
     assert context.summary_prompt(tiny, len(state.messages) - 1)  # it ends, however small
 
 
 def test_a_summary_is_clipped_to_its_share_of_the_window_in_any_script() -> None:
-    state = fold("s", []).model_copy(update={"context_window": 4000, "max_tokens": 500})
+    state = configured(fold("s", []), {"context_window": 4000, "max_tokens": 500})
     share = context.summary_tokens(state)
     for text in ("short", "word " * 5000, "摘要" * 5000):
         clipped = context.clip_summary(text, state)

@@ -196,8 +196,10 @@ def histories(draw: st.DrawFn) -> list[ev.Event]:
 
 
 def plain(state: SessionState) -> dict[str, Any]:
-    """The state's fields, its collections as the tuples and frozenset the reference holds."""
-    fields = dict(state)
+    """The state's fields, its settings among them (the reference has no `config`), its
+    collections as the tuples and frozenset the reference holds."""
+    fields = dict(state.config) | dict(state)
+    del fields["config"]
     fields.update(messages=tuple(state.messages), turns=tuple(state.turns), seen=frozenset(state.seen))
     return fields
 

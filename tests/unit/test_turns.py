@@ -538,4 +538,4 @@ def test_another_tenant_cannot_take_a_session_over_by_starting_it_again() -> Non
     first = ev.session_started("owned", model="m", tenant_id="tenant-a", system="mine")
     forged = ev.session_started("owned", model="x", tenant_id="tenant-b", system="pwned")
     state = fold("owned", [first, forged.model_copy(update={"event_id": uuid.uuid4()})])
-    assert state.tenant_id == "tenant-a" and state.system == "mine" and state.model == "m"
+    assert state.tenant_id == "tenant-a" and state.config.system == "mine" and state.config.model == "m"

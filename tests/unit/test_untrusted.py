@@ -7,6 +7,7 @@ from typing import Any
 
 from eventstore import context, lineage, tokens, untrusted
 from eventstore import events as ev
+from eventstore.config import SessionConfig
 from eventstore.persistent import Vector
 from eventstore.state import Message, SessionState, fold
 
@@ -65,7 +66,7 @@ def test_the_estimate_covers_the_marking() -> None:
 
 def test_a_child_started_after_untrusted_content_starts_with_it() -> None:
     rules = lineage.inherited(conversation("WebFetch", "the page"))
-    child = fold("c", [ev.session_started("c", model="m", **lineage.only_inherited(rules))])
+    child = fold("c", [ev.session_started("c", **lineage.child_start(rules, SessionConfig(), model="m"))])
     assert rules["untrusted"] and child.untrusted
     clean = lineage.inherited(conversation("Echo", "mine"))
     assert not fold("d", [ev.session_started("d", model="m", **clean)]).untrusted
