@@ -295,7 +295,8 @@ def main(argv: list[str] | None = None) -> int:
             chaos = Chaos(Path(tmp), stack, proxy, random.Random(args.seed))
             asyncio.run(run(chaos, kinds, args.minutes * 60))
             traffic = proxy.traffic()
-    clean = all(r.verdict.clean() for r in chaos.rounds)
+    # A round after which no new turn was answered within SETTLE_S is a problem too (liveness).
+    clean = all(r.verdict.clean() and r.recovery_s is not None for r in chaos.rounds)
     if clean:
         shutil.rmtree(tmp, ignore_errors=True)
     else:
