@@ -1,5 +1,6 @@
 """One LISTEN connection per api process, fanned out to the streams and waits of each session:
-projected rows (`agentlog_projected`) wake them, model text deltas (`agentlog_deltas`) are
+projected rows (`agentlog_projected`) wake them, a finished turn (`agentlog_turns`) wakes what
+waits for that turn alone, model text deltas (`agentlog_deltas`) are
 handed to them, bounded, so a slow reader never holds the listener up nor grows without end."""
 
 from __future__ import annotations
@@ -37,9 +38,11 @@ class Subscription:
     """What one stream or wait knows of its session: the highest last seq announced, whether
     anything may have changed unannounced, and the text deltas not yet taken."""
 
-    def __init__(self, session_id: str, deltas: bool) -> None:
+    def __init__(self, session_id: str, deltas: bool, turn_id: str | None = None) -> None:
         self.session_id = session_id
         self.wants_deltas = deltas
+        # Set: it waits for this turn to finish, and the session's other rows do not wake it.
+        self.turn_id = turn_id
         self.announced = 0
         self.stale = True  # nothing read yet
         self.dropped = 0
@@ -52,8 +55,15 @@ class Subscription:
             self.stale = True
         elif seq > self.announced:
             self.announced = seq
+            if self.turn_id is not None:
+                return  # `finished` wakes it
         else:
             return
+        self._woken.set()
+
+    def finished(self) -> None:
+        """Its turn finished (its rows are visible)."""
+        self.stale = True
         self._woken.set()
 
     def delta(self, delta: dict[str, Any]) -> None:
@@ -91,7 +101,7 @@ class Live:
 
     def __init__(self, database_url: str, *, deltas: bool = True) -> None:
         self._url = database_url
-        self._channels = [channels.PROJECTED, *([channels.DELTAS] if deltas else [])]
+        self._channels = [channels.PROJECTED, channels.TURNS, *([channels.DELTAS] if deltas else [])]
         self._subs: dict[str, set[Subscription]] = {}
         self._task: asyncio.Task[None] | None = None
         self._connected = asyncio.Event()
@@ -122,10 +132,13 @@ class Live:
             self._task = None
 
     @contextlib.contextmanager
-    def subscribe(self, session_id: str, *, deltas: bool = False) -> Iterator[Subscription]:
+    def subscribe(
+        self, session_id: str, *, deltas: bool = False, turn_id: str | None = None
+    ) -> Iterator[Subscription]:
         """A subscription to the session's signals for the block (subscribe before reading,
-        so that nothing committed after the read goes unannounced)."""
-        sub = Subscription(session_id, deltas)
+        so that nothing committed after the read goes unannounced); with `turn_id`, to that
+        turn's end only (and to anything that may have been missed)."""
+        sub = Subscription(session_id, deltas, turn_id)
         self._subs.setdefault(session_id, set()).add(sub)
         try:
             yield sub
@@ -154,6 +167,15 @@ class Live:
             for sid, seq in seqs.items():
                 for sub in self._subs.get(sid, ()):
                     sub.projected(seq)
+        elif channel == channels.TURNS:
+            finished = channels.parse_turns(payload)
+            if finished is None:
+                self._wake_all()
+                return
+            for turn_id, sid in finished.items():
+                for sub in self._subs.get(sid, ()):
+                    if sub.turn_id == turn_id:
+                        sub.finished()
         elif channel == channels.DELTAS and self._subs:
             try:
                 delta = json.loads(payload)

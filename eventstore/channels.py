@@ -1,17 +1,20 @@
 """Postgres NOTIFY channels: their names and payloads, for the side that sends and the side
 that listens. `agentlog_projected` says which sessions' rows a projector transaction wrote
-(delivered at its commit); `agentlog_deltas` carries a model call's streamed text."""
+(delivered at its commit), `agentlog_turns` which turns it finished; `agentlog_deltas`
+carries a model call's streamed text."""
 
 from __future__ import annotations
 
 import json
-from collections.abc import Collection
+from collections.abc import Collection, Mapping
 from typing import Any
 
 import psycopg
 
 PROJECTED = "agentlog_projected"
 DELTAS = "agentlog_deltas"
+# Turns a projector transaction finished, `{turn_id: session_id}`: what a `?wait` waits for.
+TURNS = "agentlog_turns"
 # Postgres refuses payloads of 8000 bytes or more; a chunk of session ids stays well under.
 MAX_PAYLOAD = 7000
 # An entry of `{ "id" : seq, ... }` beyond its id: the separators and a bigint.
@@ -67,3 +70,30 @@ def parse_projected(payload: str) -> dict[str, int] | None:
         return {str(sid): int(seq) for sid, seq in value.items()}
     except (TypeError, ValueError):
         return None
+
+
+async def notify_turns(conn: psycopg.AsyncConnection[Any], finished: Mapping[str, str]) -> None:
+    """Inside the projector's transaction: announce the turns it finished (turn id -> session
+    id), in payloads under MAX_PAYLOAD; delivered at commit, with the rows."""
+    chunk: dict[str, str] = {}
+    size = 2
+    for turn_id, session_id in finished.items():
+        entry = len(json.dumps(turn_id)) + len(json.dumps(session_id)) + 2
+        if chunk and size + entry > MAX_PAYLOAD:
+            await conn.execute("SELECT pg_notify(%s, %s)", (TURNS, json.dumps(chunk)))
+            chunk, size = {}, 2
+        chunk[turn_id] = session_id
+        size += entry
+    if chunk:
+        await conn.execute("SELECT pg_notify(%s, %s)", (TURNS, json.dumps(chunk)))
+
+
+def parse_turns(payload: str) -> dict[str, str] | None:
+    """Turn id -> session id of finished turns; None for a payload this version cannot read."""
+    try:
+        value = json.loads(payload)
+    except ValueError:
+        return None
+    if not isinstance(value, dict) or not all(isinstance(v, str) for v in value.values()):
+        return None
+    return {str(k): v for k, v in value.items()}

@@ -115,6 +115,8 @@ TURN_KEPT = frozenset(
     {"turn_id", "session_id", "tenant_id", "idempotency_key", "user_content", "requested_at"}
 )
 _COMPLETED_AT = TURN_COLUMNS.index("completed_at")
+_TURN_ID_AT = TURN_COLUMNS.index("turn_id")
+_STATUS_AT = TURN_COLUMNS.index("status")
 _TURN_KEPT_AT = tuple(i for i, c in enumerate(TURN_COLUMNS) if c in TURN_KEPT)
 
 
@@ -202,6 +204,11 @@ class Rows:
     messages: tuple[Row, ...]
     ops: tuple[Op, ...]
     delete: bool = False
+
+
+def finished_turns(rows: Rows) -> list[str]:
+    """The ids of the turns these rows show completed or failed."""
+    return [str(row[_TURN_ID_AT]) for row in rows.turns if row[_STATUS_AT] in ("completed", "failed")]
 
 
 def refusal(before: SessionState, event: Event) -> str | None:

@@ -313,6 +313,7 @@ async def _apply_records(
     dead: list[tuple[Incoming, str]] = []
     first_dead: set[int] = set()
     touched: set[str] = set()
+    finished: dict[str, str] = {}
     await conn.execute("SELECT pg_advisory_xact_lock_shared(%s)", (PROJECTION_LOCK,))
     await save_offset(conn, consumer, epoch, topic, partition, 0)
     cur = await conn.execute(
@@ -363,10 +364,13 @@ async def _apply_records(
         seen.accept(projected, after)
         applied += 1
         touched.add(event.session_id)
+        finished.update(dict.fromkeys(pj.finished_turns(projected), event.session_id))
     if bulk:
         await rows.write(conn, batch)
     if touched:  # live views wake at the commit, when these rows are visible
         await channels.notify_projected(conn, touched)
+    if finished:  # and what waits for a turn, when it finished
+        await channels.notify_turns(conn, finished)
     # What the api kept until the projection had it (eventstore/outbox.py): every record of
     # the batch, projected, refused or a deleted session's, is had.
     await outbox.projected(conn, outbox.event_ids(r.headers for r in records))

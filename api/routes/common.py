@@ -226,10 +226,10 @@ def not_found(tenant: str, session_id: str) -> Problem:
 async def wait_for_turn(
     pool: Any, live: Live, tenant: str, session_id: str, turn_id: str, wait: float
 ) -> dict[str, Any] | None:
-    """The turn once it finished, read again each time the session's rows change (and every
+    """The turn once it finished, read again when the projection says it finished (and every
     few seconds anyway); None when `wait` runs out first."""
     deadline = time.monotonic() + wait
-    with live.subscribe(session_id) as sub:
+    with live.subscribe(session_id, turn_id=turn_id) as sub:
         while True:
             async with scope.connection(pool, tenant) as conn:
                 turn = await reads.turn_view(conn, session_id, turn_id)

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 
 from hypothesis import example, given
@@ -85,3 +86,38 @@ def test_an_id_too_long_for_any_payload_is_announced_as_everything() -> None:
     groups, too_long = channels.chunks(["a", "b" * 8000])
     assert groups == [["a"]] and too_long
     assert channels.parse_projected(channels.EVERYTHING) is None
+
+
+async def test_a_turn_wait_wakes_for_its_turn_ending_only() -> None:
+    live = Live("postgresql://unused")
+    with live.subscribe("s", turn_id="t1") as waiting, live.subscribe("s") as stream:
+        assert waiting.due(0) and stream.due(0)
+        live._dispatch(channels.PROJECTED, json.dumps({"s": 4}))
+        await stream.wait(0)
+        assert stream.due(0) and not waiting._woken.is_set()  # rows of the session: not its end
+        live._dispatch(channels.TURNS, json.dumps({"t2": "s", "t1": "other"}))
+        assert not waiting._woken.is_set()  # another turn, and the same id of another session
+        live._dispatch(channels.TURNS, json.dumps({"t1": "s"}))
+        assert waiting._woken.is_set() and waiting.due(99)
+        await waiting.wait(0)
+        live._dispatch(channels.TURNS, "not json")  # unreadable: everything may have changed
+        assert waiting._woken.is_set()
+
+
+def test_finished_turns_are_announced_in_payloads_under_the_limit() -> None:
+    sent: list[str] = []
+
+    class Conn:
+        async def execute(self, query: str, params: tuple[str, str]) -> None:
+            assert params[0] == channels.TURNS
+            sent.append(params[1])
+
+    finished = {f"turn-{i:04d}-" + "t" * 80: f"session-{i}-" + "s" * 200 for i in range(200)}
+    asyncio.run(channels.notify_turns(Conn(), finished))  # type: ignore[arg-type]
+    assert len(sent) > 1 and all(len(p.encode()) < 8000 for p in sent)
+    merged: dict[str, str] = {}
+    for payload in sent:
+        parsed = channels.parse_turns(payload)
+        assert parsed is not None
+        merged |= parsed
+    assert merged == finished
