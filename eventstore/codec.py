@@ -201,7 +201,8 @@ def from_json(value: bytes | str) -> Event | None:
     not that (an older version, which must be upcast, or bad input), so that the caller takes
     the slow path, which upcasts or says what is wrong."""
     try:
-        event = EVENT_ADAPTER.validate_json(value)
+        # The adapter's core validator itself: its Python wrapper was a tenth of the cost.
+        event: Event = EVENT_ADAPTER.validator.validate_json(value)
     except pydantic.ValidationError:
         return None
     # A body without a version is a version 1 one; the model's default would hide that.
