@@ -12,7 +12,8 @@ replay      one `--session`-event session: the fold alone, from the log, from Po
 step        one-tool turns one by one, the offline model at `--latency-ms` and at 0 ms: turn
 overhead    time less steps x L, per model step; hops by the events' producer times.
 sealing     `--sealed` 1 KB tool results encoded and decoded in clear and sealed with a session
-            key (AES-256-GCM); a session's data key made and looked up in Postgres.
+            key (AES-256-GCM); a session's data key made and looked up in Postgres; beside
+            them, decoded from their bytes in one pass and through a dict (CPU time).
 
 Each part runs on a fresh broker and database of one embedded Postgres server.
 """

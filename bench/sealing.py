@@ -1,8 +1,10 @@
 """The cost of sealing each session's records (eventstore/vault.py) for bench.parts: encode and
-decode per event in clear and sealed, and the Postgres round trips a session's key costs."""
+decode per event in clear and sealed, and the Postgres round trips a session's key costs;
+beside them what decoding a record costs from its bytes and through a dict."""
 
 from __future__ import annotations
 
+import json
 import time
 from collections.abc import Callable
 
@@ -38,6 +40,29 @@ def _per_event_us(events: list[ev.Event], roundtrip: Callable[[ev.Event], object
     for event in events:
         roundtrip(event)
     return (time.perf_counter() - started) / len(events) * 1e6
+
+
+def decoding(events: list[ev.Event], rounds: int = 3) -> list[Row]:
+    """µs of CPU per record decoded from its bytes in one pass (`codec.decode`) beside the dict
+    path it replaced (`json.loads`, then `codec.from_dict`), the two taking turns; the best of
+    `rounds` each, so that a busy machine disturbs both alike."""
+    records = [codec.encode(event)[1:] for event in events]
+
+    def cpu_us(decode: Callable[[bytes, codec.Headers], object]) -> float:
+        started = time.process_time()
+        for value, headers in records:
+            decode(value, headers)
+        return (time.process_time() - started) / len(records) * 1e6
+
+    best = {"bytes": float("inf"), "dict": float("inf")}
+    for _ in range(rounds):
+        best["dict"] = min(best["dict"], cpu_us(lambda value, _: codec.from_dict(json.loads(value))))
+        best["bytes"] = min(best["bytes"], cpu_us(codec.decode))
+    size = f"{len(records[0][0])} B tool results, CPU time"
+    return [
+        Row("decode", "from bytes (validate_json)", best["bytes"], "µs/event", size),
+        Row("decode", "through a dict (json.loads)", best["dict"], "µs/event", "the path before"),
+    ]
 
 
 async def sealing(stack: Stack, count: int) -> list[Row]:
@@ -80,6 +105,7 @@ async def sealing(stack: Stack, count: int) -> list[Row]:
         await log.close()
     size = f"{len(codec.encode(events[0])[1])} B tool results"
     return [
+        *decoding(events),
         Row(PART, "encode+decode, in clear", plain_us, "µs/event", size),
         Row(PART, "encode+decode, sealed", sealed_us, "µs/event", "AES-256-GCM, key cached"),
         Row(PART, "added by sealing", sealed_us - plain_us, "µs/event", "pure CPU"),

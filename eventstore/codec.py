@@ -172,18 +172,43 @@ def decode(
     and the record's `key`); anything unreadable raises DecodeError."""
     if value is None:
         raise DecodeError("empty record value (tombstone)")
-    ctype = content_type(headers)
+    named = dict(headers)
+    ctype = named.get("content-type", CONTENT_TYPE)
     if ctype == SEALED_TYPE:
         if aead is None:
             raise DecodeError("sealed record, and no data key to open it (is a master key set?)")
         value, ctype = unseal(key, value, headers, aead), CONTENT_TYPE
     if ctype != CONTENT_TYPE:
         raise DecodeError(f"unsupported content-type {ctype!r}")
+    # Records say their version in a header: only an older one needs the dict to upcast.
+    if named.get("schema-version", _CURRENT) == _CURRENT:
+        event = from_json(value)
+        if event is not None:
+            return event
     try:
         raw = json.loads(value)
     except (UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise DecodeError(f"not JSON: {exc}") from exc
     return from_dict(raw)
+
+
+_CURRENT = str(SCHEMA_VERSION).encode()
+
+
+def from_json(value: bytes | str) -> Event | None:
+    """An event of the current schema version parsed and validated from its JSON in one pass
+    (no dict in between: half the cost of `json.loads` and `from_dict`); None if the JSON is
+    not that (an older version, which must be upcast, or bad input), so that the caller takes
+    the slow path, which upcasts or says what is wrong."""
+    try:
+        # The adapter's core validator itself: its Python wrapper was a tenth of the cost.
+        event: Event = EVENT_ADAPTER.validator.validate_json(value)
+    except pydantic.ValidationError:
+        return None
+    # A body without a version is a version 1 one; the model's default would hide that.
+    if event.schema_version != SCHEMA_VERSION or "schema_version" not in event.model_fields_set:
+        return None
+    return event
 
 
 def _explain(exc: pydantic.ValidationError) -> str:

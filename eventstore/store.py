@@ -18,13 +18,12 @@ from importlib import resources
 from typing import Any
 
 import psycopg
-import pydantic
 from psycopg.types.json import Jsonb
 
 from eventstore import channels, codec, outbox, rows
 from eventstore import projection as pj
 from eventstore.errors import DecodeError
-from eventstore.events import EVENT_ADAPTER, SCHEMA_VERSION, Event
+from eventstore.events import SCHEMA_VERSION, Event
 from eventstore.rows import SESSION_LOCK as SESSION_LOCK
 from eventstore.state import SessionState, empty, evolve, fold
 
@@ -439,12 +438,9 @@ _EVENT_JSON = (
 
 def _event_from_json(version: int, text: str) -> Event:
     """An event from the JSON `_EVENT_JSON` makes of its row; an older version is upcast."""
-    if version != SCHEMA_VERSION:
-        return codec.from_dict(json.loads(text))
-    try:
-        return EVENT_ADAPTER.validate_json(text)
-    except pydantic.ValidationError:
-        return codec.from_dict(json.loads(text))  # raises DecodeError, saying why
+    event = codec.from_json(text) if version == SCHEMA_VERSION else None
+    # Not an event of this version: upcast, or raise DecodeError saying why.
+    return event if event is not None else codec.from_dict(json.loads(text))
 
 
 async def histories(conn: AsyncConn, session_ids: Sequence[str]) -> dict[str, list[Event]]:

@@ -24,8 +24,14 @@ ROOT = Path(__file__).resolve().parents[2]
 
 
 def _worker(
-    role: str, settings: Settings, log_dir: Path, failpoints: str = "", extra: dict[str, str] | None = None
+    role: str,
+    settings: Settings,
+    log_dir: Path,
+    failpoints: str = "",
+    extra: dict[str, str] | None = None,
+    name: str | None = None,
 ) -> subprocess.Popen[bytes]:
+    """`agentlog worker ROLE` as a process of its own, logging to `{name or role}-{pid}.log`."""
     env = {
         **(extra or {}),
         **os.environ,
@@ -35,7 +41,7 @@ def _worker(
         "AGENTLOG_PROJECTOR_BATCH": "50",
         "AGENTLOG_FAILPOINTS": failpoints,
     }
-    with open(log_dir / f"{role}-{os.getpid()}.log", "ab") as out:
+    with open(log_dir / f"{name or role}-{os.getpid()}.log", "ab") as out:
         return subprocess.Popen(
             [sys.executable, "-m", "agentlog", "worker", role],
             cwd=ROOT,

@@ -34,6 +34,8 @@ async def test_bench_parts_reports_every_part(pg_server: str, log_dir: Path, tmp
         ("sealing", "encode+decode, sealed"),
         ("sealing", "Records.encode+decode, sealed"),
         ("sealing", "data key made (a new session)"),
+        ("decode", "from bytes (validate_json)"),
+        ("decode", "through a dict (json.loads)"),
     }
     for latency in (20, 0):
         part = f"step overhead (L={latency} ms)"
