@@ -109,6 +109,25 @@ class Fence:
                 f" (generation {mine})"
             )
 
+    async def raise_unless_owned(self, conn: AsyncConn, partitions: Iterable[int]) -> None:
+        """Raise `Fenced` if another replica claimed any of these partitions since this one did
+        (one query): what a replica that stalled past its group's timeouts learns before it
+        acts on its own initiative (timers), not only when its next write is refused."""
+        mine = {p: g for p in partitions if (g := self.generations.get(p)) is not None}
+        if not mine:
+            return
+        cur = await conn.execute(
+            "SELECT log_partition, generation, owner FROM partition_owners"
+            " WHERE consumer = %s AND log_epoch = %s AND log_partition = ANY(%s)",
+            (self.consumer, self.epoch, sorted(mine)),
+        )
+        for partition, generation, owner in await cur.fetchall():
+            if int(generation) != mine[int(partition)]:
+                raise Fenced(
+                    f"{self.consumer}: partition {partition} is owned by {owner} (generation"
+                    f" {generation}), not by {self.owner} (generation {mine[int(partition)]})"
+                )
+
     async def save_offset(self, conn: AsyncConn, topic: str, partition: int, next_offset: int) -> None:
         """Record the next offset to read (never backwards), if this replica still owns the
         partition; raises `Fenced` otherwise. One statement: no transaction needed."""

@@ -122,7 +122,12 @@ class ReactorWorker(FoldingWorker):
         deadline = self.settings.tool_deadline_s
         model_deadline = self.settings.model_deadline_s
         unclaimed = min(model_deadline, self.settings.model_unclaimed_s)
-        for sid in await reads.timer_candidates(self.conn, at, deadline, unclaimed):
+        candidates = await reads.timer_candidates(self.conn, at, deadline, unclaimed)
+        if candidates and self.fence is not None:
+            # A replica back from a stall past its group's timeouts may have lost these
+            # partitions: it must not fail a turn or a tool its successor already finished.
+            await self.fence.raise_unless_owned(self.conn, self.owned)
+        for sid in candidates:
             if not self.reads(sid):
                 continue
             state = await self.cache.get(sid)

@@ -55,6 +55,19 @@ async def test_a_replica_that_lost_its_partition_cannot_save_an_offset(conn: sto
         await a.save_offset(conn, EVENTS_TOPIC, 2, 1)
 
 
+async def test_a_replica_back_from_a_stall_learns_it_lost_a_partition_before_acting(
+    conn: store.AsyncConn,
+) -> None:
+    a, b = _replicas()
+    await a.claim(conn, {2, 3})
+    await a.raise_unless_owned(conn, {2, 3})  # still a's
+    await b.claim(conn, {3})  # a stalled past its group's timeouts
+    await a.raise_unless_owned(conn, {2})
+    with pytest.raises(Fenced, match="partition 3 is owned by b"):
+        await a.raise_unless_owned(conn, {2, 3})
+    await b.raise_unless_owned(conn, {3})
+
+
 async def test_offsets_of_many_partitions_are_saved_in_one_statement_and_fenced_each(
     conn: store.AsyncConn,
 ) -> None:
