@@ -70,6 +70,7 @@ class Result:
     first_turns_s: list[float] = field(default_factory=list)
     second_turns_s: list[float] = field(default_factory=list)
     first_wall_s: float = 0.0
+    second_wall_s: float = 0.0
 
     def as_dict(self) -> dict[str, Any]:
         out = asdict(self)
@@ -191,7 +192,7 @@ def measure(
             sample = _sample(sessions, turns)
             console.print(f"  {len(sample):,} first turns after the restart…")
             result.first_wall_s, result.first_turns_s = asyncio.run(_turns(info, sample, 2))
-            result.second_turns_s = asyncio.run(_turns(info, sample, 3))[1]
+            result.second_wall_s, result.second_turns_s = asyncio.run(_turns(info, sample, 3))
             result.rss_after_mb = rss_mb(watched)
     return result
 
@@ -214,11 +215,15 @@ def measure_all(sizes: list[int], turns: int, console: Console) -> list[Result]:
     return results
 
 
+def _rate(turns: list[float], wall_s: float) -> str:
+    return f"{len(turns) / wall_s:.1f}" if wall_s else "—"
+
+
 def tables(results: list[Result]) -> list[Table]:
     """The fill and turns per size; each process's memory per size."""
     turns = Table(title="agentlog up restarted over idle sessions in Postgres (a new log epoch)")
     columns = ("idle sessions", "events", "fill s", "events/s (projection alone)", "database MB")
-    for column in (*columns, "turns", "first turn p50 / p95 ms", "second turn p50 / p95 ms"):
+    for column in (*columns, "turns", "first turn p50 / p95 ms", "second turn p50 / p95 ms", "turns/s"):
         turns.add_column(column, justify="right")
     for r in results:
         turns.add_row(
@@ -230,6 +235,7 @@ def tables(results: list[Result]) -> list[Table]:
             f"{len(r.first_turns_s):,}",
             f"{pct(r.first_turns_s, 0.5) * 1000:,.0f} / {pct(r.first_turns_s, 0.95) * 1000:,.0f}",
             f"{pct(r.second_turns_s, 0.5) * 1000:,.0f} / {pct(r.second_turns_s, 0.95) * 1000:,.0f}",
+            f"{_rate(r.first_turns_s, r.first_wall_s)} / {_rate(r.second_turns_s, r.second_wall_s)}",
         )
     memory = Table(title="RSS MB of each process: after start / after the turns (peak)")
     memory.add_column("process")

@@ -31,13 +31,20 @@ def test_the_tables_show_each_size_and_process() -> None:
         rss_after_mb={name: (mb + 27, mb + 28) for name, mb in rss.items()},
         first_turns_s=[0.5, 0.6, 2.0],
         second_turns_s=[0.4, 0.5, 1.0],
+        first_wall_s=0.5,
+        second_wall_s=1.5,
     )
     console = Console(record=True, width=200)
     for table in idle.tables([result]):
         console.print(table)
     text = console.export_text()
     assert "6,000 (7,500)" in text  # events/s of the whole fill and of the projection alone
-    assert "600 / 2,000" in text and "112 / 139 (140)" in text and "subagent-worker" in text
+    assert (
+        "600 / 2,000" in text
+        and "112 / 139 (140)" in text
+        and "6.0 / 2.0" in text
+        and "subagent-worker" in text
+    )
     assert result.as_dict()["first_turn_ms"]["p50"] == pytest.approx(600)
 
 
