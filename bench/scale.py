@@ -12,6 +12,17 @@ and read once by a reactor (as a running stack would have); then a new reactor p
 started and measured until it has read the log to its end. To compare with another commit,
 copy this file into a `git worktree` of it and run the same command from that directory
 (the current directory comes first on the path: the worker measured is that commit's).
+
+The log stops there (the embedded broker keeps it in memory and stops serving fetches in time
+past about 600 k records). But after a restart of `agentlog up` the log is new and every
+older session lives in Postgres alone, so the question that matters at 100 k sessions is
+asked there (bench/idle.py):
+
+    python -m bench.scale --idle-in-postgres 1000,100000 [--turns 1000] [--json FILE]
+
+fills a fresh database with N idle sessions of an older epoch through the projection, starts
+`agentlog up` on it (a new broker: a new epoch) and reports each process's RSS after start
+and after a first and a second turn to each of 1,000 old sessions, with those turns' latency.
 Not a test.
 """
 
@@ -229,15 +240,35 @@ def main() -> None:
     parser.add_argument("--json", type=Path, help="write the rows here as JSON")
     parser.add_argument("--replicas-only", action="store_true", help="only takeover and turns/s by replicas")
     parser.add_argument("--no-replicas", action="store_true", help="skip takeover and turns/s by replicas")
+    parser.add_argument(
+        "--idle-in-postgres",
+        metavar="SIZES",
+        help="only this: `agentlog up` restarted over N idle sessions in Postgres, comma-separated sizes",
+    )
+    parser.add_argument(
+        "--turns", type=int, default=1000, help="with --idle-in-postgres: old sessions turned to"
+    )
     args = parser.parse_args()
     console = Console()
     out: dict[str, Any] = {}
-    if not args.replicas_only:
-        out["restart"] = _restarts(args.sizes, console)
-    if not args.no_replicas:
-        out["replicas"] = _replicas(console)
+    if args.idle_in_postgres:
+        out["idle_in_postgres"] = _idle_in_postgres(args.idle_in_postgres, args.turns, console)
+    else:
+        if not args.replicas_only:
+            out["restart"] = _restarts(args.sizes, console)
+        if not args.no_replicas:
+            out["replicas"] = _replicas(console)
     if args.json:
         args.json.write_text(json.dumps(out, indent=2))
+
+
+def _idle_in_postgres(sizes: str, turns: int, console: Console) -> list[dict[str, Any]]:
+    from bench import idle
+
+    results = idle.measure_all([int(size) for size in sizes.split(",")], turns, console)
+    for table in idle.tables(results):
+        console.print(table)
+    return [r.as_dict() for r in results]
 
 
 def _replicas(console: Console) -> dict[str, Any]:
