@@ -69,7 +69,10 @@ KEPT_TABLES = {
     "master_keys": "SELECT * FROM master_keys ORDER BY key_id",
     "payload_blobs": "SELECT sha256, session_id, content_type, size FROM payload_blobs ORDER BY sha256",
 }
-UNCOMPARED_TABLES = frozenset({"instances", "consumer_offsets", "dead_letters", "partition_owners"})
+# Not derived and not the same after a replay; the api's outbox holds only what is not projected yet.
+UNCOMPARED_TABLES = frozenset(
+    {"instances", "consumer_offsets", "dead_letters", "partition_owners", "api_outbox"}
+)
 
 
 async def snapshot(stack: Stack, tables: dict[str, str] = TABLES) -> dict[str, list[tuple[Any, ...]]]:

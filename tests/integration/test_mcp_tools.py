@@ -221,11 +221,13 @@ async def test_a_write_past_its_time_limit_is_outcome_unknown(tmp_path: Path) ->
     runs = tmp_path / "runs.log"
     server = McpServer.model_validate(stdio_server(runs))
     offered = McpTool(name="shop__slow", server="shop", tool="slow", effect="write", approval=False)
-    ctx = ToolContext(session_id="t", workspace=tmp_path, settings=Settings(tool_timeout_s=2))
+    # Long enough for the server to start and take the call on a loaded machine (a limit
+    # that runs out while it starts is "did not finish", rightly not "outcome unknown").
+    ctx = ToolContext(session_id="t", workspace=tmp_path, settings=Settings(tool_timeout_s=8))
     out = await McpRun(offered, server).run({"seconds": 30}, ctx)
     assert out.is_error and str(out.content).startswith(
-        "outcome unknown: shop__slow did not finish within 2 s"
-    )
+        "outcome unknown: shop__slow did not finish within 8 s"
+    ), out.content
     assert _runs(runs) == ["slow 30.0"]
     dead = McpServer(command=[str(tmp_path / "no-such-program")])
     out = await McpRun(offered, dead).run({"seconds": 1}, ctx)  # never started: nothing ran
