@@ -94,7 +94,9 @@ async def test_top_shows_every_process_and_flags_the_bad_model_worker(
         rows = await stack.sql("SELECT count(*) FROM turns WHERE status IN ('completed', 'failed')")
         return bool(rows[0][0] == sessions)
 
-    await wait_until(all_ended, within=60)
+    # A rebalance of the three replicas' group under a loaded CI machine can hold a partition
+    # for a while (the embedded broker's rejoins); every turn still ends.
+    await wait_until(all_ended, within=120)
     snap = await wait_until(lambda: _reactor_counted(stack, sessions), within=20)
 
     roles = {row.role for row in snap.instances}
