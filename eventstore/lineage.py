@@ -9,6 +9,7 @@ from typing import Any
 
 from psycopg.rows import dict_row
 
+from eventstore import untrusted
 from eventstore.config import SessionConfig
 from eventstore.state import SessionState, fold
 from eventstore.store import AsyncConn, event_from_row
@@ -64,7 +65,8 @@ def child_start(limits: Mapping[str, Any], fallback: SessionConfig, **own: Any) 
 
 async def parent_rules(conn: AsyncConn, session_id: str, tenant: str) -> SessionState | None:
     """The rules of the tenant's session `session_id`, folded from its projected
-    session_started events (nothing else sets them), or None if the tenant has no such session."""
+    session_started events (nothing else sets them), and whether untrusted content came into
+    it since; None if the tenant has no such session."""
     async with conn.cursor(row_factory=dict_row) as cur:
         await cur.execute(
             "SELECT * FROM events WHERE session_id = %s AND type = 'session_started' ORDER BY seq",
@@ -74,4 +76,12 @@ async def parent_rules(conn: AsyncConn, session_id: str, tenant: str) -> Session
     state = fold(session_id, [event_from_row(row) for row in rows]) if rows else None
     if state is None or state.status == "new" or state.tenant_id != tenant:
         return None
+    if not state.untrusted:
+        # What came in since its start, as the fold marks it: a result of a tool that brings
+        # strangers' content (the queue model's worker reads this off the folded state).
+        cur = await conn.execute(
+            "SELECT DISTINCT name FROM tool_calls WHERE session_id = %s AND result IS NOT NULL", (session_id,)
+        )
+        if any(untrusted.is_untrusted(name) for (name,) in await cur.fetchall()):
+            state = state.replace({"untrusted": True})
     return state

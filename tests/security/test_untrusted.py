@@ -171,6 +171,31 @@ async def test_webfetch_outside_the_allowlist_waits_for_approval(
     assert await stack.sql("SELECT count(*) FROM approvals WHERE session_id = 'inside'") == [(0,)]
 
 
+async def test_a_child_started_over_http_after_untrusted_content_came_in_starts_untrusted(
+    stack: Stack, model: fake.FakeAnthropic, page: str
+) -> None:
+    model.reset()
+    model.script(fake.tool_use(("WebFetch", {"url": page})), fake.text("Fetched."))
+    fetched = await post(stack, "http-parent")
+    assert (await finished(stack, "http-parent", fetched["turn_id"]))["status"] == "completed"
+    model.script(fake.text("Hi."))
+    clean = await post(stack, "http-clean")
+    assert (await finished(stack, "http-clean", clean["turn_id"]))["status"] == "completed"
+    for parent, expected in (("http-parent", True), ("http-clean", False)):
+        model.script(fake.text("Child here."))
+        async with httpx.AsyncClient(base_url=stack.api_url or "", timeout=60) as client:
+            r = await client.post(
+                "/v1/subagent/run",
+                json={"prompt": "Say hi.", "parent_session_id": parent, "model": CLAUDE_DEFAULT},
+            )
+        assert r.status_code == 200, r.text
+        ((started,),) = await stack.sql(
+            "SELECT payload FROM events WHERE session_id = %s AND type = 'session_started'",
+            r.json()["session_id"],
+        )
+        assert started["untrusted"] is expected, (parent, started)
+
+
 def test_hosts_on_the_list_and_a_session_list_only_narrows() -> None:
     assert untrusted.host_allowed("https://docs.python.org/3/", ["*.python.org"])
     assert untrusted.host_allowed("https://python.org/", ["*.python.org"])
