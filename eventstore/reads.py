@@ -146,18 +146,20 @@ async def session_exists(conn: AsyncConn, session_id: str) -> bool:
 
 
 async def turn_view(conn: AsyncConn, session_id: str, turn_id: str) -> dict[str, Any] | None:
-    """A turn with its status, usage, cost and the assistant's messages."""
+    """A turn with its status, usage, cost and the assistant's messages (one query: `?wait`
+    reads it twice per turn)."""
     async with conn.cursor(row_factory=dict_row) as cur:
-        await cur.execute("SELECT * FROM turns WHERE session_id = %s AND turn_id = %s", (session_id, turn_id))
+        await cur.execute(
+            "SELECT t.*, (SELECT coalesce(jsonb_agg(jsonb_build_object('role', m.role, 'content', m.content)"
+            " ORDER BY m.seq, m.ord), '[]') FROM (SELECT role, content, seq, ord FROM messages"
+            " WHERE session_id = %(sid)s AND turn_id = %(tid)s ORDER BY seq, ord OFFSET 1) m) AS _replies"
+            " FROM turns t WHERE t.session_id = %(sid)s AND t.turn_id = %(tid)s",
+            {"sid": session_id, "tid": turn_id},
+        )
         row = await cur.fetchone()
         if row is None:
             return None
-        await cur.execute(
-            "SELECT role, content, stop_reason FROM messages WHERE session_id = %s AND turn_id = %s"
-            " ORDER BY seq, ord OFFSET 1",
-            (session_id, turn_id),
-        )
-        replies = await cur.fetchall()
+    replies: list[dict[str, Any]] = row.pop("_replies")
     answers = [r for r in replies if r["role"] == "assistant"]
     last = answers[-1]["content"] if answers else []
     text = "\n".join(b.get("text", "") for b in last if b.get("type") == "text")
@@ -170,7 +172,7 @@ async def turn_view(conn: AsyncConn, session_id: str, turn_id: str) -> dict[str,
         "steps": row["steps"],
         "user_content": row["user_content"],
         "output_text": text,
-        "messages": [{"role": r["role"], "content": r["content"]} for r in replies],
+        "messages": replies,
         "usage": _tokens(row),
         "cost": _money(row["cost_usd"]),
         "requested_at": _iso(row["requested_at"]),

@@ -10,10 +10,11 @@ compacted view (eventstore/context.py).
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterator
 from typing import Any
 
 from opentelemetry.trace import Span, SpanKind, Status, StatusCode
@@ -37,6 +38,71 @@ log = logging.getLogger(__name__)
 
 async def _notify(conn: Any, payload: str) -> None:
     await conn.execute("SELECT pg_notify(%s, %s)", (channels.DELTAS, payload))
+
+
+# NOTIFY refuses a payload of 8,000 bytes or more.
+NOTIFY_BYTES = 7900
+
+
+def delta_payloads(head: dict[str, Any], text: str, limit: int = NOTIFY_BYTES) -> Iterator[str]:
+    """`text` as NOTIFY payloads (`head` plus a piece of the text), each under `limit` bytes
+    however the text encodes (UTF-8: up to 4 bytes a character, 6 for an escaped control)."""
+    start = 0
+    while start < len(text):
+        size = min(len(text) - start, limit // 4)
+        while True:
+            payload = json.dumps({**head, "text": text[start : start + size]}, ensure_ascii=False)
+            if len(payload.encode()) < limit or size == 1:
+                break
+            size //= 2
+        yield payload
+        start += size
+
+
+class Deltas:
+    """Text as the model streams it, to live views (Postgres NOTIFY; lost on a crash, by
+    design), sent beside the stream rather than in it: `add` never waits, so a slow or busy
+    database never holds up a model's stream; text that arrives while a notification is on
+    its way goes out with the next one, so a fast stream costs a few round trips, not one per
+    token. `drain` waits for what was added (before the call's answer is appended, so a live
+    view sees the pieces before the message); `cancel` drops it."""
+
+    def __init__(self, send: Callable[[str], Awaitable[None]], head: dict[str, Any]) -> None:
+        self._send = send
+        self._head = head
+        self._pending: list[str] = []
+        self._task: asyncio.Task[None] | None = None
+        self.sent = 0  # notifications sent
+
+    def add(self, text: str) -> None:
+        """Queue a piece of text; sent now if nothing is on its way, else with the next."""
+        if not text:
+            return
+        self._pending.append(text)
+        if self._task is None or self._task.done():
+            self._task = asyncio.create_task(self._flush())
+
+    async def _flush(self) -> None:
+        while self._pending:
+            text = "".join(self._pending)
+            self._pending.clear()
+            for payload in delta_payloads(self._head, text):
+                try:
+                    await self._send(payload)
+                    self.sent += 1
+                except Exception:  # a live view is best effort: the call goes on
+                    log.debug("text delta not pushed", exc_info=True)
+
+    async def drain(self) -> None:
+        """Wait until everything added was sent (or failed to be)."""
+        while self._task is not None and not self._task.done():
+            await asyncio.shield(self._task)
+
+    def cancel(self) -> None:
+        """Drop what is not sent yet."""
+        self._pending.clear()
+        if self._task is not None:
+            self._task.cancel()
 
 
 Request = ev.ModelRequested | ev.CompactionRequested
@@ -110,7 +176,11 @@ class ModelWorker(EffectWorker[Request]):
         return results.failed(request, f"model call failed: {reason}", ev.now())
 
     def model_request(
-        self, request: ev.ModelRequested, state: SessionState, offer: mcp.Offer | None = None
+        self,
+        request: ev.ModelRequested,
+        state: SessionState,
+        offer: mcp.Offer | None = None,
+        deltas: Deltas | None = None,
     ) -> ModelRequest:
         """The Messages API request of a step: the conversation so far and the session's tools
         (the built-in and users' ones, then those of its MCP servers)."""
@@ -123,12 +193,10 @@ class ModelWorker(EffectWorker[Request]):
             + (offer or mcp.Offer(state.mcp_tools or ())).definitions(),
             max_tokens=context.max_tokens(state),
             key=self.key(request),
-            on_text=self._first_text(request, self._deltas(request) if self.settings.stream_deltas else None),
+            on_text=self._first_text(request, deltas),
         )
 
-    def _first_text(
-        self, request: Request, then: Callable[[str], Awaitable[None]] | None
-    ) -> Callable[[str], Awaitable[None]]:
+    def _first_text(self, request: Request, then: Deltas | None) -> Callable[[str], Awaitable[None]]:
         """Measures the time to the first text, then passes the text on (if anyone listens)."""
         started = time.monotonic()
         first = True
@@ -141,7 +209,7 @@ class ModelWorker(EffectWorker[Request]):
                     time.monotonic() - started
                 )
             if then is not None:
-                await then(text)
+                then.add(text)
 
         return on_text
 
@@ -225,38 +293,32 @@ class ModelWorker(EffectWorker[Request]):
                 p.model,
             )
 
-    def _deltas(self, request: Request) -> Callable[[str], Awaitable[None]]:
-        """Text as the model streams it, to live views (Postgres NOTIFY; lost on a crash, by design)."""
-
-        async def push(text: str) -> None:
-            for start in range(0, len(text), 4000):  # NOTIFY payloads stay under 8000 bytes
-                payload = json.dumps(
-                    {
-                        "session_id": request.session_id,
-                        "turn_id": request.turn_id,
-                        "step": request.step,
-                        "text": text[start : start + 4000],
-                    }
-                )
-                try:
-                    await self._ledger_call(_notify, payload)
-                except Exception:  # a live view is best effort: the call goes on
-                    log.debug("text delta not pushed", exc_info=True)
-
-        return push
+    def _deltas(self, request: Request) -> Deltas | None:
+        """Where the call's text goes as it streams (None: nowhere, `stream_deltas` off)."""
+        if not self.settings.stream_deltas:
+            return None
+        head = {"session_id": request.session_id, "turn_id": request.turn_id, "step": request.step}
+        return Deltas(lambda payload: self._ledger_call(_notify, payload), head)
 
     async def perform(self, request: Request, state: SessionState) -> tuple[Event, int]:
         if isinstance(request, ev.CompactionRequested):
             return await self._compact(request, state)
         started = time.monotonic()
         offer = mcp.Offer(())
+        deltas = self._deltas(request)
 
         async def build() -> ModelRequest:
             nonlocal offer
             offer = await self.mcp.offer(state)
-            return self.model_request(request, state, offer)
+            return self.model_request(request, state, offer, deltas)
 
-        response = await self._call(request, build(), "model call failed")
+        try:
+            response = await self._call(request, build(), "model call failed")
+            if deltas is not None:
+                await deltas.drain()
+        finally:
+            if deltas is not None:
+                deltas.cancel()
         if not isinstance(response, ModelResponse):
             return response
         took = int((time.monotonic() - started) * 1000)

@@ -190,7 +190,8 @@ async def test_live_events_stream_with_text_deltas_and_resume_without_gaps(stack
     assert [e["id"] for e in stored] == list(range(1, len(stored) + 1))
     assert [e["event"] for e in stored][:2] == ["session_started", "user_message"]
     deltas = [e["data"]["text"] for e in events if e.get("event") == "text_delta"]
-    assert len(deltas) > 1 and "stream this reply" in "".join(deltas)
+    # In pieces, or one when the model streams faster than a notification goes (test_deltas.py).
+    assert deltas and "stream this reply" in "".join(deltas)
     # Resuming after event 3 gives 4.. exactly once.
     resumed = await _sse(stack, "/v1/sessions/live/events/stream", turn_done, headers={"Last-Event-ID": "3"})
     assert [e["id"] for e in resumed if "id" in e] == [e["id"] for e in stored if e["id"] > 3]
