@@ -13,7 +13,7 @@ from typing import Any
 
 from psycopg.types.json import Jsonb
 
-from eventstore import codec
+from eventstore import codec, pipelined
 from eventstore.events import Event
 from eventstore.owners import Fence
 from eventstore.store import SESSION_LOCK, AsyncConn
@@ -71,8 +71,9 @@ async def _guarded(
     conn: AsyncConn, session_id: str, fence: Fence | None, statement: str, params: dict[str, Any]
 ) -> tuple[bool, bool]:
     """Run `statement` (its WHERE holds `_GUARD`) in a transaction that holds the session's
-    lock, the fence's claim share-locked, all sent as one pipeline: one round trip where
-    five statements each waited for the last. Returns (written, session deleted); raises
+    lock, the fence's claim share-locked, all sent as one pipeline with BEGIN and COMMIT
+    (eventstore/pipelined.py): one round trip where five statements each waited for the
+    last (and psycopg's own pipelined transaction took four). Returns (written, session deleted); raises
     `Fenced` unless the writer still owns the session's partition.
 
     The lock is taken by a statement of its own before the write: each statement of a
@@ -84,7 +85,7 @@ async def _guarded(
         guard.update(fence.claim_params(session_id))
     else:
         guard.update(f_consumer="", f_epoch="", f_partition=0, f_generation=0)
-    async with conn.pipeline(), conn.transaction():
+    async with pipelined.transaction(conn):
         owner = await fence.lock_claim(conn, session_id) if fence is not None else None
         await conn.execute("SELECT pg_advisory_xact_lock(%s, hashtext(%s))", (SESSION_LOCK, session_id))
         gone = await conn.execute(

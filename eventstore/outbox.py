@@ -30,6 +30,7 @@ import psycopg
 from psycopg import sql
 
 from eventstore import log as kafka_log
+from eventstore import pipelined
 from eventstore.events import Event
 from eventstore.log import Appended, KafkaLog, Record
 from eventstore.settings import Settings
@@ -123,7 +124,7 @@ class DurableLog:
 
     @contextlib.asynccontextmanager
     async def _as(self, tenant: str) -> Any:
-        async with self.pool.connection() as conn, conn.pipeline(), conn.transaction():
+        async with self.pool.connection() as conn, pipelined.transaction(conn):
             await conn.execute(sql.SQL("SET LOCAL agentlog.tenant = {}").format(sql.Literal(tenant)))
             yield conn
 

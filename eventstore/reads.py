@@ -145,21 +145,26 @@ async def session_exists(conn: AsyncConn, session_id: str) -> bool:
     return await cur.fetchone() is not None
 
 
+# A turn with the messages that answered it (not the user's), in one query.
+TURN_VIEW = (
+    "SELECT t.*, (SELECT coalesce(jsonb_agg(jsonb_build_object('role', m.role, 'content', m.content)"
+    " ORDER BY m.seq, m.ord), '[]') FROM (SELECT role, content, seq, ord FROM messages"
+    " WHERE session_id = %(sid)s AND turn_id = %(tid)s ORDER BY seq, ord OFFSET 1) m) AS _replies"
+    " FROM turns t WHERE t.session_id = %(sid)s AND t.turn_id = %(tid)s"
+)
+
+
 async def turn_view(conn: AsyncConn, session_id: str, turn_id: str) -> dict[str, Any] | None:
-    """A turn with its status, usage, cost and the assistant's messages (one query: `?wait`
-    reads it twice per turn)."""
+    """A turn with its status, usage, cost and the assistant's messages."""
     async with conn.cursor(row_factory=dict_row) as cur:
-        await cur.execute(
-            "SELECT t.*, (SELECT coalesce(jsonb_agg(jsonb_build_object('role', m.role, 'content', m.content)"
-            " ORDER BY m.seq, m.ord), '[]') FROM (SELECT role, content, seq, ord FROM messages"
-            " WHERE session_id = %(sid)s AND turn_id = %(tid)s ORDER BY seq, ord OFFSET 1) m) AS _replies"
-            " FROM turns t WHERE t.session_id = %(sid)s AND t.turn_id = %(tid)s",
-            {"sid": session_id, "tid": turn_id},
-        )
+        await cur.execute(TURN_VIEW, {"sid": session_id, "tid": turn_id})
         row = await cur.fetchone()
-        if row is None:
-            return None
-    replies: list[dict[str, Any]] = row.pop("_replies")
+    return None if row is None else turn_view_of(row)
+
+
+def turn_view_of(row: dict[str, Any]) -> dict[str, Any]:
+    """The view of a row of `TURN_VIEW`."""
+    replies: list[dict[str, Any]] = row["_replies"]
     answers = [r for r in replies if r["role"] == "assistant"]
     last = answers[-1]["content"] if answers else []
     text = "\n".join(b.get("text", "") for b in last if b.get("type") == "text")

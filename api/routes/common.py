@@ -9,6 +9,7 @@ from contextlib import asynccontextmanager
 from typing import TYPE_CHECKING, Annotated, Any
 
 from fastapi import Path, Request
+from psycopg.rows import dict_row
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from api import scope
@@ -231,8 +232,9 @@ async def wait_for_turn(
     deadline = time.monotonic() + wait
     with live.subscribe(session_id, turn_id=turn_id) as sub:
         while True:
-            async with scope.connection(pool, tenant) as conn:
-                turn = await reads.turn_view(conn, session_id, turn_id)
+            keys = {"sid": session_id, "tid": turn_id}
+            found = await scope.rows(pool, tenant, reads.TURN_VIEW, keys, dict_row)
+            turn = reads.turn_view_of(found[0]) if found else None
             if turn is not None and turn["status"] in ("completed", "failed"):
                 return dict(scope.client_ids(tenant, turn))
             left = deadline - time.monotonic()

@@ -115,20 +115,19 @@ async def post_message(
     sid = ids.scoped_session_id(tenant, session_id)
     turn_id = ids.turn_id_for(sid, key)
     blocks = body.blocks()
-    async with scope.connection(pool, tenant) as conn:
-        # One query: the tombstone, the session and this key's turn (the tenant's rows only);
-        # for an id the tenant has not, whether another holds it (stored before ids were scoped).
-        cur = await conn.execute(
-            "SELECT d.session_id IS NOT NULL, s.status, t.user_content, s.policy, s.tenant_id, t.status,"
-            " CASE WHEN s.session_id IS NULL AND d.session_id IS NULL THEN session_tenant(%(sid)s) END"
-            " FROM (SELECT 1) one"
-            " LEFT JOIN deleted_sessions d ON d.session_id = %(sid)s"
-            " LEFT JOIN sessions s ON s.session_id = %(sid)s"
-            " LEFT JOIN turns t ON t.turn_id = %(tid)s AND t.session_id = %(sid)s",
-            {"sid": sid, "tid": turn_id},
-        )
-        found = await cur.fetchone()
-    assert found is not None
+    # One query: the tombstone, the session and this key's turn (the tenant's rows only); for
+    # an id the tenant has not, whether another holds it (stored before ids were scoped).
+    (found,) = await scope.rows(
+        pool,
+        tenant,
+        "SELECT d.session_id IS NOT NULL, s.status, t.user_content, s.policy, s.tenant_id, t.status,"
+        " CASE WHEN s.session_id IS NULL AND d.session_id IS NULL THEN session_tenant(%(sid)s) END"
+        " FROM (SELECT 1) one"
+        " LEFT JOIN deleted_sessions d ON d.session_id = %(sid)s"
+        " LEFT JOIN sessions s ON s.session_id = %(sid)s"
+        " LEFT JOIN turns t ON t.turn_id = %(tid)s AND t.session_id = %(sid)s",
+        {"sid": sid, "tid": turn_id},
+    )
     if found[0] or found[6] not in (None, tenant):
         raise not_found(tenant, sid)
     row = found[1:6] if found[1] is not None else None
