@@ -8,6 +8,7 @@ one pipeline. A deletion empties every table of its session.
 
 from __future__ import annotations
 
+import contextlib
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
@@ -15,8 +16,8 @@ from typing import Any
 import psycopg
 from psycopg.types.json import Jsonb
 
+from eventstore import pipelined, vault
 from eventstore import projection as pj
-from eventstore import vault
 from eventstore.events import Event
 from eventstore.state import SessionState
 
@@ -209,7 +210,9 @@ async def write(conn: Conn, batch: Batch) -> None:
     if batch.tool_calls:
         await conn.execute(INSERT_TOOL_CALLS, _columns([tuple(r) for r in batch.tool_calls.values()]))
     if batch.ops:
-        async with conn.pipeline():
+        # Sent together; a pipeline of its own only where the caller has none (entering one
+        # inside another syncs: a round trip).
+        async with contextlib.nullcontext() if pipelined.active(conn) else conn.pipeline():
             for event, op in batch.ops:
                 await _apply_op(conn, event, op)
 

@@ -20,7 +20,7 @@ from typing import Any
 import psycopg
 from psycopg.types.json import Jsonb
 
-from eventstore import channels, codec, outbox, rows
+from eventstore import channels, codec, outbox, pipelined, rows
 from eventstore import projection as pj
 from eventstore.errors import DecodeError
 from eventstore.events import SCHEMA_VERSION, Event
@@ -282,7 +282,9 @@ async def apply_batch(
     args = (conn, consumer, epoch, topic, partition, records, on_event, cache)
     with _no_cycle_collection():
         try:
-            async with conn.transaction():
+            # One pipeline: the offset and what the batch needs are read in one round trip,
+            # the rows, announcements and offset written with the COMMIT in another.
+            async with pipelined.transaction(conn):
                 result, folded = await _apply_records(*args, bulk=True)
         except (*UNSTORABLE, psycopg.errors.PipelineAborted):
             async with conn.transaction():
@@ -320,12 +322,14 @@ async def _apply_records(
         " AND topic = %s AND log_partition = %s FOR UPDATE",
         (consumer, epoch, topic, partition),
     )
+    # Read with the offset (in a pipeline, together), for every record: those below it are
+    # passed over, and reading theirs too costs nothing more.
+    seen = await _Pass.read(conn, [r.event for r in records if r.event], cache)
     row = await cur.fetchone()
     stored = row[0] if row else 0
     next_offset = stored
     todo = [r for r in records if r.offset >= stored]
     skipped = len(records) - len(todo)
-    seen = await _Pass.read(conn, [r.event for r in todo if r.event], cache)
     batch = rows.Batch()
     for record in todo:
         next_offset = record.offset + 1
