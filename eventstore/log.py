@@ -131,6 +131,19 @@ class KafkaLog:
                 log.info("not appended: %s of deleted session %s", event.type, event.session_id)
         return [FORGOTTEN if record is None else next(acked) for record in records]
 
+    async def queue(self, events: Sequence[Event]) -> list[asyncio.Future[Any]]:
+        """Send events in order without waiting for the broker to acknowledge them: the
+        producer keeps their order; `confirm` waits. A deleted session's are not sent."""
+        return [
+            await self._send(self.topic, *record)
+            for record in await self.encode(events)
+            if record is not None
+        ]
+
+    async def confirm(self, sent: Sequence[asyncio.Future[Any]]) -> None:
+        """Wait until the broker acknowledged what `queue` sent (AppendTimeout, LogError)."""
+        await self._acked(list(sent))
+
     async def append_records(self, records: Sequence[Record]) -> list[Appended]:
         """Append records as they are, in order; all acknowledged (the outbox's sweep)."""
         return await self._acked([await self._send(self.topic, *record) for record in records])

@@ -107,6 +107,15 @@ class FoldingWorker:
     def forget(self, partitions: set[int]) -> None:
         """Drop what is kept per partition once the partitions' offsets are saved on revocation."""
 
+    async def flush(self) -> None:
+        """Called after each batch of records is acted on, before its positions can be saved:
+        wait for what `act` left in flight (the reactor's appends). If that fails, it rewinds
+        (see `rewind`) and raises; the worker stops."""
+
+    def rewind(self) -> None:
+        """Give up what `act` left in flight: each partition's position goes back to the first
+        record whose work is not confirmed, so a restart acts on it again."""
+
     # Ownership.
 
     @property
@@ -294,14 +303,22 @@ class FoldingWorker:
                 return
             for record in records:
                 if self.fatal is not None or partition not in self.position:
+                    self.rewind()
                     return
                 try:
                     await self._handle(record)
                 except UNAVAILABLE as exc:
                     # Not the event's fault: stop before passing it, so a restart acts on it again.
                     log.error("%s: stopping at %s/%s: %r", self.consumer, partition, record.offset, exc)
+                    self.rewind()
                     self.stop_with(exc)
                     return
+            try:
+                await self.flush()
+            except UNAVAILABLE as exc:
+                log.error("%s: stopping after %s/%s: %r", self.consumer, partition, records[-1].offset, exc)
+                self.stop_with(exc)
+                return
             end = self.catching_up.get(partition)
             if end is not None and self.position.get(partition, 0) >= end:
                 del self.catching_up[partition]

@@ -8,10 +8,12 @@ another writer's event lands first, the log's order is the truth.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import uuid
 from collections.abc import Mapping
 from datetime import datetime
+from typing import Any
 
 from eventstore import events as ev
 from eventstore import ledger, reads
@@ -42,6 +44,10 @@ class ReactorWorker(FoldingWorker):
         # The estimated size of each tool's definition: a model call's share of the window.
         self.tool_tokens = tool_tokens or {}
         self.unseen: dict[str, dict[uuid.UUID, Event]] = {}
+        # The record being acted on, while its reactions may be left unconfirmed (`act`).
+        self.acting: tuple[int, int] | None = None
+        # Reactions sent and not yet acknowledged: (partition, offset of their record, sent).
+        self.in_flight: list[tuple[int, int, list[asyncio.Future[Any]]]] = []
         self.tick_s = self.settings.expiry_check_s
         self.expired = 0
 
@@ -62,7 +68,34 @@ class ReactorWorker(FoldingWorker):
                 self._measure_turn(event, state)
             except Exception:  # observing never stops a reaction
                 log.warning("reactor: measuring turn %s failed", event.turn_id, exc_info=True)
-        await self._settle(state)
+        # A batch's reactions go out one after another without waiting for each to be
+        # acknowledged (`flush` waits for all, before the batch's offsets can be saved): an
+        # acknowledgement per record was most of a loaded reactor's time.
+        self.acting = (partition, offset)
+        try:
+            await self._settle(state)
+        finally:
+            self.acting = None
+
+    async def flush(self) -> None:
+        pending, self.in_flight = self.in_flight, []
+        if not pending:
+            return
+        try:
+            await self.kafka.confirm([f for _, _, sent in pending for f in sent])
+        except BaseException:
+            self.in_flight = pending
+            self.rewind()
+            raise
+
+    def rewind(self) -> None:
+        pending, self.in_flight = self.in_flight, []
+        for partition, offset, sent in pending:
+            for f in sent:
+                if not f.done():
+                    f.cancel()
+            if partition in self.position:
+                self.position[partition] = min(self.position[partition], offset)
 
     def _measure_turn(self, event: ev.TurnCompleted | ev.TurnFailed, state: SessionState) -> None:
         """Count a turn that ended, whoever ended it (the reactor, or a model worker's failure).
@@ -180,7 +213,10 @@ class ReactorWorker(FoldingWorker):
 
     async def _append(self, reactions: list[Event]) -> None:
         failpoints.hit("reactor.before_append")
-        await self.kafka.append_many(reactions)
+        if self.acting is not None:
+            self.in_flight.append((*self.acting, await self.kafka.queue(reactions)))
+        else:
+            await self.kafka.append_many(reactions)
         failpoints.hit("reactor.after_append")
         mine = self.unseen.setdefault(reactions[0].session_id, {})
         for reaction in reactions:

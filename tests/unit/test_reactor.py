@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import asyncio
 from datetime import UTC, datetime
 
 from eventstore import events as ev
 from eventstore import ids
 from eventstore.state import fold
 from processors import reactor
+from processors.reactor_worker import ReactorWorker
 
 AT = datetime(2026, 1, 1, tzinfo=UTC)
 
@@ -66,3 +68,20 @@ def test_deleted_session_starts_nothing_and_fails_a_late_message() -> None:
     assert [e.type for e in out] == ["turn_failed"]
     assert isinstance(out[0], ev.TurnFailed) and out[0].payload.reason == "session deleted"
     assert reactor.react(fold("s", [*log, *out]), AT) == []
+
+
+async def test_a_reactor_that_cannot_confirm_its_reactions_acts_on_them_again() -> None:
+    """`rewind`: the reactions of a batch are sent without waiting for each acknowledgement;
+    if they cannot be confirmed, each partition's position goes back to the first record
+    whose reactions were in flight (a restart acts on it again) and what was not sent is
+    cancelled."""
+    worker = ReactorWorker.__new__(ReactorWorker)
+    worker.position = {0: 13, 1: 8, 2: 5}
+    loop = asyncio.get_running_loop()
+    sent = [loop.create_future() for _ in range(4)]
+    sent[0].set_result(None)
+    worker.in_flight = [(0, 10, [sent[0]]), (1, 6, [sent[1]]), (0, 11, [sent[2]]), (1, 7, [sent[3]])]
+    worker.rewind()
+    assert worker.position == {0: 10, 1: 6, 2: 5}
+    assert worker.in_flight == []
+    assert [f.cancelled() for f in sent] == [False, True, True, True]
