@@ -15,6 +15,9 @@ import typer
 
 from agentlog.cli.app import DataDir, app, env_from_stack, settings, setup_logging
 
+# Seconds an idle HTTP connection to the api is kept open (`agentlog api`).
+KEEP_ALIVE_S = 75
+
 
 @app.command()
 def up(
@@ -122,8 +125,19 @@ def api(
     setup_logging()
     with config_errors():
         app = create_app(settings())
-    # uvloop and httptools: the same api in C where the time went (bench.parts: ingest).
-    uvicorn.run(app, host=host, port=port, log_level="info", loop="uvloop", http="httptools")
+    # uvloop and httptools: the same api in C where the time went (bench.parts: ingest). Idle
+    # connections are kept past what clients and load balancers keep theirs (httpx 5 s, an
+    # AWS load balancer 60 s): closing at uvicorn's 5 s races a client's next request on the
+    # same connection, which then reads a reset (seen under bench.compare's 100 sessions).
+    uvicorn.run(
+        app,
+        host=host,
+        port=port,
+        log_level="info",
+        loop="uvloop",
+        http="httptools",
+        timeout_keep_alive=KEEP_ALIVE_S,
+    )
 
 
 @app.command()

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import http.client
 import json
 import os
 import signal
 import subprocess
 import sys
 import time
+import urllib.parse
 import urllib.request
 from pathlib import Path
 from typing import Any
@@ -156,6 +158,22 @@ def test_up_answers_restarts_children_and_keeps_sessions_across_a_restart(tmp_pa
         )
         assert second["status"] == "completed"
         assert "turn 2 of our conversation" in second["output_text"]
+
+        # An idle connection is kept past the 5 s clients keep theirs (httpx): a server that
+        # closed it then would race the client's next request, which would read a reset.
+        host, port = urllib.parse.urlsplit(api).hostname, urllib.parse.urlsplit(api).port
+        conn = http.client.HTTPConnection(host or "127.0.0.1", port, timeout=10)
+        try:
+            statuses = []
+            for pause in (6, 0):
+                conn.request("GET", "/healthz")  # on a closed connection: RemoteDisconnected
+                with conn.getresponse() as resp:
+                    statuses.append(resp.status)
+                    resp.read()
+                time.sleep(pause)
+            assert statuses == [200, 200]
+        finally:
+            conn.close()
     finally:
         _stop(proc)
     assert proc.returncode == 0
