@@ -12,6 +12,7 @@ the same turns with fewer sessions at once (the latency target is set at 10).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
 import shutil
@@ -80,12 +81,21 @@ def _restarted(cwd: Path, info: dict[str, Any], keep: Path) -> list[str]:
 async def _load(info: dict[str, Any], work: Workload, watched: list[Watched], options: Options) -> Side:
     headers = {"Authorization": f"Bearer {info['api_token']}"}
     retries: list[str] = []
-    limits = httpx.Limits(max_connections=work.sessions + 10, max_keepalive_connections=work.sessions + 10)
-    async with httpx.AsyncClient(
-        base_url=info["api_url"], headers=headers, timeout=300, limits=limits
-    ) as client:
+    # A client of its own per session (one keep-alive connection each), as separate producers
+    # would be: a hundred sessions sharing one httpx pool spent seconds in it (traced: the
+    # slow turns' time passed before the api saw the request), a delay of the load's client.
+    async with contextlib.AsyncExitStack() as clients:
+        of: dict[str, httpx.AsyncClient] = {}
+
+        async def client_of(sid: str) -> httpx.AsyncClient:
+            if sid not in of:
+                of[sid] = await clients.enter_async_context(
+                    httpx.AsyncClient(base_url=info["api_url"], headers=headers, timeout=300)
+                )
+            return of[sid]
 
         async def turn(sid: str, n: int) -> None:
+            client = await client_of(sid)
             while True:
                 r = await client.post(
                     f"/v1/sessions/{sid}/messages",
