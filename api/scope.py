@@ -14,7 +14,7 @@ from typing import Any
 from psycopg import sql
 from psycopg.rows import RowFactory, tuple_row
 
-from eventstore import ids, pipelined, roles
+from eventstore import ids, roles
 from eventstore.errors import StoreError
 from eventstore.store import AsyncConn
 
@@ -30,11 +30,8 @@ OPAQUE_FIELDS = frozenset(
 
 @asynccontextmanager
 async def connection(pool: Any, tenant: str) -> AsyncIterator[AsyncConn]:
-    """A pooled connection in a transaction acting for `tenant`, pipelined: BEGIN and the
-    setting go out with the first query, COMMIT with the last (eventstore/pipelined.py)."""
-    async with pool.connection() as conn, pipelined.transaction(conn):
-        # SET LOCAL takes no parameter; the tenant id is a checked id, quoted as a literal.
-        await conn.execute(sql.SQL("SET LOCAL agentlog.tenant = {}").format(sql.Literal(tenant)))
+    """A pooled connection in a transaction acting for `tenant` (`roles.acting_for`)."""
+    async with pool.connection() as conn, roles.acting_for(conn, tenant):
         yield conn
 
 
@@ -44,8 +41,7 @@ async def rows(
     """One query's rows for `tenant` in one round trip (read once the transaction is sent:
     inside `connection`, reading them would cost another). For the api's hot reads."""
     async with pool.connection() as conn:
-        async with pipelined.transaction(conn):
-            await conn.execute(sql.SQL("SET LOCAL agentlog.tenant = {}").format(sql.Literal(tenant)))
+        async with roles.acting_for(conn, tenant):
             cur = conn.cursor(row_factory=row_factory)
             await cur.execute(query, params)
         found: list[Any] = await cur.fetchall()

@@ -6,7 +6,7 @@ carries a model call's streamed text."""
 from __future__ import annotations
 
 import json
-from collections.abc import Collection, Mapping
+from collections.abc import Collection, Iterator, Mapping
 from typing import Any
 
 import psycopg
@@ -97,3 +97,24 @@ def parse_turns(payload: str) -> dict[str, str] | None:
     if not isinstance(value, dict) or not all(isinstance(v, str) for v in value.values()):
         return None
     return {str(k): v for k, v in value.items()}
+
+
+def delta_payloads(head: dict[str, Any], text: str) -> Iterator[str]:
+    """A model call's streamed `text` as `agentlog_deltas` payloads (`head` plus a piece of the
+    text), each under MAX_PAYLOAD bytes however the text encodes (UTF-8: up to 4 bytes a
+    character, 6 for an escaped control; 4,000 CJK characters escaped to ASCII were 24 KB)."""
+    start = 0
+    while start < len(text):
+        size = min(len(text) - start, MAX_PAYLOAD // 4)
+        while True:
+            payload = json.dumps({**head, "text": text[start : start + size]}, ensure_ascii=False)
+            if len(payload.encode()) < MAX_PAYLOAD or size == 1:
+                break
+            size //= 2
+        yield payload
+        start += size
+
+
+async def notify_delta(conn: psycopg.AsyncConnection[Any], payload: str) -> None:
+    """Send one payload of `delta_payloads` (on its own: a live view is best effort)."""
+    await conn.execute("SELECT pg_notify(%s, %s)", (DELTAS, payload))

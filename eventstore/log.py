@@ -124,8 +124,7 @@ class KafkaLog:
 
     async def send(self, events: Sequence[Event], records: Sequence[Record | None]) -> list[Appended]:
         """Append the records `encode` made of `events`, in order; all acknowledged."""
-        futures = [await self._send(self.topic, *record) for record in records if record is not None]
-        acked = iter(await self._acked(futures))
+        acked = iter(await self._acked(await self._queued(records)))
         for event, record in zip(events, records, strict=True):
             if record is None:
                 log.info("not appended: %s of deleted session %s", event.type, event.session_id)
@@ -134,11 +133,10 @@ class KafkaLog:
     async def queue(self, events: Sequence[Event]) -> list[asyncio.Future[Any]]:
         """Send events in order without waiting for the broker to acknowledge them: the
         producer keeps their order; `confirm` waits. A deleted session's are not sent."""
-        return [
-            await self._send(self.topic, *record)
-            for record in await self.encode(events)
-            if record is not None
-        ]
+        return await self._queued(await self.encode(events))
+
+    async def _queued(self, records: Sequence[Record | None]) -> list[asyncio.Future[Any]]:
+        return [await self._send(self.topic, *record) for record in records if record is not None]
 
     async def confirm(self, sent: Sequence[asyncio.Future[Any]]) -> None:
         """Wait until the broker acknowledged what `queue` sent (AppendTimeout, LogError)."""
@@ -146,7 +144,7 @@ class KafkaLog:
 
     async def append_records(self, records: Sequence[Record]) -> list[Appended]:
         """Append records as they are, in order; all acknowledged (the outbox's sweep)."""
-        return await self._acked([await self._send(self.topic, *record) for record in records])
+        return await self._acked(await self._queued(records))
 
     async def append_raw(
         self, key: bytes | None, value: bytes | None, headers: codec.Headers, topic: str | None = None

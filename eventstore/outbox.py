@@ -27,10 +27,9 @@ from datetime import datetime
 from typing import Any
 
 import psycopg
-from psycopg import sql
 
 from eventstore import log as kafka_log
-from eventstore import pipelined
+from eventstore import roles
 from eventstore.events import Event
 from eventstore.log import Appended, KafkaLog, Record
 from eventstore.settings import Settings
@@ -124,8 +123,7 @@ class DurableLog:
 
     @contextlib.asynccontextmanager
     async def _as(self, tenant: str) -> Any:
-        async with self.pool.connection() as conn, pipelined.transaction(conn):
-            await conn.execute(sql.SQL("SET LOCAL agentlog.tenant = {}").format(sql.Literal(tenant)))
+        async with self.pool.connection() as conn, roles.acting_for(conn, tenant):
             yield conn
 
 
@@ -170,16 +168,26 @@ class Sweep:
     async def sweep(self, conn: AsyncConn, due: Due) -> int:
         """Append again the rows kept before `due.cutoff` in its partitions (call it once the
         projector read each of them up to `due.ends`); how many were appended."""
-        cur = await conn.execute(
-            "SELECT session_id, record_key, record_value, header_names, header_values FROM api_outbox"
-            " WHERE created_at < %s ORDER BY id LIMIT %s",
-            (due.cutoff, SWEEP_ROWS),
-        )
-        records: list[Record] = [
-            (key, value, list(zip(names, values, strict=True)))
-            for session, key, value, names, values in await cur.fetchall()
-            if kafka_log.partition_for(session, self.partitions) in due.ends
-        ]
+        records: list[Record] = []
+        after = 0
+        # Page by id: rows of partitions another projector replica sweeps must not fill the
+        # page and starve this one's.
+        while len(records) < SWEEP_ROWS:
+            cur = await conn.execute(
+                "SELECT id, session_id, record_key, record_value, header_names, header_values"
+                " FROM api_outbox WHERE created_at < %s AND id > %s ORDER BY id LIMIT %s",
+                (due.cutoff, after, SWEEP_ROWS),
+            )
+            page = await cur.fetchall()
+            records += [
+                (key, value, list(zip(names, values, strict=True)))
+                for _, session, key, value, names, values in page
+                if kafka_log.partition_for(session, self.partitions) in due.ends
+            ]
+            if len(page) < SWEEP_ROWS:
+                break
+            after = page[-1][0]
+        records = records[:SWEEP_ROWS]
         if not records:
             return 0
         await self.kafka.append_records(records)

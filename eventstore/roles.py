@@ -3,7 +3,15 @@ level security binds, beside the owner's that the workers and migrations use."""
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any
+
+import psycopg
+from psycopg import sql
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
+
+from eventstore import pipelined
 
 API_ROLE = "agentlog_api"
 
@@ -17,3 +25,14 @@ def as_role(database_url: str, role: str = API_ROLE, password: str | None = None
     if password is not None:
         params["password"] = password
     return make_conninfo("", **params)
+
+
+@asynccontextmanager
+async def acting_for(conn: psycopg.AsyncConnection[Any], tenant: str) -> AsyncIterator[None]:
+    """A transaction on `conn` acting for `tenant` (`agentlog.tenant`, which row-level security
+    reads), pipelined: BEGIN and the setting go out with the first statement, COMMIT with the
+    last (eventstore/pipelined.py)."""
+    async with pipelined.transaction(conn):
+        # SET LOCAL takes no parameter; the tenant id is a checked id, quoted as a literal.
+        await conn.execute(sql.SQL("SET LOCAL agentlog.tenant = {}").format(sql.Literal(tenant)))
+        yield

@@ -11,10 +11,9 @@ compacted view (eventstore/context.py).
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 import time
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 from opentelemetry.trace import Span, SpanKind, Status, StatusCode
@@ -34,29 +33,6 @@ from processors.tools.errors import McpUnavailable
 from processors.tools.registry import Registry, default_registry
 
 log = logging.getLogger(__name__)
-
-
-async def _notify(conn: Any, payload: str) -> None:
-    await conn.execute("SELECT pg_notify(%s, %s)", (channels.DELTAS, payload))
-
-
-# NOTIFY refuses a payload of 8,000 bytes or more.
-NOTIFY_BYTES = 7900
-
-
-def delta_payloads(head: dict[str, Any], text: str, limit: int = NOTIFY_BYTES) -> Iterator[str]:
-    """`text` as NOTIFY payloads (`head` plus a piece of the text), each under `limit` bytes
-    however the text encodes (UTF-8: up to 4 bytes a character, 6 for an escaped control)."""
-    start = 0
-    while start < len(text):
-        size = min(len(text) - start, limit // 4)
-        while True:
-            payload = json.dumps({**head, "text": text[start : start + size]}, ensure_ascii=False)
-            if len(payload.encode()) < limit or size == 1:
-                break
-            size //= 2
-        yield payload
-        start += size
 
 
 class Deltas:
@@ -86,7 +62,7 @@ class Deltas:
         while self._pending:
             text = "".join(self._pending)
             self._pending.clear()
-            for payload in delta_payloads(self._head, text):
+            for payload in channels.delta_payloads(self._head, text):
                 try:
                     await self._send(payload)
                     self.sent += 1
@@ -298,7 +274,7 @@ class ModelWorker(EffectWorker[Request]):
         if not self.settings.stream_deltas:
             return None
         head = {"session_id": request.session_id, "turn_id": request.turn_id, "step": request.step}
-        return Deltas(lambda payload: self._ledger_call(_notify, payload), head)
+        return Deltas(lambda payload: self._ledger_call(channels.notify_delta, payload), head)
 
     async def perform(self, request: Request, state: SessionState) -> tuple[Event, int]:
         if isinstance(request, ev.CompactionRequested):

@@ -70,6 +70,9 @@ class SubagentRun(Run):
     parent_session_id: str | None = Field(
         default=None, min_length=1, max_length=300, pattern=STORED_ID_PATTERN
     )
+    # The parent's Task call asking for this run: its rules (untrusted content that came in
+    # before the call) are read once the projection has the call, so never before what led to it.
+    parent_tool_use_id: str | None = Field(default=None, min_length=1, max_length=300)
 
 
 RESPONSES: dict[int | str, dict[str, Any]] = {
@@ -112,16 +115,29 @@ async def _run(
     return JSONResponse({**done, "session_id": client}, headers={"Location": f"/v1/sessions/{client}"})
 
 
-async def _parent(pool: Any, parent_session_id: str, tenant: str) -> SessionState | None:
+async def _parent(
+    pool: Any, parent_session_id: str, tenant: str, call: str | None = None
+) -> SessionState | None:
     """The rules of the tenant's session `parent_session_id`, or None if it has none.
 
     A Task call's parent may be a moment ahead of the projection; it is known to be in the log
     when the ledger holds its model call (recorded before the answer that asked for the Task
     was appended), and only then is it waited for. A parent that is in neither is unknown now.
+    With the Task call's id, also until the projection has that call: everything before it in
+    the parent's log (a fetched page's result) is projected by then (one partition, in order).
     """
+    without_call = False
     for _ in range(50):
         async with scope.connection(pool, tenant) as conn:
             parent = await lineage.parent_rules(conn, parent_session_id, tenant)
+            if parent is not None and call is not None:
+                cur = await conn.execute(
+                    "SELECT 1 FROM tool_calls WHERE session_id = %s AND tool_use_id = %s",
+                    (parent_session_id, call),
+                )
+                if await cur.fetchone() is None:
+                    without_call = True
+                    parent = None  # the call is not projected yet: wait, as for the parent
             if parent is not None:
                 return parent
             cur = await conn.execute(
@@ -131,6 +147,13 @@ async def _parent(pool: Any, parent_session_id: str, tenant: str) -> SessionStat
             if await cur.fetchone() is None:
                 return None
         await asyncio.sleep(0.1)
+    if without_call:
+        raise Problem(
+            422,
+            "Unknown parent call",
+            f"session {ids.client_session_id(tenant, parent_session_id)} has no tool call {call}",
+            field="parent_tool_use_id",
+        )
     return None
 
 
@@ -202,7 +225,7 @@ async def subagent_run(
     sid = ids.scoped_session_id(tenant, "http-" + str(ids.derive(f"subagent/http/{tenant}/{key}")))
     parent = None
     if parent_id is not None:
-        parent = await _parent(pool, parent_id, tenant)
+        parent = await _parent(pool, parent_id, tenant, body.parent_tool_use_id)
         if parent is None:
             raise _unknown_parent(body.parent_session_id)
     depth = parent.depth + 1 if parent is not None else 1

@@ -69,6 +69,8 @@ class Task:
             "parent_session_id": ctx.session_id
             if settings.service_token
             else ids.client_session_id(ctx.tenant_id, ctx.session_id),
+            # Its rules are read once the projection has this call (and what came before it).
+            "parent_tool_use_id": ctx.call_id or None,
         }
         try:
             async with httpx.AsyncClient(base_url=settings.api_url, timeout=timeout + 10) as client:

@@ -12,7 +12,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from eventstore import channels
-from processors.model_worker import NOTIFY_BYTES, Deltas, delta_payloads
+from eventstore.channels import MAX_PAYLOAD, delta_payloads
+from processors.model_worker import Deltas
 
 HEAD = {"session_id": "s", "turn_id": "t", "step": 1}
 
@@ -71,7 +72,7 @@ async def test_a_failed_notification_is_skipped_and_the_rest_still_goes() -> Non
 @given(st.text(min_size=1, max_size=20_000))
 def test_every_payload_fits_a_notification_and_the_pieces_give_the_text_back(text: str) -> None:
     payloads = list(delta_payloads(HEAD, text))
-    assert all(len(p.encode()) < NOTIFY_BYTES for p in payloads)
+    assert all(len(p.encode()) < MAX_PAYLOAD for p in payloads)
     pieces = [json.loads(p) for p in payloads]
     assert all({k: v for k, v in p.items() if k != "text"} == HEAD for p in pieces)
     assert "".join(p["text"] for p in pieces) == text
@@ -87,10 +88,7 @@ async def test_wide_text_goes_through_postgres_notify_whole(pg_server: str) -> N
     ):
         await listener.execute(f"LISTEN {channels.DELTAS}")
 
-        async def send(payload: str) -> None:
-            await sender.execute("SELECT pg_notify(%s, %s)", (channels.DELTAS, payload))
-
-        deltas = Deltas(send, HEAD)
+        deltas = Deltas(lambda payload: channels.notify_delta(sender, payload), HEAD)
         for start in range(0, len(text), 700):
             deltas.add(text[start : start + 700])
         await asyncio.wait_for(deltas.drain(), 30)

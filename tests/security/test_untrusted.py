@@ -196,6 +196,32 @@ async def test_a_child_started_over_http_after_untrusted_content_came_in_starts_
         assert started["untrusted"] is expected, (parent, started)
 
 
+async def test_a_child_over_http_names_its_task_call_and_its_rules_wait_for_it(
+    stack: Stack, model: fake.FakeAnthropic, page: str
+) -> None:
+    """The Task tool names its call (`parent_tool_use_id`): the parent's rules are read once
+    the projection has that call, so a result that came in before it is never missed; a
+    call the parent does not have is refused, naming the field."""
+    model.reset()
+    model.script(fake.tool_use(("WebFetch", {"url": page})), fake.text("Fetched."))
+    fetched = await post(stack, "http-named")
+    assert (await finished(stack, "http-named", fetched["turn_id"]))["status"] == "completed"
+    ((call,),) = await stack.sql("SELECT tool_use_id FROM tool_calls WHERE session_id = 'http-named'")
+    async with httpx.AsyncClient(base_url=stack.api_url or "", timeout=60) as client:
+        run = {"prompt": "Say hi.", "parent_session_id": "http-named", "model": CLAUDE_DEFAULT}
+        unknown = await client.post("/v1/subagent/run", json={**run, "parent_tool_use_id": "toolu_nope"})
+        assert unknown.status_code == 422, unknown.text
+        assert "parent_tool_use_id" in unknown.text
+        model.script(fake.text("Child here."))
+        r = await client.post("/v1/subagent/run", json={**run, "parent_tool_use_id": call})
+    assert r.status_code == 200, r.text
+    child = r.json()["session_id"]
+    ((started,),) = await stack.sql(
+        "SELECT payload FROM events WHERE session_id = %s AND type = 'session_started'", child
+    )
+    assert started["untrusted"] is True
+
+
 def test_hosts_on_the_list_and_a_session_list_only_narrows() -> None:
     assert untrusted.host_allowed("https://docs.python.org/3/", ["*.python.org"])
     assert untrusted.host_allowed("https://python.org/", ["*.python.org"])
